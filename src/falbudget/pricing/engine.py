@@ -1,0 +1,395 @@
+"""The pure pricing engine: a compiled price table, argument validation and quotes.
+
+Nothing here does I/O or imports pydantic: the loader validates the file once and compiles it
+into these plain objects, so a quote costs a few dictionary look-ups and Decimal operations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+
+from falbudget.errors import _MISSING, InvalidArguments, UnknownEndpoint
+from falbudget.money import format_usd, normalize
+
+_MICRO = Decimal("0.000001")
+_ZERO = Decimal(0)
+GRID_LIMIT = 100_000
+"""The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
+
+RuleKind = Literal["base", "per_unit", "lookup", "proportional"]
+InputType = Literal["string", "integer", "number", "boolean"]
+
+
+def _json_key(value: Any) -> str:
+    """How a value is written as a key of a lookup rule: strings as they are, others as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _fmt_factor(factor: Decimal) -> str:
+    return f"{factor.normalize():f}"
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    """One rule's part in a quote: the money it added or the factor it applied, and why."""
+
+    rule: str
+    kind: RuleKind
+    input: str | None
+    value: Any
+    detail: str
+    amount: Decimal | None = None
+    factor: Decimal | None = None
+
+    def effect(self) -> str:
+        """'+0.40' for an amount, 'x0.5' for a factor, '0.80' for the base."""
+        if self.factor is not None:
+            return f"x{_fmt_factor(self.factor)}"
+        amount = self.amount if self.amount is not None else _ZERO
+        return format_usd(amount) if self.kind == "base" else f"+{format_usd(amount)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "kind": self.kind,
+            "input": self.input,
+            "value": self.value,
+            "detail": self.detail,
+            "amount": None if self.amount is None else format_usd(self.amount),
+            "factor": None if self.factor is None else _fmt_factor(self.factor),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LineItem:
+        return cls(
+            rule=data["rule"],
+            kind=data["kind"],
+            input=data["input"],
+            value=data["value"],
+            detail=data["detail"],
+            amount=None if data["amount"] is None else normalize(Decimal(data["amount"])),
+            factor=None if data["factor"] is None else Decimal(data["factor"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What a request will cost, and why. Immutable; ``to_json()`` writes money as strings."""
+
+    endpoint: str
+    total: Decimal
+    arguments: Mapping[str, Any]
+    line_items: tuple[LineItem, ...]
+    table_version: str
+    table_sha256: str
+    currency: str = "USD"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "total": format_usd(self.total),
+            "currency": self.currency,
+            "arguments": dict(self.arguments),
+            "line_items": [item.to_dict() for item in self.line_items],
+            "table_version": self.table_version,
+            "table_sha256": self.table_sha256,
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quote:
+        return cls(
+            endpoint=data["endpoint"],
+            total=normalize(Decimal(data["total"])),
+            currency=data["currency"],
+            arguments=MappingProxyType(dict(data["arguments"])),
+            line_items=tuple(LineItem.from_dict(item) for item in data["line_items"]),
+            table_version=data["table_version"],
+            table_sha256=data["table_sha256"],
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Quote:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class InputRule:
+    """One input of an endpoint's schema, compiled for fast checking."""
+
+    name: str
+    type: InputType
+    required: bool = False
+    default: Any = None
+    nullable: bool = False
+    enum: tuple[Any, ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    description: str = ""
+    _enum_set: frozenset[Any] = field(default=frozenset(), repr=False, compare=False)
+
+    @property
+    def allowed(self) -> str:
+        """What values are allowed, in words, for error messages and `falbudget endpoints`."""
+        if self.enum is not None:
+            text = "one of " + ", ".join(json.dumps(v) for v in self.enum)
+        elif self.type == "integer" and self.minimum is not None and self.maximum is not None:
+            text = f"an integer from {self.minimum} to {self.maximum}"
+        elif self.type == "integer":
+            text = "an integer" + _bounds(self.minimum, self.maximum)
+        elif self.type == "number":
+            text = "a number" + _bounds(self.minimum, self.maximum)
+        elif self.type == "boolean":
+            text = "true or false"
+        else:
+            text = "a string"
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, endpoint: str, value: Any) -> Any:
+        """Return the value when allowed, else raise InvalidArguments."""
+        if value is None and self.nullable:
+            return None
+        kind = type(value)
+        if self.type == "integer":
+            ok = kind is int
+        elif self.type == "string":
+            ok = kind is str
+        elif self.type == "boolean":
+            ok = kind is bool
+        else:
+            ok = kind is int or (kind is float and math.isfinite(value))
+        if ok:
+            if self.enum is not None:
+                ok = value in self._enum_set
+            else:
+                if self.minimum is not None and value < self.minimum:
+                    ok = False
+                if self.maximum is not None and value > self.maximum:
+                    ok = False
+        if not ok:
+            raise InvalidArguments(endpoint, self.name, value, self._explain(value))
+        return value
+
+    def _explain(self, value: Any) -> str:
+        hint = ""
+        if self.type in ("integer", "number") and isinstance(value, str):
+            hint = " (give the number itself, not a string)"
+        elif self.type == "integer" and isinstance(value, float) and not isinstance(value, bool):
+            hint = " (a float is not an integer, even when whole)"
+        elif isinstance(value, bool) and self.type != "boolean":
+            hint = " (a boolean is not a number)"
+        return self.allowed + hint
+
+
+def _bounds(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" from {minimum} to {maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRule:
+    """One compiled rule. ``apply`` returns the new running total and the line item."""
+
+    name: str
+    kind: RuleKind
+    input: str | None = None
+    amount: Decimal = _ZERO
+    unit: int = 1
+    above: int = 0
+    rounding: Literal["up", "down", "exact"] = "up"
+    unit_name: str = ""
+    factors: Mapping[str, Decimal] = field(default_factory=dict)
+    per: int = 1
+    floor: Decimal = _ZERO
+    description: str = ""
+
+    def apply(self, running: Decimal, arguments: Mapping[str, Any]) -> tuple[Decimal, LineItem]:
+        kind = self.kind
+        if kind == "base":
+            item = LineItem(self.name, kind, None, None, self.description, amount=self.amount)
+            return running + self.amount, item
+        value = arguments[self.input]  # type: ignore[index]  # the loader sets input
+        if kind == "per_unit":
+            beyond = value - self.above
+            units: int | Decimal
+            if beyond <= 0:
+                units = 0
+            elif self.rounding == "up":
+                units = -(-beyond // self.unit)
+            elif self.rounding == "down":
+                units = beyond // self.unit
+            else:
+                units = Decimal(beyond) / self.unit
+            added = self.amount * units
+            plural = "" if units == 1 else "s"
+            detail = f"{units} extra {self.unit_name}{plural}"
+            item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
+            return running + added, item
+        if kind == "lookup":
+            factor = self.factors[_json_key(value)]
+            detail = str(value)
+        else:
+            factor = max(self.floor, Decimal(value) / self.per)
+            detail = f"{value} {self.unit_name}".rstrip()
+        return running * factor, LineItem(self.name, kind, self.input, value, detail, factor=factor)
+
+
+@dataclass(frozen=True, slots=True)
+class PricedEndpoint:
+    """An endpoint of a loaded table: its input schema and its rules, ready to quote."""
+
+    name: str
+    title: str
+    source_url: str
+    price_read_on: str
+    inputs: Mapping[str, InputRule]
+    rules: tuple[PriceRule, ...]
+    table_version: str
+    table_sha256: str
+    currency: str
+
+    @property
+    def priced_inputs(self) -> tuple[str, ...]:
+        """The inputs that the rules read, in rule order, each once."""
+        seen: dict[str, None] = {}
+        for rule in self.rules:
+            if rule.input is not None:
+                seen[rule.input] = None
+        return tuple(seen)
+
+    def normalize_arguments(
+        self, arguments: Mapping[str, Any] | None, *, strict: bool = False
+    ) -> dict[str, Any]:
+        """Validate ``arguments`` and return them with defaults filled in.
+
+        ``strict`` also requires the inputs the schema marks required (prompt, image_url), as the
+        guard does before a request is sent; a plain quote may leave them out.
+        """
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, Mapping):
+            raise InvalidArguments(
+                self.name, "arguments", arguments, "a JSON object mapping input names to values"
+            )
+        inputs = self.inputs
+        normalized: dict[str, Any] = {}
+        for key, value in arguments.items():
+            spec = inputs.get(key) if type(key) is str else None
+            if spec is None:
+                raise InvalidArguments(self.name, str(key), value, self._unknown(key))
+            normalized[key] = spec.check(self.name, value)
+        for name, spec in inputs.items():
+            if name in normalized:
+                continue
+            if spec.default is not None:
+                normalized[name] = spec.default
+            elif spec.required and strict:
+                raise InvalidArguments(self.name, name, _MISSING, f"required: {spec.allowed}")
+        return normalized
+
+    def _unknown(self, key: object) -> str:
+        names = list(self.inputs)
+        close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        return f"unknown parameter; {hint}known parameters: {', '.join(names)}"
+
+    def quote(self, arguments: Mapping[str, Any] | None = None, *, strict: bool = False) -> Quote:
+        normalized = self.normalize_arguments(arguments, strict=strict)
+        return self.price(normalized)
+
+    def price(self, normalized: Mapping[str, Any]) -> Quote:
+        """Price arguments that ``normalize_arguments`` returned (no validation here)."""
+        running = _ZERO
+        items = []
+        for rule in self.rules:
+            running, item = rule.apply(running, normalized)
+            items.append(item)
+        total = normalize(running.quantize(_MICRO, rounding=ROUND_CEILING))
+        return Quote(
+            self.name,
+            total,
+            MappingProxyType(dict(normalized)),
+            tuple(items),
+            self.table_version,
+            self.table_sha256,
+            self.currency,
+        )
+
+    def grid_axes(self) -> dict[str, tuple[Any, ...]]:
+        """Every allowed value of each priced input (enum values, or each integer of a range)."""
+        axes: dict[str, tuple[Any, ...]] = {}
+        for name in self.priced_inputs:
+            spec = self.inputs[name]
+            if spec.enum is not None:
+                axes[name] = spec.enum
+            elif spec.minimum is not None and spec.maximum is not None:
+                axes[name] = tuple(range(spec.minimum, spec.maximum + 1))
+            else:
+                raise ValueError(
+                    f"{self.name}: {name} has no enum and no bounded range, so its grid is infinite"
+                )
+        return axes
+
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Every combination of the priced inputs' allowed values (the others at defaults)."""
+        axes = self.grid_axes()
+        size = math.prod(len(values) for values in axes.values())
+        if size > GRID_LIMIT:
+            raise ValueError(f"{self.name}: the price grid has {size} points, over {GRID_LIMIT}")
+        names = list(axes)
+        for combo in itertools.product(*axes.values()):
+            yield dict(zip(names, combo, strict=True))
+
+    def price_range(self) -> tuple[Decimal, Decimal]:
+        """The cheapest and the dearest request, over the whole grid."""
+        totals = [self.quote(point).total for point in self.grid()]
+        return min(totals), max(totals)
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """A loaded, validated and compiled price table. Build one with ``load_table``."""
+
+    endpoints: Mapping[str, PricedEndpoint]
+    table_version: str
+    effective_date: str
+    currency: str
+    sha256: str
+    source: str
+    schema_version: int = 1
+
+    def endpoint(self, name: str) -> PricedEndpoint:
+        """The endpoint called ``name``, or UnknownEndpoint with the close matches."""
+        try:
+            return self.endpoints[name]
+        except (KeyError, TypeError):
+            names: Sequence[str] = list(self.endpoints)
+            close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+            raise UnknownEndpoint(str(name), close, known=len(names)) from None
+
+    def quote(
+        self, endpoint: str, arguments: Mapping[str, Any] | None = None, *, strict: bool = False
+    ) -> Quote:
+        """What ``endpoint`` with ``arguments`` costs under this table.
+
+        Raises UnknownEndpoint or InvalidArguments; nothing else for JSON-like input.
+        """
+        return self.endpoint(endpoint).quote(arguments, strict=strict)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.endpoints

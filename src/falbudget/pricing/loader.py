@@ -1,0 +1,201 @@
+"""Load a price table file: parse YAML, validate with pydantic once, compile for the engine."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from falbudget.errors import PriceTableError
+from falbudget.pricing.engine import InputRule, PricedEndpoint, PriceRule, PriceTable, _json_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.pricing.models import EndpointModel
+
+PRICING_ENV = "FALBUDGET_PRICING"
+_cache: dict[str, PriceTable] = {}
+_cache_lock = threading.Lock()
+
+
+def packaged_table_path() -> Path:
+    """The pricing.yaml shipped inside the package (a copy of the repository's top-level file)."""
+    return Path(str(resources.files("falbudget") / "data" / "pricing.yaml"))
+
+
+def load_table(path: str | os.PathLike[str]) -> PriceTable:
+    """Read, validate and compile the price table at ``path``.
+
+    Raises PriceTableError naming the file, the endpoint and the field that is wrong.
+    """
+    name = os.fspath(path)
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise PriceTableError(f"cannot read the price table: {exc.strerror}", file=name) from None
+    return parse_table(data, source=name)
+
+
+def parse_table(data: bytes | str, *, source: str = "<string>") -> PriceTable:
+    """Validate and compile a price table given as YAML text."""
+    import yaml
+    from pydantic import ValidationError
+
+    from falbudget.pricing.models import TableModel
+
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise PriceTableError(f"not valid YAML{where}: {problem}", file=source) from None
+    if not isinstance(document, dict):
+        raise PriceTableError("the table must be a YAML mapping at the top level", file=source)
+    try:
+        model = TableModel.model_validate(document)
+    except ValidationError as exc:
+        raise _table_error(exc, source) from None
+    digest = hashlib.sha256(raw).hexdigest()
+    endpoints = {
+        name: _compile_endpoint(name, spec, model.table_version, digest, model.currency)
+        for name, spec in model.endpoints.items()
+    }
+    return PriceTable(
+        endpoints=endpoints,
+        table_version=model.table_version,
+        effective_date=model.effective_date.isoformat(),
+        currency=model.currency,
+        sha256=digest,
+        source=source,
+        schema_version=model.schema_version,
+    )
+
+
+def _table_error(exc: Any, source: str) -> PriceTableError:
+    """The first pydantic error, said as file, endpoint and dotted field path."""
+    error = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in error["loc"]]
+    endpoint = None
+    if len(loc) >= 2 and loc[0] == "endpoints":
+        endpoint = loc[1]
+        loc = loc[2:]
+    # drop the discriminator tag pydantic inserts for tagged unions: rules.1.per_unit.amount
+    if (
+        len(loc) >= 3
+        and loc[0] == "rules"
+        and loc[2] in ("base", "per_unit", "lookup", "proportional")
+    ):
+        loc = loc[:2] + loc[3:]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (not part of the table format)"
+    elif "input" in error and error["type"] not in ("missing",):
+        message = f"{message} (got {error['input']!r})"[:300]
+    field = ".".join(loc) if loc else None
+    if field is None and message[:6] == "rules.":
+        field, _, message = message.partition(": ")
+    return PriceTableError(message, file=source, endpoint=endpoint, field=field)
+
+
+def _compile_endpoint(
+    name: str, spec: EndpointModel, table_version: str, digest: str, currency: str
+) -> PricedEndpoint:
+    from falbudget.pricing.models import BaseRule, LookupRule, PerUnitRule, ProportionalRule
+
+    inputs = {}
+    for input_name, item in spec.inputs.items():
+        enum = tuple(item.enum) if item.enum is not None else None
+        inputs[input_name] = InputRule(
+            name=input_name,
+            type=item.type,
+            required=item.required,
+            default=item.default,
+            nullable=item.nullable,
+            enum=enum,
+            minimum=item.minimum,
+            maximum=item.maximum,
+            description=item.description,
+            _enum_set=frozenset(enum or ()),
+        )
+    rules = []
+    for rule in spec.rules:
+        if isinstance(rule, BaseRule):
+            rules.append(
+                PriceRule(rule.name, "base", amount=rule.amount, description=rule.description)
+            )
+        elif isinstance(rule, PerUnitRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "per_unit",
+                    input=rule.input,
+                    amount=rule.amount,
+                    unit=rule.unit,
+                    above=rule.above,
+                    rounding=rule.rounding,
+                    unit_name=rule.unit_name,
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, LookupRule):
+            enum = inputs[rule.input].enum or ()
+            factors: Mapping[str, Decimal] = {
+                _json_key(v): rule.factors[_json_key(v)] for v in enum
+            }
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "lookup",
+                    input=rule.input,
+                    factors=factors,
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, ProportionalRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "proportional",
+                    input=rule.input,
+                    per=rule.per,
+                    floor=rule.floor,
+                    unit_name=rule.unit_name,
+                    description=rule.description,
+                )
+            )
+    return PricedEndpoint(
+        name=name,
+        title=spec.title,
+        source_url=str(spec.source_url),
+        price_read_on=spec.price_read_on.isoformat(),
+        inputs=inputs,
+        rules=tuple(rules),
+        table_version=table_version,
+        table_sha256=digest,
+        currency=currency,
+    )
+
+
+def table_path_from_env() -> str:
+    """``FALBUDGET_PRICING`` when set, else the packaged table."""
+    return os.environ.get(PRICING_ENV) or str(packaged_table_path())
+
+
+def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
+    """The table at ``path`` (default: ``FALBUDGET_PRICING``, else the packaged one), loaded once
+    per process and path."""
+    key = os.fspath(path) if path is not None else table_path_from_env()
+    table = _cache.get(key)
+    if table is None:
+        with _cache_lock:
+            table = _cache.get(key)
+            if table is None:
+                table = load_table(key)
+                _cache[key] = table
+    return table

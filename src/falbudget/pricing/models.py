@@ -1,0 +1,227 @@
+"""The price table's file format, as pydantic models (strict: unknown keys and wrong types fail).
+
+Only the loader imports this module; quoting runs on the compiled form in ``engine``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from falbudget.pricing.engine import _json_key
+
+SCHEMA_VERSION = 1
+
+JsonScalar = StrictBool | StrictInt | StrictStr | None
+
+
+def _money(value: Any) -> Any:
+    """Money and factors are written as strings or ints in YAML ("0.80"); floats are refused."""
+    if isinstance(value, bool | float):
+        raise ValueError(
+            f'{value!r} must be written as a quoted decimal string such as "0.80"'
+            " (a YAML float cannot hold cents exactly)"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class InputSpec(_Strict):
+    type: Literal["string", "integer", "number", "boolean"]
+    required: bool = False
+    default: JsonScalar | float = None
+    nullable: bool = False
+    enum: list[JsonScalar] | None = None
+    minimum: StrictInt | None = None
+    maximum: StrictInt | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        if self.enum is not None:
+            if not self.enum:
+                raise ValueError("enum must list at least one value")
+            for value in self.enum:
+                if not _has_type(value, self.type):
+                    raise ValueError(f"enum value {value!r} is not of type {self.type}")
+        if (self.minimum is not None or self.maximum is not None) and self.type not in (
+            "integer",
+            "number",
+        ):
+            raise ValueError(f"minimum/maximum need type integer or number, not {self.type}")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        if self.default is not None:
+            if self.required:
+                raise ValueError("a required input cannot have a default")
+            if not _has_type(self.default, self.type):
+                raise ValueError(f"default {self.default!r} is not of type {self.type}")
+            if self.enum is not None and not any(
+                type(v) is type(self.default) and v == self.default for v in self.enum
+            ):
+                raise ValueError(f"default {self.default!r} is not one of its enum {self.enum}")
+            if isinstance(self.default, int | float) and not isinstance(self.default, bool):
+                if self.minimum is not None and self.default < self.minimum:
+                    raise ValueError(
+                        f"default {self.default!r} is below its minimum {self.minimum}"
+                    )
+                if self.maximum is not None and self.default > self.maximum:
+                    raise ValueError(
+                        f"default {self.default!r} is above its maximum {self.maximum}"
+                    )
+        return self
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _RuleBase(_Strict):
+    name: StrictStr = Field(min_length=1)
+    description: str = ""
+
+
+class BaseRule(_RuleBase):
+    """Adds a fixed amount."""
+
+    kind: Literal["base"]
+    amount: Money
+
+    _money = field_validator("amount", mode="before")(_money)
+
+
+class PerUnitRule(_RuleBase):
+    """Adds ``amount`` for each ``unit`` of an integer input beyond ``above``, rounded as told."""
+
+    kind: Literal["per_unit"]
+    input: StrictStr
+    amount: Money
+    unit: StrictInt = Field(gt=0)
+    above: StrictInt = 0
+    rounding: Literal["up", "down", "exact"] = "up"
+    unit_name: str = "unit"
+
+    _money = field_validator("amount", mode="before")(_money)
+
+
+class LookupRule(_RuleBase):
+    """Multiplies by the factor listed for the input's value; every allowed value needs one."""
+
+    kind: Literal["lookup"]
+    input: StrictStr
+    factors: dict[str, Money]
+
+    @field_validator("factors", mode="before")
+    @classmethod
+    def _factor_money(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for factor in value.values():
+                _money(factor)
+        return value
+
+
+class ProportionalRule(_RuleBase):
+    """Multiplies by ``max(floor, value / per)``."""
+
+    kind: Literal["proportional"]
+    input: StrictStr
+    per: StrictInt = Field(gt=0)
+    floor: Money = Decimal(0)
+    unit_name: str = ""
+
+    _money = field_validator("floor", mode="before")(_money)
+
+
+Rule = Annotated[
+    BaseRule | PerUnitRule | LookupRule | ProportionalRule, Field(discriminator="kind")
+]
+
+
+class EndpointModel(_Strict):
+    title: str = ""
+    source_url: AnyHttpUrl
+    price_read_on: dt.date
+    inputs: dict[str, InputSpec]
+    rules: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rules_name_known_inputs(self) -> EndpointModel:
+        for index, rule in enumerate(self.rules):
+            if isinstance(rule, BaseRule):
+                continue
+            spec = self.inputs.get(rule.input)
+            where = f"rules.{index}.input"
+            if spec is None:
+                raise ValueError(
+                    f"{where}: rule {rule.name!r} reads unknown parameter {rule.input!r};"
+                    f" known: {', '.join(sorted(self.inputs))}"
+                )
+            if spec.required:
+                raise ValueError(
+                    f"{where}: rule {rule.name!r} reads {rule.input!r}, a required input;"
+                    " priced inputs must be optional with a default so a quote never needs them"
+                )
+            if spec.default is None:
+                raise ValueError(
+                    f"{where}: rule {rule.name!r} reads {rule.input!r}, which has no default"
+                )
+            if isinstance(rule, PerUnitRule | ProportionalRule) and spec.type != "integer":
+                raise ValueError(
+                    f"{where}: rule {rule.name!r} needs an integer input, {rule.input!r} is"
+                    f" {spec.type}"
+                )
+            if isinstance(rule, LookupRule):
+                if spec.enum is None:
+                    raise ValueError(
+                        f"{where}: lookup rule {rule.name!r} needs {rule.input!r} to have an enum"
+                    )
+                allowed = {_json_key(v) for v in spec.enum}
+                missing = sorted(allowed - set(rule.factors))
+                extra = sorted(set(rule.factors) - allowed)
+                if missing:
+                    raise ValueError(f"rules.{index}.factors: no factor for {', '.join(missing)}")
+                if extra:
+                    raise ValueError(
+                        f"rules.{index}.factors: {', '.join(extra)} not allowed by {rule.input!r}"
+                    )
+        return self
+
+
+class TableModel(_Strict):
+    schema_version: StrictInt
+    table_version: StrictStr = Field(min_length=1)
+    effective_date: dt.date
+    currency: Literal["USD"]
+    endpoints: dict[str, EndpointModel] = Field(min_length=1)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not supported; this falbudget reads 1")
+        return value
