@@ -1,10 +1,14 @@
 """falbudget: what a fal.ai request will cost before it is sent, and a guard that stops any
-request that would break a budget."""
+request that would break a budget.
+
+The guard and the ledgers load on first use, so that ``falbudget quote`` starts quickly.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from falbudget.errors import (
     BudgetExceeded,
@@ -19,7 +23,31 @@ from falbudget.errors import (
 )
 from falbudget.pricing import LineItem, PriceTable, Quote, default_table, load_table
 
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.guard import Alert, Cap, CapStatus, Decision, Guard, Hold
+    from falbudget.ledger import Ledger, open_ledger
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Alert": "falbudget.guard",
+    "Cap": "falbudget.guard",
+    "CapStatus": "falbudget.guard",
+    "Decision": "falbudget.guard",
+    "Guard": "falbudget.guard",
+    "Hold": "falbudget.guard",
+    "Ledger": "falbudget.ledger",
+    "open_ledger": "falbudget.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'falbudget' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def quote(
@@ -35,11 +63,18 @@ def quote(
 
 
 __all__ = [
+    "Alert",
     "BudgetExceeded",
+    "Cap",
+    "CapStatus",
     "ConfigurationError",
+    "Decision",
     "FalbudgetError",
+    "Guard",
+    "Hold",
     "HoldNotFound",
     "InvalidArguments",
+    "Ledger",
     "LedgerError",
     "LedgerUnavailable",
     "LineItem",
@@ -50,5 +85,6 @@ __all__ = [
     "__version__",
     "default_table",
     "load_table",
+    "open_ledger",
     "quote",
 ]

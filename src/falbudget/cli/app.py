@@ -1,0 +1,164 @@
+"""The falbudget command line: the parser, the list of command modules and the error handling.
+
+To add a command group, write a module with ``register(subparsers)`` (see ``common``) and add its
+``register`` to ``REGISTRARS``. Handlers return an ``Outcome``; ``main`` prints it and maps errors
+to exit codes: a FalbudgetError or OSError is one line on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from falbudget.cli import endpoints_cmd, pricing_cmd, quote_cmd
+from falbudget.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    Outcome,
+    Parser,
+    ParserError,
+    Subparsers,
+    UsageError,
+)
+from falbudget.errors import FalbudgetError
+
+REGISTRARS: list[Callable[[Subparsers], None]] = [
+    quote_cmd.register,
+    endpoints_cmd.register,
+    pricing_cmd.register,
+    # budget_cmd.register goes here (budget status / history / release-expired).
+]
+"""Each command group's ``register``, in the order ``--help`` lists them."""
+
+DESCRIPTION = "Know what a fal.ai request costs before you send it."
+EPILOG = """\
+examples:
+  falbudget quote fal-ai/magi/image-to-video num_frames=144 resolution=480p
+  falbudget endpoints
+  falbudget pricing validate pricing.yaml
+
+exit codes: 0 ok, 1 a check found something (--fail-above), 2 bad input or usage
+docs: docs/cli.md"""
+
+
+def build_parser() -> Parser:
+    from falbudget import __version__
+
+    parser = Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in REGISTRARS:
+        register(subparsers)
+    commands = ", ".join(subparsers.choices)
+
+    def no_command(args: argparse.Namespace) -> Outcome:
+        raise UsageError(f"a command is required: {commands} (see {PROG} --help)")
+
+    parser.set_defaults(func=no_command)
+    return parser
+
+
+def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``. A command that sets ``extra_positionals=DEST`` lets positional tokens come
+    after its options too (``quote EP a=1 --format json b=2``): they are appended to DEST."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        dest = getattr(args, "extra_positionals", None)
+        if dest is None or any(token.startswith("-") and token != "-" for token in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        getattr(args, dest).extend(extras)
+    return args
+
+
+def error_exit_code(exc: FalbudgetError) -> int:
+    """The exit code for an error a command raised on purpose: today always 2 (bad input)."""
+    return EXIT_USAGE
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {one_line(text)}\n")
+    sys.stderr.flush()
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return exc.strerror or str(exc)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parse_args(parser, argv)
+    except ParserError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    try:
+        outcome: Outcome = args.func(args)
+    except FalbudgetError as exc:
+        _say(f"error: {exc}")
+        return error_exit_code(exc)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _say(f"error: {_os_message(exc)}")
+        return EXIT_USAGE
+    _write_stdout(outcome.stdout)
+    if outcome.message:
+        _say(outcome.message)
+    return outcome.code
+
+
+def _write_stdout(text: str) -> None:
+    """``text`` and a newline, line by line: one huge write() to a pipe whose reader has gone
+    can end without EPIPE on some systems, so the broken pipe would go unnoticed."""
+    if text:
+        write = sys.stdout.write
+        for line in text.split("\n"):
+            write(line)
+            write("\n")
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the falbudget command line with ``argv`` (default: ``sys.argv[1:]``); the exit code.
+
+    0 ok; 1 a check found something (a total above --fail-above); 2 bad input or usage, with one
+    line on stderr; 130 interrupted; 141 stdout closed early (``| head``), quietly. Any other
+    exception is a bug in falbudget and keeps its traceback.
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE

@@ -1,0 +1,113 @@
+"""What every command module shares: the outcome of a command, common options and helpers.
+
+A command module has a ``register(subparsers)`` function that adds its parser(s) and sets
+``func=`` to a handler. A handler takes the parsed ``argparse.Namespace`` and returns an
+:class:`Outcome`; it never prints. ``app.main`` writes the outcome and turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+
+from falbudget.errors import FalbudgetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.pricing.engine import PriceTable
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+"""The check found something: a total above --fail-above (later: a request over a cap)."""
+EXIT_USAGE = 2
+"""Bad input or usage: one line on stderr, nothing on stdout."""
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+FORMATS = ("table", "json")
+
+PROG = "falbudget"
+
+
+class ParserError(Exception):
+    """An argparse usage error, raised instead of printing the usage and exiting."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``falbudget: error: ...``, exit 2) with no usage
+    dump, and options are never abbreviated (a later option cannot make an old prefix ambiguous).
+    Subparsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        raise ParserError(f"{command}: {message}" if command else message)
+
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a command produced: text for stdout, its exit code and an optional stderr line.
+
+    ``stdout`` is written as is, followed by a newline when it is not empty. ``message`` is one
+    line for stderr, used when the exit code is not 0 but the command still produced output (a
+    total above --fail-above); errors are raised instead (see ``app.main``).
+    """
+
+    stdout: str = ""
+    code: int = EXIT_OK
+    message: str | None = None
+
+
+Handler: TypeAlias = Callable[[argparse.Namespace], Outcome]
+
+
+class UsageError(FalbudgetError, ValueError):
+    """The command line or an --input file is wrong; ``app.main`` prints it as one line, exit 2."""
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (default) for people, json for scripts: stdout then holds only JSON",
+    )
+
+
+def add_pricing_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pricing",
+        metavar="PATH",
+        help="price table to use instead of the default (FALBUDGET_PRICING, else the packaged one)",
+    )
+
+
+def table_for(path: str | None) -> PriceTable:
+    """The price table at ``path``, or the default one (FALBUDGET_PRICING, else packaged).
+
+    Loading imports yaml and pydantic, so it happens here, only in commands that need a table.
+    """
+    from falbudget.pricing.loader import default_table
+
+    return default_table(path)
+
+
+def parse_amount(text: str) -> Decimal:
+    """An argparse ``type=`` for money: a finite, non-negative decimal such as 1.20 or $5."""
+    from falbudget.money import to_decimal
+
+    try:
+        amount = to_decimal(text, what="AMOUNT")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if amount < 0:
+        raise argparse.ArgumentTypeError(f"AMOUNT={text!r} is not allowed: it must not be negative")
+    return amount

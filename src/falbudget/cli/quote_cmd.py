@@ -1,0 +1,339 @@
+"""`falbudget quote`: what a request (or a batch of requests) will cost, and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from falbudget.cli import render
+from falbudget.cli.common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    Outcome,
+    Subparsers,
+    UsageError,
+    add_format_option,
+    add_pricing_option,
+    parse_amount,
+    table_for,
+)
+from falbudget.errors import FalbudgetError
+from falbudget.money import format_usd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.pricing.engine import PriceTable, Quote
+
+DESCRIPTION = """\
+Quote what ENDPOINT called with the given arguments will cost, before it is sent.
+
+Each KEY=VALUE is read as JSON when VALUE parses as JSON, else as a string:
+num_frames=144 gives 144, resolution=480p gives "480p", enable_safety_checker=false gives
+false, seed=null gives null; resolution='"720"' gives the string "720".
+
+--input FILE (or - for stdin) holds one JSON object (one quote) or JSON Lines (a batch: one
+object per line). An object is the arguments, or {"endpoint": ..., "arguments": {...}}.
+KEY=VALUE tokens given with --input are merged into every request and win over the file."""
+
+EPILOG = """\
+examples:
+  falbudget quote fal-ai/magi/image-to-video num_frames=144 resolution=480p
+  falbudget quote fal-ai/magi/image-to-video --format json --fail-above 2.00
+  falbudget quote fal-ai/magi/image-to-video --input batch.jsonl resolution=480p
+
+exit codes: 0 ok, 1 a total is above --fail-above, 2 bad input or usage"""
+
+_ENVELOPE_KEYS = frozenset({"endpoint", "arguments"})
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "quote",
+        help="what a request will cost, and why",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "endpoint", nargs="?", metavar="ENDPOINT", help="e.g. fal-ai/magi/image-to-video"
+    )
+    parser.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="an argument of the request")
+    parser.add_argument(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="read the request(s) from FILE, - for stdin: one JSON object, or JSON Lines",
+    )
+    add_format_option(parser)
+    add_pricing_option(parser)
+    parser.add_argument(
+        "--fail-above",
+        type=parse_amount,
+        metavar="AMOUNT",
+        help="exit 1 when the total (of a batch: the batch total) is strictly above AMOUNT",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="also require the inputs fal requires that do not change the price (prompt, ...)",
+    )
+    # Extension point: the budget commands add `--config PATH` here and a caps check to
+    # `_verdict`, which then also decides the exit code and the stderr line.
+    parser.set_defaults(func=run_quote, extra_positionals="pairs")
+
+
+# --- reading the command line and --input ----------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """VALUE as JSON when it parses as (strict) JSON, else the string itself.
+
+    NaN and Infinity are not JSON, so they stay strings.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
+
+
+def parse_pairs(tokens: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE tokens into arguments; a token without "=", an empty KEY or a KEY given twice
+    is a UsageError naming it."""
+    arguments: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, text = token.partition("=")
+        if not sep:
+            raise UsageError(f"quote: expected KEY=VALUE, got {token!r}")
+        if not key:
+            raise UsageError(f"quote: {token!r} has no KEY before '='")
+        if key in arguments:
+            raise UsageError(f"quote: {key} is given twice")
+        arguments[key] = parse_value(text)
+    return arguments
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request read from --input: its line (None for a single JSON document), the endpoint
+    it names (None: the command line's ENDPOINT) and its arguments."""
+
+    line: int | None
+    endpoint: str | None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+class _NotJson(ValueError):
+    """Raised inside json.loads for a duplicate key or NaN/Infinity: valid Python, bad JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _NotJson(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _request(value: Any, line: int | None) -> Request:
+    """A parsed JSON value as a Request: an arguments object or an endpoint envelope."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {_kind(value)}")
+    if "endpoint" in value and value.keys() <= _ENVELOPE_KEYS:
+        endpoint = value["endpoint"]
+        arguments = value.get("arguments", {})
+        if not isinstance(endpoint, str):
+            raise ValueError(f'"endpoint" must be a string, got {_kind(endpoint)}')
+        if not isinstance(arguments, dict):
+            raise ValueError(f'"arguments" must be a JSON object, got {_kind(arguments)}')
+        return Request(line, endpoint, arguments)
+    return Request(line, None, value)
+
+
+def _read_one(text: str, source: str, line: int | None) -> Request:
+    where = source if line is None else f"{source} line {line}"
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{where}: not valid JSON (a batch is one object per line): {exc.msg}"
+            f" at column {exc.colno}"
+        ) from None
+    except _NotJson as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    try:
+        return _request(value, line)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def parse_requests(text: str, source: str) -> tuple[list[Request], bool]:
+    """The requests in an --input text, and whether it is a batch (JSON Lines).
+
+    The whole text, when it parses as one JSON document, is a single request. When it fails only
+    with "Extra data" (more than one document), it is JSON Lines: every non-blank line is one
+    object. Otherwise the JSON error is reported with its line and column. Every error is a
+    UsageError naming ``source`` and, for a batch, the line.
+    """
+    if not text.strip():
+        raise UsageError(f"{source}: no request in the input (it is empty)")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise UsageError(
+                f"{source} line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"
+            ) from None
+    else:
+        return [_read_one(text, source, None)], False
+    requests = [
+        _read_one(line, source, number)
+        for number, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
+    return requests, True
+
+
+def read_input(path: str) -> tuple[str, str]:
+    """The text of --input and the name to use in messages. OSError propagates (exit 2)."""
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), path
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: --input is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read --input {path!r}: {exc.strerror or exc}") from None
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _split_endpoint(tokens: list[str]) -> tuple[str | None, list[str]]:
+    """ENDPOINT is the first token when it has no '=' (endpoint names never do)."""
+    if tokens and "=" not in tokens[0]:
+        return tokens[0], tokens[1:]
+    return None, tokens
+
+
+def _quote_requests(
+    table: PriceTable,
+    requests: Sequence[Request],
+    endpoint: str | None,
+    overrides: Mapping[str, Any],
+    *,
+    strict: bool,
+    source: str,
+) -> list[Quote]:
+    """Quote every request before anything is printed; the first error (with a count of the
+    others) is one UsageError, so a bad batch prints nothing on stdout."""
+    quotes: list[Quote] = []
+    errors: list[str] = []
+    for request in requests:
+        where = source if request.line is None else f"{source} line {request.line}"
+        name = request.endpoint or endpoint
+        if name is None:
+            errors.append(
+                f"{where}: no endpoint: give ENDPOINT on the command line or write the line as"
+                ' {"endpoint": ..., "arguments": {...}}'
+            )
+            continue
+        if request.endpoint is not None and endpoint is not None and request.endpoint != endpoint:
+            errors.append(
+                f"{where}: names endpoint {request.endpoint!r} but the command line names"
+                f" {endpoint!r}; leave ENDPOINT out when the lines name theirs"
+            )
+            continue
+        try:
+            quotes.append(table.quote(name, {**request.arguments, **overrides}, strict=strict))
+        except FalbudgetError as exc:
+            errors.append(f"{where}: {exc}")
+    if errors:
+        more = len(errors) - 1
+        others = f" (and {more} more line{'' if more == 1 else 's'} with errors)" if more else ""
+        raise UsageError(errors[0] + others)
+    return quotes
+
+
+def _verdict(
+    args: argparse.Namespace, quotes: Sequence[Quote], lines: Sequence[int] | None
+) -> tuple[int, str | None]:
+    """The exit code and stderr line the checks give (today only --fail-above)."""
+    limit: Decimal | None = args.fail_above
+    if limit is None:
+        return EXIT_OK, None
+    total = render.batch_total(quotes)
+    if total <= limit:
+        return EXIT_OK, None
+    currency = quotes[0].currency
+    if lines is None:
+        return EXIT_FOUND, (
+            f"total {format_usd(total)} {currency} is above --fail-above {format_usd(limit)}"
+        )
+    over = [str(line) for line, q in zip(lines, quotes, strict=True) if q.total > limit]
+    detail = ""
+    if over:
+        shown = ", ".join(over[:10]) + (", ..." if len(over) > 10 else "")
+        detail = f"; lines above it on their own: {shown}"
+    return EXIT_FOUND, (
+        f"batch total {format_usd(total)} {currency} is above --fail-above"
+        f" {format_usd(limit)}{detail}"
+    )
+
+
+def run_quote(args: argparse.Namespace) -> Outcome:
+    endpoint, tokens = _split_endpoint(([args.endpoint] if args.endpoint else []) + args.pairs)
+    overrides = parse_pairs(tokens)
+    lines: list[int] | None = None
+    if args.input is None:
+        if endpoint is None:
+            before = f" before {tokens[0]!r}" if tokens else ""
+            raise UsageError(
+                f"quote: missing ENDPOINT{before} (e.g. fal-ai/magi/image-to-video),"
+                " or --input FILE"
+            )
+        table = table_for(args.pricing)
+        quotes = [table.quote(endpoint, overrides, strict=args.strict)]
+    else:
+        content, source = read_input(args.input)
+        requests, batch = parse_requests(content, source)
+        table = table_for(args.pricing)
+        quotes = _quote_requests(
+            table, requests, endpoint, overrides, strict=args.strict, source=source
+        )
+        if batch:
+            lines = [r.line for r in requests if r.line is not None]
+
+    code, message = _verdict(args, quotes, lines)
+    if lines is not None:
+        output = (
+            render.batch_json(lines, quotes)
+            if args.format == "json"
+            else render.batch_table(lines, quotes)
+        )
+    elif args.format == "json":
+        output = render.quote_json(quotes[0])
+    else:
+        output = render.quote_table(quotes[0])
+    return Outcome(output, code, message)

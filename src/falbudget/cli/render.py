@@ -1,0 +1,280 @@
+"""Pure renderers: data in, text out. Nothing here prints, reads files or looks at the environment.
+
+Text has no trailing newline; ``app.main`` adds it. Table renderers import tabulate when called,
+so the JSON paths never load it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any
+
+from falbudget.money import format_usd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.pricing.engine import LineItem, PricedEndpoint, PriceTable, Quote
+
+_MICRO = Decimal("0.000001")
+
+
+def _tabulate(
+    rows: Iterable[Sequence[Any]], headers: Sequence[str], colalign: Sequence[str]
+) -> str:
+    from tabulate import tabulate
+
+    # disable_numparse: "0.80" must stay "0.80", never become 0.8
+    return tabulate(
+        list(rows),
+        headers=list(headers),
+        colalign=list(colalign),
+        disable_numparse=True,
+    )
+
+
+def show_value(value: Any) -> str:
+    """A value as a person reads it: strings bare, everything else as JSON (true, null, 144)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def to_json(data: Any) -> str:
+    """One JSON document on one line (money is already a decimal string in ``data``)."""
+    return json.dumps(data)
+
+
+# --- quote -------------------------------------------------------------------------------------
+
+
+def _subtotals(items: Sequence[LineItem]) -> list[Decimal]:
+    """The running total after each line item (amounts add, factors multiply)."""
+    running = Decimal(0)
+    result = []
+    for item in items:
+        if item.factor is not None:
+            running *= item.factor
+        elif item.amount is not None:
+            running += item.amount
+        result.append(running)
+    return result
+
+
+def _money(amount: Decimal) -> str:
+    return format_usd(amount.quantize(_MICRO, rounding=ROUND_CEILING))
+
+
+def quote_table(quote: Quote) -> str:
+    """A quote as a table: each rule with the input it read, its effect and the running total."""
+    rows: list[list[str]] = []
+    for item, subtotal in zip(quote.line_items, _subtotals(quote.line_items), strict=True):
+        rows.append(
+            [
+                item.rule,
+                item.input or "",
+                "" if item.input is None else show_value(item.value),
+                item.effect(),
+                _money(subtotal),
+            ]
+        )
+    rows.append(["total", "", "", "", f"{format_usd(quote.total)} {quote.currency}"])
+    table = _tabulate(
+        rows,
+        headers=["rule", "input", "value", "effect", "subtotal"],
+        colalign=["left", "left", "left", "right", "right"],
+    )
+    return f"{quote.endpoint} (price table {quote.table_version})\n{table}"
+
+
+def quote_json(quote: Quote) -> str:
+    """Exactly ``Quote.to_dict()`` as one line of JSON."""
+    return to_json(quote.to_dict())
+
+
+def priced_inputs(quote: Quote) -> str:
+    """The inputs the rules read, as KEY=VALUE: 'num_frames=144 resolution=480p'."""
+    return " ".join(
+        f"{item.input}={show_value(item.value)}" for item in quote.line_items if item.input
+    )
+
+
+def batch_total(quotes: Sequence[Quote]) -> Decimal:
+    return sum((q.total for q in quotes), Decimal(0))
+
+
+def batch_table(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
+    """One row per request (its input line, endpoint, priced inputs and total), then the total."""
+    rows = [
+        [str(line), quote.endpoint, priced_inputs(quote), format_usd(quote.total)]
+        for line, quote in zip(lines, quotes, strict=True)
+    ]
+    currency = quotes[0].currency if quotes else "USD"
+    count = len(quotes)
+    rows.append(
+        [
+            "",
+            f"total ({count} request{'' if count == 1 else 's'})",
+            "",
+            f"{format_usd(batch_total(quotes))} {currency}",
+        ]
+    )
+    return _tabulate(
+        rows,
+        headers=["line", "endpoint", "priced inputs", "total"],
+        colalign=["right", "left", "left", "right"],
+    )
+
+
+def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
+    """JSON Lines: each quote's ``to_dict()`` with its input ``line`` first, then one summary
+    line ``{"batch_total": ..., "currency": ..., "count": ...}``."""
+    out = [
+        to_json({"line": line, **quote.to_dict()})
+        for line, quote in zip(lines, quotes, strict=True)
+    ]
+    currency = quotes[0].currency if quotes else "USD"
+    out.append(
+        to_json(
+            {
+                "batch_total": format_usd(batch_total(quotes)),
+                "currency": currency,
+                "count": len(quotes),
+            }
+        )
+    )
+    return "\n".join(out)
+
+
+# --- endpoints and tables ----------------------------------------------------------------------
+
+
+def price_range(endpoint: PricedEndpoint) -> tuple[Decimal, Decimal] | str:
+    """The cheapest and dearest request, or why they cannot be listed (an unbounded input)."""
+    try:
+        return endpoint.price_range()
+    except ValueError as exc:
+        return str(exc)
+
+
+def _range_data(endpoint: PricedEndpoint) -> dict[str, str] | None:
+    found = price_range(endpoint)
+    if isinstance(found, str):
+        return None
+    low, high = found
+    return {"min": format_usd(low), "max": format_usd(high)}
+
+
+def endpoints_data(table: PriceTable) -> dict[str, Any]:
+    """Everything `falbudget endpoints` shows, as JSON-ready data (money as decimal strings)."""
+    endpoints = []
+    for name, endpoint in table.endpoints.items():
+        priced = set(endpoint.priced_inputs)
+        parameters = [
+            {
+                "name": spec.name,
+                "type": spec.type,
+                "allowed": spec.allowed,
+                "enum": None if spec.enum is None else list(spec.enum),
+                "minimum": spec.minimum,
+                "maximum": spec.maximum,
+                "default": spec.default,
+                "required": spec.required,
+                "nullable": spec.nullable,
+                "priced": spec.name in priced,
+                "description": spec.description,
+            }
+            for spec in endpoint.inputs.values()
+        ]
+        endpoints.append(
+            {
+                "name": name,
+                "title": endpoint.title,
+                "source_url": endpoint.source_url,
+                "price_read_on": endpoint.price_read_on,
+                "price_range": _range_data(endpoint),
+                "parameters": parameters,
+            }
+        )
+    return {
+        "table_version": table.table_version,
+        "effective_date": table.effective_date,
+        "currency": table.currency,
+        "table_sha256": table.sha256,
+        "endpoints": endpoints,
+    }
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _range_text(data: Mapping[str, Any], currency: str) -> str:
+    found = data["price_range"]
+    if found is None:
+        return "not listed (a priced input has no bounded set of values)"
+    return f"{found['min']} - {found['max']} {currency}"
+
+
+def endpoints_table(data: Mapping[str, Any]) -> str:
+    """`falbudget endpoints` for people: per endpoint a heading and a table of its parameters."""
+    currency = data["currency"]
+    count = len(data["endpoints"])
+    parts = [
+        f"price table {data['table_version']} (effective {data['effective_date']}),"
+        f" {count} endpoint{'' if count == 1 else 's'}"
+    ]
+    for endpoint in data["endpoints"]:
+        title = f": {endpoint['title']}" if endpoint["title"] else ""
+        rows = [
+            [
+                p["name"],
+                p["type"],
+                p["allowed"],
+                "" if p["default"] is None else show_value(p["default"]),
+                _yes(p["required"]),
+                _yes(p["priced"]),
+            ]
+            for p in endpoint["parameters"]
+        ]
+        table = _tabulate(
+            rows,
+            headers=["parameter", "type", "allowed", "default", "required", "priced"],
+            colalign=["left"] * 6,
+        )
+        parts.append(
+            f"{endpoint['name']}{title}\n"
+            f"price {_range_text(endpoint, currency)}\n"
+            f"source {endpoint['source_url']} (read on {endpoint['price_read_on']})\n"
+            f"{table}"
+        )
+    return "\n\n".join(parts)
+
+
+def table_summary(table: PriceTable) -> dict[str, Any]:
+    """What `falbudget pricing validate` reports about a table that loaded."""
+    return {
+        "ok": True,
+        "source": table.source,
+        "table_version": table.table_version,
+        "effective_date": table.effective_date,
+        "currency": table.currency,
+        "table_sha256": table.sha256,
+        "endpoints": [
+            {"name": name, "price_range": _range_data(endpoint)}
+            for name, endpoint in table.endpoints.items()
+        ],
+    }
+
+
+def summary_text(data: Mapping[str, Any]) -> str:
+    currency = data["currency"]
+    lines = [
+        f"ok: {data['source']}",
+        f"table version   {data['table_version']} (effective {data['effective_date']})",
+        f"sha256          {data['table_sha256']}",
+        f"endpoints       {len(data['endpoints'])}",
+    ]
+    width = max((len(e["name"]) for e in data["endpoints"]), default=0)
+    lines.extend(f"  {e['name']:<{width}}  {_range_text(e, currency)}" for e in data["endpoints"])
+    return "\n".join(lines)

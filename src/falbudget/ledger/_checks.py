@@ -1,0 +1,74 @@
+"""Argument checks every backend applies before it touches its store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from falbudget.errors import LedgerError
+from falbudget.ledger.base import BucketCharge, HoldState
+
+MAX_MICROS = 2**63 - 1
+"""The largest amount or total a ledger stores (a signed 64-bit integer, as SQL keeps it)."""
+
+STATES: tuple[HoldState, ...] = ("held", "submitted", "settled", "released", "expired")
+
+
+def micros(name: str, value: object) -> int:
+    """``value`` as a non-negative integer number of micro-USD, or LedgerError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LedgerError(f"{name} must be an integer number of micro-USD, got {value!r}")
+    if not 0 <= value <= MAX_MICROS:
+        raise LedgerError(f"{name} must be between 0 and {MAX_MICROS} micro-USD, got {value}")
+    return value
+
+
+def seconds(name: str, value: object) -> float:
+    """``value`` as finite epoch seconds, or LedgerError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise LedgerError(f"{name} must be a finite number of epoch seconds, got {value!r}")
+    return float(value)
+
+
+def charge_keys(charges: Sequence[BucketCharge]) -> tuple[str, ...]:
+    """The distinct bucket keys of ``charges``, in order; checks every key and limit."""
+    keys: dict[str, None] = {}
+    for charge in charges:
+        if not isinstance(charge, BucketCharge):
+            raise LedgerError(f"charges must be BucketCharge objects, got {charge!r}")
+        if not isinstance(charge.key, str) or not charge.key:
+            raise LedgerError(f"a bucket key must be a non-empty string, got {charge.key!r}")
+        if charge.limit is not None:
+            micros(f"the limit of bucket {charge.key!r}", charge.limit)
+        keys[charge.key] = None
+    if not keys:
+        raise LedgerError("a reservation must charge at least one bucket")
+    return tuple(keys)
+
+
+def string_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """A copy of ``tags``, checked to map strings to strings."""
+    out = dict(tags or {})
+    for key, value in out.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise LedgerError(f"tags must map strings to strings, got {key!r}: {value!r}")
+    return out
+
+
+def check_states(states: Sequence[HoldState] | None) -> tuple[HoldState, ...] | None:
+    """``states`` as a tuple, each a known HoldState, or LedgerError."""
+    if states is None:
+        return None
+    if isinstance(states, str):
+        raise LedgerError(f"states must be a sequence of states, got the string {states!r}")
+    for state in states:
+        if state not in STATES:
+            raise LedgerError(f"unknown hold state {state!r}; the states are {', '.join(STATES)}")
+    return tuple(states)
+
+
+def check_limit(limit: int | None) -> int | None:
+    """A history query's row limit: None or an integer >= 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise LedgerError(f"limit must be None or an integer >= 0, got {limit!r}")
+    return limit

@@ -1,0 +1,160 @@
+"""The ledger contract: integers and keys, nothing about pricing.
+
+A ledger keeps *buckets* (one per cap and window, plus unlimited trackers) with running totals of
+settled and held micro-USD, and *holds* (one per admitted request). Admission is one atomic step:
+for every bucket a request touches, ``settled + held + amount <= limit`` is checked and the hold is
+recorded in the same transaction, so the cost of admission does not grow with history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+HoldState = Literal["held", "submitted", "settled", "released", "expired"]
+"""held: admitted, not yet sent; submitted: fal accepted it (request id known); settled: spent;
+released: not spent; expired: a submitted hold whose ttl passed, counted as spent and listed for
+reconciliation (an expired hold that was never submitted becomes ``released``)."""
+
+OPEN_STATES: tuple[HoldState, ...] = ("held", "submitted")
+SPENT_STATES: tuple[HoldState, ...] = ("settled", "expired")
+
+
+@dataclass(frozen=True)
+class BucketCharge:
+    """One bucket a reservation touches: its key and its limit (None: unlimited, a tracker)."""
+
+    key: str
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class BucketTotals:
+    key: str
+    settled: int
+    held: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A row of the ledger's hold table, as stored. Money in integer micro-USD, times in epoch s."""
+
+    id: str
+    endpoint: str
+    amount: int
+    """The amount held (the quote), micro-USD."""
+    state: HoldState
+    buckets: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    updated_at: float
+    idempotency_key: str | None = None
+    request_id: str | None = None
+    settled_amount: int | None = None
+    """What was counted as spent (settled or expired states), micro-USD."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    table_version: str | None = None
+    table_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The result of :meth:`Ledger.reserve`.
+
+    ``admitted`` True: ``hold`` is the new (or, for a repeated idempotency key, the existing) hold;
+    ``replayed`` says it already existed. ``admitted`` False: ``refused_by`` is the first bucket
+    (in the given order) that would go over and ``totals`` its figures at that moment; nothing was
+    written.
+    """
+
+    admitted: bool
+    hold: Hold | None = None
+    replayed: bool = False
+    refused_by: str | None = None
+    totals: BucketTotals | None = None
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """What every backend (memory, SQLite, PostgreSQL) provides; the contract suite tests it."""
+
+    url: str
+
+    def reserve(
+        self,
+        *,
+        hold_id: str,
+        endpoint: str,
+        amount: int,
+        charges: Sequence[BucketCharge],
+        now: float,
+        expires_at: float,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        table_version: str | None = None,
+        table_sha256: str | None = None,
+    ) -> Admission:
+        """Atomically: expire overdue holds (as :meth:`expire` does, with ``now``), then check
+        every charge's bucket and, when all fit, add ``amount`` to each bucket's held total and
+        record the hold. A repeated ``idempotency_key`` whose hold is held, submitted, settled or
+        expired returns that hold with ``replayed=True`` and charges nothing; one whose hold was
+        released is admitted afresh (the same hold row, re-opened, with this call's values)."""
+        ...
+
+    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+        """held -> submitted with fal's request id. Raises HoldNotFound; a hold no longer open
+        (settled, released, expired) is returned unchanged."""
+        ...
+
+    def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
+        """Push an open hold's expiry to ``expires_at``; a closed hold is returned unchanged."""
+        ...
+
+    def settle(self, hold_id: str, amount: int | None, *, now: float) -> Hold:
+        """An open hold -> settled at ``amount`` (None: the held amount): every bucket's held total
+        drops by the held amount and its settled total rises by ``amount``. Idempotent: settling a
+        closed hold changes nothing and returns it as it is."""
+        ...
+
+    def release(self, hold_id: str, *, now: float) -> Hold:
+        """An open hold -> released: every bucket's held total drops by the held amount.
+        Idempotent like settle."""
+        ...
+
+    def expire(self, *, now: float) -> list[Hold]:
+        """Close every open hold with ``expires_at < now``: a held one is released, a submitted
+        one becomes ``expired`` and counted as spent at its held amount. Returns those holds, in
+        their new state."""
+        ...
+
+    def get_hold(self, hold_id: str) -> Hold:
+        """Raises HoldNotFound."""
+        ...
+
+    def totals(self, keys: Sequence[str]) -> list[BucketTotals]:
+        """Current totals of the given buckets, in order; an unknown bucket reads as 0, 0."""
+        ...
+
+    def holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        bucket: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Hold]:
+        """History, newest first: filter by state, by a bucket the hold charged, by created_at in
+        [since, until)."""
+        ...
+
+    def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
+        """Every bucket whose key starts with ``prefix``, sorted by key (for per-value caps)."""
+        ...
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        """Record that an alert fired for (bucket, threshold); True only the first time."""
+        ...
+
+    def close(self) -> None: ...

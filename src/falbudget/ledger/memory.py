@@ -1,0 +1,261 @@
+"""An in-process ledger: dicts behind one lock. Nothing survives the process; for tests and
+single-process scripts."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from falbudget.errors import HoldNotFound, LedgerError
+from falbudget.ledger import _checks
+from falbudget.ledger.base import (
+    OPEN_STATES,
+    Admission,
+    BucketCharge,
+    BucketTotals,
+    Hold,
+    HoldState,
+)
+
+
+class MemoryLedger:
+    """The Ledger protocol on dicts: running totals per bucket, open holds in a heap by expiry.
+
+    Admission costs O(charges + overdue holds); history queries scan the holds.
+    """
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._lock = threading.Lock()
+        self._settled: dict[str, int] = {}
+        self._held: dict[str, int] = {}
+        self._holds: dict[str, Hold] = {}
+        self._order: dict[str, int] = {}
+        """Insertion sequence of each hold: ties on created_at read newest first."""
+        self._by_key: dict[str, str] = {}
+        self._expiry: list[tuple[float, int, str]] = []
+        """(expires_at, seq, hold id) of open holds; an entry whose hold has closed or moved its
+        expiry is stale and skipped when popped."""
+        self._seq = itertools.count()
+        self._alerts: set[tuple[str, str]] = set()
+
+    # -- writes ------------------------------------------------------------------------------
+    def reserve(
+        self,
+        *,
+        hold_id: str,
+        endpoint: str,
+        amount: int,
+        charges: Sequence[BucketCharge],
+        now: float,
+        expires_at: float,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        table_version: str | None = None,
+        table_sha256: str | None = None,
+    ) -> Admission:
+        """See :meth:`Ledger.reserve`."""
+        amount = _checks.micros("amount", amount)
+        keys = _checks.charge_keys(charges)
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        clean_tags = _checks.string_tags(tags)
+        with self._lock:
+            self._expire_locked(now)
+            reopen: Hold | None = None
+            if idempotency_key is not None and idempotency_key in self._by_key:
+                existing = self._holds[self._by_key[idempotency_key]]
+                if existing.state != "released":
+                    return Admission(admitted=True, hold=_copy(existing), replayed=True)
+                reopen = existing
+            elif hold_id in self._holds:
+                raise LedgerError(f"a hold with id {hold_id!r} already exists")
+            for charge in charges:
+                settled = self._settled.get(charge.key, 0)
+                held = self._held.get(charge.key, 0)
+                if charge.limit is not None and settled + held + amount > charge.limit:
+                    return Admission(
+                        admitted=False,
+                        refused_by=charge.key,
+                        totals=BucketTotals(charge.key, settled, held),
+                    )
+            for key in keys:
+                if self._settled.get(key, 0) + self._held.get(key, 0) + amount > _checks.MAX_MICROS:
+                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+            for key in keys:
+                self._settled.setdefault(key, 0)
+                self._held[key] = self._held.get(key, 0) + amount
+            hold = Hold(
+                id=reopen.id if reopen is not None else hold_id,
+                endpoint=endpoint,
+                amount=amount,
+                state="held",
+                buckets=keys,
+                created_at=now,
+                expires_at=expires_at,
+                updated_at=now,
+                idempotency_key=idempotency_key,
+                tags=clean_tags,
+                table_version=table_version,
+                table_sha256=table_sha256,
+            )
+            self._holds[hold.id] = hold
+            if reopen is None:
+                self._order[hold.id] = next(self._seq)
+            if idempotency_key is not None:
+                self._by_key[idempotency_key] = hold.id
+            heapq.heappush(self._expiry, (expires_at, next(self._seq), hold.id))
+            return Admission(admitted=True, hold=_copy(hold))
+
+    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.mark_submitted`."""
+        now = _checks.seconds("now", now)
+        with self._lock:
+            hold = self._get(hold_id)
+            if hold.state in OPEN_STATES:
+                hold = self._put(replace(hold, state="submitted", request_id=request_id,
+                                         updated_at=now))
+            return _copy(hold)
+
+    def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
+        """See :meth:`Ledger.renew`."""
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        with self._lock:
+            hold = self._get(hold_id)
+            if hold.state in OPEN_STATES:
+                hold = self._put(replace(hold, expires_at=expires_at, updated_at=now))
+                heapq.heappush(self._expiry, (expires_at, next(self._seq), hold.id))
+            return _copy(hold)
+
+    def settle(self, hold_id: str, amount: int | None, *, now: float) -> Hold:
+        """See :meth:`Ledger.settle`."""
+        if amount is not None:
+            amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        with self._lock:
+            hold = self._get(hold_id)
+            if hold.state in OPEN_STATES:
+                hold = self._close(hold, "settled", hold.amount if amount is None else amount, now)
+            return _copy(hold)
+
+    def release(self, hold_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.release`."""
+        now = _checks.seconds("now", now)
+        with self._lock:
+            hold = self._get(hold_id)
+            if hold.state in OPEN_STATES:
+                hold = self._close(hold, "released", None, now)
+            return _copy(hold)
+
+    def expire(self, *, now: float) -> list[Hold]:
+        """See :meth:`Ledger.expire`; in order of expiry."""
+        now = _checks.seconds("now", now)
+        with self._lock:
+            return [_copy(hold) for hold in self._expire_locked(now)]
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        """See :meth:`Ledger.claim_alert`."""
+        with self._lock:
+            if (bucket, threshold) in self._alerts:
+                return False
+            self._alerts.add((bucket, threshold))
+            return True
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_hold(self, hold_id: str) -> Hold:
+        """See :meth:`Ledger.get_hold`."""
+        with self._lock:
+            return _copy(self._get(hold_id))
+
+    def totals(self, keys: Sequence[str]) -> list[BucketTotals]:
+        """See :meth:`Ledger.totals`."""
+        with self._lock:
+            return [
+                BucketTotals(key, self._settled.get(key, 0), self._held.get(key, 0))
+                for key in keys
+            ]
+
+    def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
+        """Every bucket whose key starts with ``prefix``, by key (not in base.Ledger yet)."""
+        with self._lock:
+            return [
+                BucketTotals(key, self._settled[key], self._held.get(key, 0))
+                for key in sorted(self._settled)
+                if key.startswith(prefix)
+            ]
+
+    def holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        bucket: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Hold]:
+        """See :meth:`Ledger.holds`."""
+        wanted = _checks.check_states(states)
+        limit = _checks.check_limit(limit)
+        with self._lock:
+            rows = [
+                hold
+                for hold in self._holds.values()
+                if (wanted is None or hold.state in wanted)
+                and (bucket is None or bucket in hold.buckets)
+                and (since is None or hold.created_at >= since)
+                and (until is None or hold.created_at < until)
+            ]
+            rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
+            return [_copy(hold) for hold in rows[:limit]]
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable."""
+
+    def __enter__(self) -> MemoryLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers (the lock is held) ----------------------------------------------------------
+    def _get(self, hold_id: str) -> Hold:
+        try:
+            return self._holds[hold_id]
+        except KeyError:
+            raise HoldNotFound(f"no hold has id {hold_id!r}") from None
+
+    def _put(self, hold: Hold) -> Hold:
+        self._holds[hold.id] = hold
+        return hold
+
+    def _close(self, hold: Hold, state: HoldState, spent: int | None, now: float) -> Hold:
+        for key in hold.buckets:
+            if spent and self._settled[key] + spent > _checks.MAX_MICROS:
+                raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+        for key in hold.buckets:
+            self._held[key] -= hold.amount
+            if spent is not None:
+                self._settled[key] += spent
+        return self._put(replace(hold, state=state, settled_amount=spent, updated_at=now))
+
+    def _expire_locked(self, now: float) -> list[Hold]:
+        closed: list[Hold] = []
+        while self._expiry and self._expiry[0][0] < now:
+            expires_at, _, hold_id = heapq.heappop(self._expiry)
+            hold = self._holds[hold_id]
+            if hold.state not in OPEN_STATES or hold.expires_at != expires_at:
+                continue
+            if hold.state == "submitted":
+                closed.append(self._close(hold, "expired", hold.amount, now))
+            else:
+                closed.append(self._close(hold, "released", None, now))
+        return closed
+
+
+def _copy(hold: Hold) -> Hold:
+    """The hold with its own tags dict, so a caller cannot change the stored one."""
+    return replace(hold, tags=dict(hold.tags))

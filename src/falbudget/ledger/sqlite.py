@@ -1,0 +1,553 @@
+"""A ledger in one SQLite file, shared by any number of threads and processes on one machine.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken before anything is
+read, so two writers never both read the same totals and a writer never fails to upgrade a read
+lock. The file runs in WAL mode, so readers do not wait for writers. Admission reads only the
+touched bucket rows and the index of overdue open holds: it costs the same at any history size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, cast
+
+from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
+from falbudget.ledger import _checks
+from falbudget.ledger.base import (
+    OPEN_STATES,
+    Admission,
+    BucketCharge,
+    BucketTotals,
+    Hold,
+    HoldState,
+)
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v1_initial(db: sqlite3.Connection) -> None:
+    statements = [
+        """CREATE TABLE buckets (
+            key TEXT PRIMARY KEY,
+            settled INTEGER NOT NULL DEFAULT 0
+                CHECK (typeof(settled) = 'integer' AND settled >= 0),
+            held INTEGER NOT NULL DEFAULT 0
+                CHECK (typeof(held) = 'integer' AND held >= 0)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE holds (
+            id TEXT PRIMARY KEY,
+            idempotency_key TEXT UNIQUE,
+            endpoint TEXT NOT NULL,
+            amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount >= 0),
+            state TEXT NOT NULL
+                CHECK (state IN ('held', 'submitted', 'settled', 'released', 'expired')),
+            buckets TEXT NOT NULL,
+            request_id TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            settled_amount INTEGER
+                CHECK (settled_amount IS NULL OR typeof(settled_amount) = 'integer'),
+            tags TEXT NOT NULL DEFAULT '{}',
+            table_version TEXT,
+            table_sha256 TEXT
+        )""",
+        # Only open holds are in this index: the expiry step of every reservation reads it.
+        """CREATE INDEX holds_open_by_expiry ON holds (expires_at)
+            WHERE state IN ('held', 'submitted')""",
+        "CREATE INDEX holds_by_created ON holds (created_at)",
+        "CREATE INDEX holds_by_state_created ON holds (state, created_at)",
+        """CREATE TABLE hold_buckets (
+            hold_id TEXT NOT NULL REFERENCES holds (id),
+            bucket_key TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (hold_id, bucket_key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX hold_buckets_by_bucket ON hold_buckets (bucket_key, created_at)",
+        """CREATE TABLE alerts (
+            bucket TEXT NOT NULL,
+            threshold TEXT NOT NULL,
+            PRIMARY KEY (bucket, threshold)
+        ) WITHOUT ROWID""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial]
+"""Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
+without tables. Append, never edit: a file records the version it reached in ``meta``."""
+
+_INHERITED: list[sqlite3.Connection] = []
+"""Connections a forked child inherited: kept referenced so that it never closes them."""
+
+_HOLD_COLUMNS = (
+    "id, endpoint, amount, state, buckets, created_at, expires_at, updated_at, "
+    "idempotency_key, request_id, settled_amount, tags, table_version, table_sha256"
+)
+_OPEN = "state IN ('held', 'submitted')"
+"""Written exactly as in the partial index's WHERE, which SQLite needs to use that index."""
+
+
+class SQLiteLedger:
+    """The Ledger protocol on one SQLite file (created with mode 0600, WAL journal).
+
+    One connection per ledger object and process, used under a lock: share an object between
+    threads freely, or open one per thread or process. ``busy_timeout_s`` is how long a write
+    waits for another writer before LedgerUnavailable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+        raw = os.fspath(path)
+        if raw in ("", ":memory:") or raw.startswith("file:"):
+            raise LedgerError(f"SQLiteLedger needs a file path, got {raw!r} (memory:// is RAM)")
+        timeout = busy_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise LedgerError(f"busy_timeout_s must be seconds >= 0, got {timeout!r}")
+        self.path = os.path.abspath(os.path.expanduser(raw))
+        self.url = "sqlite:///" + self.path
+        self.busy_timeout_s = float(busy_timeout_s)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._closed = False
+        _create_private(self.path)
+        with self._lock:
+            self._connection()
+
+    # -- connection and transactions ---------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError(f"{self.url}: the ledger is closed")
+        if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:  # inherited through fork(): the parent's, never closed here
+                _INHERITED.append(self._conn)
+                self._conn = None
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise LedgerError(f"{self.url}: cannot use WAL journal mode (got {mode!r})")
+                conn.execute("PRAGMA synchronous = FULL")
+                self._migrate(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self._translate(exc) from exc
+            except BaseException:
+                conn.close()
+                raise
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE) or a read snapshot (BEGIN)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        with suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.Error) -> LedgerError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc)
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+            return LedgerUnavailable(
+                f"{self.url}: the ledger stayed locked by another writer for more than "
+                f"{self.busy_timeout_s:g} s ({text})"
+            )
+        if primary == sqlite3.SQLITE_CANTOPEN:
+            return LedgerUnavailable(f"{self.url}: cannot open the ledger file ({text})")
+        return LedgerError(f"{self.url}: {text}")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        latest = len(MIGRATIONS)
+        if self._check_version(_schema_version(conn)) == latest:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._check_version(_schema_version(conn))
+            if version == 0:
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            for migration in MIGRATIONS[version:]:
+                migration(conn)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(latest),),
+            )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+
+    def _check_version(self, version: int) -> int:
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"{self.url}: the ledger's schema version {version} is newer than this falbudget "
+                f"supports ({len(MIGRATIONS)}); upgrade falbudget to use this file"
+            )
+        return version
+
+    # -- writes ------------------------------------------------------------------------------
+    def reserve(
+        self,
+        *,
+        hold_id: str,
+        endpoint: str,
+        amount: int,
+        charges: Sequence[BucketCharge],
+        now: float,
+        expires_at: float,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        table_version: str | None = None,
+        table_sha256: str | None = None,
+    ) -> Admission:
+        """See :meth:`Ledger.reserve`."""
+        amount = _checks.micros("amount", amount)
+        keys = _checks.charge_keys(charges)
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        tags_json = json.dumps(_checks.string_tags(tags), sort_keys=True)
+        with self._transaction(write=True) as db:
+            _expire(db, now)
+            reopen: str | None = None
+            if idempotency_key is not None:
+                row = db.execute(
+                    f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = ?",
+                    (idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    existing = _hold(row)
+                    if existing.state != "released":
+                        return Admission(admitted=True, hold=existing, replayed=True)
+                    reopen = existing.id
+            if reopen is None and db.execute(
+                "SELECT 1 FROM holds WHERE id = ?", (hold_id,)
+            ).fetchone():
+                raise LedgerError(f"a hold with id {hold_id!r} already exists")
+            current: dict[str, tuple[int, int]] = {}
+            for key in keys:
+                found = db.execute(
+                    "SELECT settled, held FROM buckets WHERE key = ?", (key,)
+                ).fetchone()
+                current[key] = (int(found[0]), int(found[1])) if found else (0, 0)
+            for charge in charges:
+                settled, held = current[charge.key]
+                if charge.limit is not None and settled + held + amount > charge.limit:
+                    return Admission(
+                        admitted=False,
+                        refused_by=charge.key,
+                        totals=BucketTotals(charge.key, settled, held),
+                    )
+            for key in keys:
+                if sum(current[key]) + amount > _checks.MAX_MICROS:
+                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+                db.execute(
+                    "INSERT INTO buckets (key, settled, held) VALUES (?, 0, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET held = held + excluded.held",
+                    (key, amount),
+                )
+            values = (
+                endpoint, amount, json.dumps(list(keys)), now, expires_at, now,
+                idempotency_key, tags_json, table_version, table_sha256,
+            )
+            if reopen is None:
+                db.execute(
+                    "INSERT INTO holds (endpoint, amount, state, buckets, created_at, expires_at, "
+                    "updated_at, idempotency_key, tags, table_version, table_sha256, id) "
+                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, hold_id),
+                )
+                new_id = hold_id
+            else:
+                db.execute(
+                    "UPDATE holds SET endpoint = ?, amount = ?, state = 'held', buckets = ?, "
+                    "created_at = ?, expires_at = ?, updated_at = ?, idempotency_key = ?, "
+                    "tags = ?, table_version = ?, table_sha256 = ?, request_id = NULL, "
+                    "settled_amount = NULL WHERE id = ?",
+                    (*values, reopen),
+                )
+                db.execute("DELETE FROM hold_buckets WHERE hold_id = ?", (reopen,))
+                new_id = reopen
+            db.executemany(
+                "INSERT INTO hold_buckets (hold_id, bucket_key, created_at) VALUES (?, ?, ?)",
+                [(new_id, key, now) for key in keys],
+            )
+            return Admission(admitted=True, hold=_get(db, new_id))
+
+    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.mark_submitted`."""
+        now = _checks.seconds("now", now)
+        with self._transaction(write=True) as db:
+            hold = _get(db, hold_id)
+            if hold.state not in OPEN_STATES:
+                return hold
+            db.execute(
+                "UPDATE holds SET state = 'submitted', request_id = ?, updated_at = ? WHERE id = ?",
+                (request_id, now, hold_id),
+            )
+            return _get(db, hold_id)
+
+    def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
+        """See :meth:`Ledger.renew`."""
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        with self._transaction(write=True) as db:
+            hold = _get(db, hold_id)
+            if hold.state not in OPEN_STATES:
+                return hold
+            db.execute(
+                "UPDATE holds SET expires_at = ?, updated_at = ? WHERE id = ?",
+                (expires_at, now, hold_id),
+            )
+            return _get(db, hold_id)
+
+    def settle(self, hold_id: str, amount: int | None, *, now: float) -> Hold:
+        """See :meth:`Ledger.settle`."""
+        if amount is not None:
+            amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        with self._transaction(write=True) as db:
+            hold = _get(db, hold_id)
+            if hold.state not in OPEN_STATES:
+                return hold
+            return _close(db, hold, "settled", hold.amount if amount is None else amount, now)
+
+    def release(self, hold_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.release`."""
+        now = _checks.seconds("now", now)
+        with self._transaction(write=True) as db:
+            hold = _get(db, hold_id)
+            if hold.state not in OPEN_STATES:
+                return hold
+            return _close(db, hold, "released", None, now)
+
+    def expire(self, *, now: float) -> list[Hold]:
+        """See :meth:`Ledger.expire`; in order of expiry."""
+        now = _checks.seconds("now", now)
+        with self._transaction(write=True) as db:
+            return _expire(db, now)
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        """See :meth:`Ledger.claim_alert`."""
+        with self._transaction(write=True) as db:
+            cursor = db.execute(
+                "INSERT INTO alerts (bucket, threshold) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (bucket, threshold),
+            )
+            return cursor.rowcount == 1
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_hold(self, hold_id: str) -> Hold:
+        """See :meth:`Ledger.get_hold`."""
+        with self._transaction(write=False) as db:
+            return _get(db, hold_id)
+
+    def totals(self, keys: Sequence[str]) -> list[BucketTotals]:
+        """See :meth:`Ledger.totals`."""
+        keys = list(keys)
+        found: dict[str, tuple[int, int]] = {}
+        with self._transaction(write=False) as db:
+            for key in dict.fromkeys(keys):
+                row = db.execute(
+                    "SELECT settled, held FROM buckets WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    found[key] = (int(row[0]), int(row[1]))
+        return [BucketTotals(key, *found.get(key, (0, 0))) for key in keys]
+
+    def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
+        """Every bucket whose key starts with ``prefix``, by key (not in base.Ledger yet)."""
+        sql, params = "SELECT key, settled, held FROM buckets", []
+        if prefix:
+            sql += " WHERE key >= ?"
+            params.append(prefix)
+            last = ord(prefix[-1])
+            if last < 0xD7FF:  # an exclusive upper bound, so the primary key index is used
+                sql += " AND key < ?"
+                params.append(prefix[:-1] + chr(last + 1))
+        with self._transaction(write=False) as db:
+            rows = db.execute(sql + " ORDER BY key", params).fetchall()
+        return [
+            BucketTotals(str(key), int(settled), int(held))
+            for key, settled, held in rows
+            if str(key).startswith(prefix)
+        ]
+
+    def holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        bucket: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Hold]:
+        """See :meth:`Ledger.holds`."""
+        wanted = _checks.check_states(states)
+        limit = _checks.check_limit(limit)
+        if wanted == ():
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        if bucket is not None:
+            source = "hold_buckets b JOIN holds h ON h.id = b.hold_id"
+            time_column = "b.created_at"
+            where.append("b.bucket_key = ?")
+            params.append(bucket)
+        else:
+            source = "holds h"
+            time_column = "h.created_at"
+        if wanted is not None:
+            where.append(f"h.state IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
+        if since is not None:
+            where.append(f"{time_column} >= ?")
+            params.append(_checks.seconds("since", since))
+        if until is not None:
+            where.append(f"{time_column} < ?")
+            params.append(_checks.seconds("until", until))
+        sql = f"SELECT {', '.join('h.' + c for c in _HOLD_COLUMNS.split(', '))} FROM {source}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {time_column} DESC, h.rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._transaction(write=False) as db:
+            return [_hold(row) for row in db.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        """Close the connection; the object cannot be used afterwards."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                with suppress(sqlite3.Error):
+                    self._conn.close()
+            self._conn = None
+            self._closed = True
+
+    def __enter__(self) -> SQLiteLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({self.path!r})"
+
+
+# -- statements run inside a transaction --------------------------------------------------------
+def _schema_version(db: sqlite3.Connection) -> int:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            try:
+                return int(row[0])
+            except (TypeError, ValueError):
+                raise LedgerError(f"unreadable schema_version {row[0]!r} in the ledger") from None
+    return 0
+
+
+def _get(db: sqlite3.Connection, hold_id: str) -> Hold:
+    row = db.execute(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
+    if row is None:
+        raise HoldNotFound(f"no hold has id {hold_id!r}")
+    return _hold(row)
+
+
+def _close(
+    db: sqlite3.Connection, hold: Hold, state: HoldState, spent: int | None, now: float
+) -> Hold:
+    db.execute(
+        "UPDATE holds SET state = ?, settled_amount = ?, updated_at = ? WHERE id = ?",
+        (state, spent, now, hold.id),
+    )
+    db.executemany(
+        "UPDATE buckets SET held = held - ?, settled = settled + ? WHERE key = ?",
+        [(hold.amount, spent or 0, key) for key in hold.buckets],
+    )
+    return _get(db, hold.id)
+
+
+def _expire(db: sqlite3.Connection, now: float) -> list[Hold]:
+    rows = db.execute(
+        f"SELECT {_HOLD_COLUMNS} FROM holds INDEXED BY holds_open_by_expiry "
+        f"WHERE {_OPEN} AND expires_at < ? "
+        "ORDER BY expires_at, id",
+        (now,),
+    ).fetchall()
+    out = []
+    for row in rows:
+        hold = _hold(row)
+        if hold.state == "submitted":
+            out.append(_close(db, hold, "expired", hold.amount, now))
+        else:
+            out.append(_close(db, hold, "released", None, now))
+    return out
+
+
+def _hold(row: Sequence[Any]) -> Hold:
+    (hold_id, endpoint, amount, state, buckets, created_at, expires_at, updated_at,
+     idempotency_key, request_id, settled_amount, tags, table_version, table_sha256) = row
+    return Hold(
+        id=hold_id,
+        endpoint=endpoint,
+        amount=int(amount),
+        state=cast(HoldState, state),
+        buckets=tuple(json.loads(buckets)),
+        created_at=float(created_at),
+        expires_at=float(expires_at),
+        updated_at=float(updated_at),
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+        settled_amount=None if settled_amount is None else int(settled_amount),
+        tags=json.loads(tags),
+        table_version=table_version,
+        table_sha256=table_sha256,
+    )
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` (and a missing parent, 0700) as an empty file readable by its owner only.
+
+    SQLite gives the -wal and -shm files the database file's mode, so they are 0600 too.
+    """
+    try:
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise LedgerError(f"sqlite:///{path}: cannot create the ledger file ({exc})") from exc
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -1,0 +1,168 @@
+"""open_ledger(url) and default_ledger_url(): which backend, which file, which errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from falbudget.errors import ConfigurationError
+from falbudget.ledger import (
+    BucketCharge,
+    BucketTotals,
+    Ledger,
+    MemoryLedger,
+    SQLiteLedger,
+    default_ledger_url,
+    open_ledger,
+)
+
+T0 = 1_750_000_000.0
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def touch_ledger(ledger: Ledger) -> None:
+    result = ledger.reserve(
+        hold_id="h", endpoint="e", amount=1, charges=[BucketCharge("g", None)],
+        now=T0, expires_at=T0 + 1,
+    )
+    assert result.admitted
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """umask 0: the ledger file's mode must not depend on the caller's umask."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_memory_url_opens_a_new_empty_ledger_each_time() -> None:
+    first = open_ledger("memory://")
+    touch_ledger(first)
+    second = open_ledger("memory://")
+    assert isinstance(second, MemoryLedger)
+    assert isinstance(second, Ledger)
+    assert second is not first
+    assert second.totals(["g"]) == [BucketTotals("g", 0, 0)]
+    assert first.totals(["g"]) == [BucketTotals("g", 0, 1)]
+    assert second.url == "memory://"
+
+
+def test_three_slashes_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, permissive_umask: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ledger = open_ledger("sqlite:///data/spend.db")
+    assert isinstance(ledger, SQLiteLedger)
+    touch_ledger(ledger)
+    assert ledger.url == f"sqlite:///{tmp_path}/data/spend.db"
+    assert mode(tmp_path / "data") == 0o700  # created because it was missing
+    # the database and the files SQLite adds beside it are the owner's only
+    for name in ("spend.db", "spend.db-wal", "spend.db-shm"):
+        assert mode(tmp_path / "data" / name) == 0o600, name
+    ledger.close()
+
+
+def test_four_slashes_is_an_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "var" / "lib" / "app" / "spend.db"
+    url = "sqlite:////" + str(target).lstrip("/")
+    assert url.startswith("sqlite:////")
+    ledger = open_ledger(url)
+    touch_ledger(ledger)
+    ledger.close()
+    assert target.is_file()
+    assert mode(target) == 0o600
+    assert list(elsewhere.iterdir()) == []
+    assert open_ledger(url).totals(["g"]) == [BucketTotals("g", 0, 1)]  # the same file again
+
+
+def test_a_tilde_is_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ledger = open_ledger("sqlite:///~/falbudget/x.db")
+    ledger.close()
+    assert (tmp_path / "home" / "falbudget" / "x.db").is_file()
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    path.touch()
+    path.chmod(0o640)
+    open_ledger(f"sqlite:///{path}").close()
+    assert mode(path) == 0o640
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "spend.db",
+        "sqlite:spend.db",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:////",
+        "sqlite://host/spend.db",
+        "sqlite:///spend.db?mode=ro",
+        "memory:",
+        "memory://somewhere",
+        "redis://localhost:6379/0",
+        "postgresql://",
+        "file:///tmp/x.db",
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_ledger(url)
+    message = str(info.value)
+    assert repr(url) in message
+    for form in ("memory://", "sqlite:///", "sqlite:////", "postgresql://"):
+        assert form in message
+
+
+def test_a_bad_url_does_not_echo_its_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_ledger("mysql://budget:s3cret@db.example/spend")
+    assert "s3cret" not in str(info.value)
+    assert "mysql://budget:***@db.example/spend" in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgres_without_psycopg_says_what_to_install(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    monkeypatch.delitem(sys.modules, "falbudget.ledger.postgres", raising=False)
+    with pytest.raises(ConfigurationError, match=r"install falbudget\[postgres\]") as info:
+        open_ledger(f"{scheme}://budget:s3cret@localhost:5432/spend")
+    assert "s3cret" not in str(info.value)
+
+
+def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALBUDGET_LEDGER", "memory://")
+    assert default_ledger_url() == "memory://"
+
+
+def test_default_url_is_a_file_in_the_user_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if sys.platform != "linux":  # pragma: no cover - XDG_DATA_HOME is the Linux convention
+        pytest.skip("checks the XDG location")
+    monkeypatch.delenv("FALBUDGET_LEDGER", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    url = default_ledger_url()
+    assert url == f"sqlite:///{tmp_path}/xdg/falbudget/ledger.db"
+    open_ledger(url).close()
+    assert mode(tmp_path / "xdg" / "falbudget" / "ledger.db") == 0o600

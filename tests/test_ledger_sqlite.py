@@ -1,0 +1,283 @@
+"""What only the SQLite ledger promises: WAL, locking errors, schema versions, and admission whose
+cost does not grow with history."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import falbudget.ledger.sqlite as sqlite_ledger
+from falbudget.errors import LedgerError, LedgerUnavailable
+from falbudget.ledger import BucketCharge, BucketTotals, SQLiteLedger
+
+T0 = 1_750_000_000.0
+CHARGES = [BucketCharge("global|2025-06", 10_000_000), BucketCharge("project=demo|2025-06", None)]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def ledger(path: Path) -> Iterator[SQLiteLedger]:
+    opened = SQLiteLedger(path)
+    yield opened
+    opened.close()
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def schema_version(path: Path) -> str:
+    conn = raw(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return str(row[0])
+    finally:
+        conn.close()
+
+
+def reserve(ledger: SQLiteLedger, hold_id: str, now: float = T0, key: str | None = None) -> bool:
+    return ledger.reserve(
+        hold_id=hold_id, endpoint="e", amount=800_000, charges=CHARGES, now=now,
+        expires_at=now + 60, idempotency_key=key,
+    ).admitted
+
+
+def test_the_file_is_in_wal_mode(ledger: SQLiteLedger, path: Path) -> None:
+    conn = raw(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+def test_a_writer_locked_out_past_the_timeout_is_unavailable_and_reads_go_on(path: Path) -> None:
+    ledger = SQLiteLedger(path, busy_timeout_s=0.2)
+    assert reserve(ledger, "before")
+    blocker = raw(path)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LedgerUnavailable, match="locked"):
+            reserve(ledger, "during")
+        # WAL: readers do not wait for the writer
+        assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 0, 800_000)]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert reserve(ledger, "after")
+    ledger.close()
+
+
+def test_no_sqlite_exception_escapes(tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-ledger.db"
+    garbage.write_bytes(b"this is not a database, just 41 bytes....")
+    with pytest.raises(LedgerError) as info:
+        SQLiteLedger(garbage)
+    assert not isinstance(info.value, sqlite3.Error)
+    with pytest.raises(LedgerError):
+        SQLiteLedger(tmp_path)  # a directory
+
+
+def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
+    ledger = SQLiteLedger(path)
+    ledger.close()
+    ledger.close()
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.totals(["g"])
+
+
+# -- schema versions ------------------------------------------------------------------------------
+def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
+    assert schema_version(path) == "1"
+    assert len(sqlite_ledger.MIGRATIONS) == 1
+
+
+def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
+    SQLiteLedger(path).close()
+    conn = raw(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(LedgerError, match="schema version 99 is newer than this falbudget"):
+        SQLiteLedger(path)
+    assert schema_version(path) == "99"
+
+
+@pytest.mark.parametrize("how", ["empty file", "meta at version 0"])
+def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
+    if how == "empty file":
+        path.touch()
+    else:
+        conn = raw(path)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '0')")
+        conn.close()
+    ledger = SQLiteLedger(path)
+    assert reserve(ledger, "h")
+    ledger.close()
+    assert schema_version(path) == "1"
+
+
+def test_pending_migrations_run_once_in_order_and_keep_the_data(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = SQLiteLedger(path)
+    assert reserve(first, "old")
+    first.close()
+    calls: list[str] = []
+
+    def add_note(db: sqlite3.Connection) -> None:
+        calls.append("v2")
+        db.execute("ALTER TABLE holds ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
+    second = SQLiteLedger(path)
+    assert schema_version(path) == "2"
+    assert second.get_hold("old").amount == 800_000
+    assert reserve(second, "new")
+    second.close()
+    SQLiteLedger(path).close()
+    assert calls == ["v2"]
+    conn = raw(path)
+    assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(holds)")]
+    conn.close()
+
+
+def test_a_failing_migration_leaves_the_file_at_its_version(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SQLiteLedger(path).close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        db.execute("THIS IS NOT SQL")
+
+    monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
+    with pytest.raises(LedgerError):
+        SQLiteLedger(path)
+    assert schema_version(path) == "1"
+    conn = raw(path)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
+    conn.close()
+
+
+# -- cost independent of history ------------------------------------------------------------------
+def add_history(path: Path, closed: int, open_later: int) -> None:
+    """``closed`` settled holds and ``open_later`` held ones expiring far in the future."""
+    conn = raw(path)
+    conn.execute("BEGIN")
+    for prefix, count, state, expires in (
+        ("old", closed, "settled", T0 - 10), ("later", open_later, "held", T0 + 10**6)
+    ):
+        rows = [(f"{prefix}{i}", T0 - 1000 + i / count) for i in range(count)]
+        conn.executemany(
+            "INSERT INTO holds (id, endpoint, amount, state, buckets, created_at, expires_at, "
+            f"updated_at) VALUES (?, 'e', 1, '{state}', '[\"global|2025-06\"]', ?, {expires}, 0)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO hold_buckets (hold_id, bucket_key, created_at) "
+            "VALUES (?, 'global|2025-06', ?)",
+            rows,
+        )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def statements_of_a_reserve(ledger: SQLiteLedger, hold_id: str) -> tuple[list[str], int]:
+    """The SQL a reserve runs, and how many SQLite VM instructions it took."""
+    conn = ledger._conn
+    assert conn is not None
+    statements: list[str] = []
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_trace_callback(statements.append)
+    conn.set_progress_handler(count, 1)
+    try:
+        assert reserve(ledger, hold_id, now=T0 + 1, key=f"key-{hold_id}")
+    finally:
+        conn.set_trace_callback(None)
+        conn.set_progress_handler(None, 1)
+    return statements, steps[0]
+
+
+def test_admission_reads_no_table_in_full(ledger: SQLiteLedger, path: Path) -> None:
+    add_history(path, closed=1_000, open_later=100)
+    statements, _ = statements_of_a_reserve(ledger, "probe")
+    plans = {}
+    conn = raw(path)
+    for sql in statements:
+        if sql.split()[0].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE"):
+            plans[sql] = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    conn.close()
+    assert any("holds_open_by_expiry" in " ".join(plan) for plan in plans.values())
+    scans = {sql: plan for sql, plan in plans.items() if any(s.startswith("SCAN") for s in plan)}
+    assert scans == {}
+
+
+def test_admission_costs_the_same_with_a_long_history(tmp_path: Path) -> None:
+    empty = SQLiteLedger(tmp_path / "empty.db")
+    reserve(empty, "warm")
+    _, steps_empty = statements_of_a_reserve(empty, "probe")
+    empty.close()
+
+    full_path = tmp_path / "full.db"
+    SQLiteLedger(full_path).close()
+    add_history(full_path, closed=100_000, open_later=1_000)
+    full = SQLiteLedger(full_path)
+    reserve(full, "warm")
+    _, steps_full = statements_of_a_reserve(full, "probe")
+    full.close()
+    assert steps_full == steps_empty
+
+
+def test_history_by_bucket_and_time_is_read_through_indexes(
+    ledger: SQLiteLedger, path: Path
+) -> None:
+    add_history(path, closed=1_000, open_later=100)
+    conn = ledger._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        by_bucket = ledger.holds(bucket="global|2025-06", since=T0 - 1000, until=T0 - 999.5)
+        by_time = ledger.holds(since=T0 - 1000, until=T0 - 999.5, states=["settled"])
+    finally:
+        conn.set_trace_callback(None)
+    assert len(by_bucket) == 550  # 500 of the closed holds and 50 of the open ones
+    assert len(by_time) == 500
+    check = raw(path)
+    plans = [
+        [row[3] for row in check.execute("EXPLAIN QUERY PLAN " + sql)]
+        for sql in statements
+        if sql.startswith("SELECT")
+    ]
+    check.close()
+    assert len(plans) == 2
+    assert all(not step.startswith("SCAN") for plan in plans for step in plan), plans
+
+
+def test_a_forked_child_opens_its_own_connection(ledger: SQLiteLedger) -> None:
+    assert reserve(ledger, "parent")
+    inherited = id(ledger._conn)
+
+    def in_child() -> None:
+        assert reserve(ledger, "child")
+        assert id(ledger._conn) != inherited
+        os._exit(0)
+
+    child = multiprocessing.get_context("fork").Process(target=in_child)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert ledger.get_hold("child").amount == 800_000  # the parent's connection still works
+    assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 0, 1_600_000)]
