@@ -1,0 +1,179 @@
+"""Caps: a limit on spend over a scope and a calendar window, and the ledger buckets they map to."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from falbudget.errors import ConfigurationError
+from falbudget.money import format_usd, to_decimal, to_micros
+
+Window = Literal["total", "day", "week", "month"]
+WINDOWS: tuple[str, ...] = get_args(Window)
+GLOBAL_TOTAL = "global|total"
+"""The bucket every admitted request charges, cap or not: global spend over all time."""
+
+
+def _parse_scope(scope: object) -> tuple[str, str | None]:
+    """'global' -> ('global', None); 'project' -> ('project', None): each project its own bucket;
+    'project:alpha' -> ('project', 'alpha'): that project only. Any tag name works like project."""
+    if not isinstance(scope, str) or not scope.strip():
+        raise ConfigurationError(
+            f"scope={scope!r} is not allowed: 'global', a tag name such as 'project' (each value"
+            " its own budget), or 'project:NAME' (one value)"
+        )
+    name, sep, value = scope.strip().partition(":")
+    if name == "global":
+        if sep:
+            raise ConfigurationError(f"scope={scope!r} is not allowed: 'global' takes no value")
+        return "global", None
+    if not name.isidentifier():
+        raise ConfigurationError(
+            f"scope={scope!r} is not allowed: the tag name must be an identifier such as"
+            " 'project', 'user' or 'endpoint'"
+        )
+    if sep and not value:
+        raise ConfigurationError(f"scope={scope!r} is not allowed: a value must follow ':'")
+    return name, (value if sep else None)
+
+
+@dataclass(frozen=True, init=False)
+class Cap:
+    """A spend limit. ``Cap("10.00", scope="project:alpha", window="day", tz="Europe/Paris")``.
+
+    ``limit`` and ``max_per_request`` take Decimal, str or int (a float is refused: it cannot hold
+    cents exactly). ``scope``: "global", a tag name ("project": each project its own limit), or
+    "tag:value" ("project:alpha": that project only); "endpoint" is always a tag. ``window``:
+    "total" or a calendar "day", "week" (from Monday) or "month" in the IANA time zone ``tz``.
+    ``alert_at``: fractions of the limit (0.5, 0.8, 1.0) at which settled spend raises an alert,
+    once per window.
+    """
+
+    limit: Decimal
+    scope: str
+    window: Window
+    tz: str
+    max_per_request: Decimal | None
+    alert_at: tuple[Decimal, ...]
+    name: str | None
+    _tag: str = field(repr=False, compare=False)
+    _value: str | None = field(repr=False, compare=False)
+    _zone: ZoneInfo | None = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        limit: Decimal | str | int,
+        *,
+        scope: str = "global",
+        window: str = "total",
+        tz: str = "UTC",
+        max_per_request: Decimal | str | int | None = None,
+        alert_at: Iterable[float | Decimal | str] = (),
+        name: str | None = None,
+    ) -> None:
+        try:
+            limit_d = to_decimal(limit, what="limit")
+            per_request = (
+                None
+                if max_per_request is None
+                else to_decimal(max_per_request, what="max_per_request")
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if limit_d < 0:
+            raise ConfigurationError(f"limit={limit!r} is not allowed: it must be 0 or more")
+        if per_request is not None and per_request <= 0:
+            raise ConfigurationError(
+                f"max_per_request={max_per_request!r} is not allowed: it must be above 0"
+            )
+        tag, value = _parse_scope(scope)
+        if window not in WINDOWS:
+            raise ConfigurationError(
+                f"window={window!r} is not allowed: one of {', '.join(WINDOWS)}"
+            )
+        try:
+            zone = ZoneInfo(tz) if isinstance(tz, str) and tz else None
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+        if zone is None:
+            raise ConfigurationError(
+                f"tz={tz!r} is not allowed: an IANA time zone name such as 'UTC' or 'Europe/Paris'"
+            )
+        fractions = []
+        for raw in alert_at:
+            try:
+                fraction = Decimal(str(raw)) if isinstance(raw, float) else to_decimal(raw)
+            except ValueError:
+                fraction = Decimal(-1)
+            if isinstance(raw, bool) or not Decimal(0) < fraction <= Decimal(10):
+                raise ConfigurationError(
+                    f"alert_at value {raw!r} is not allowed: a fraction of the limit above 0,"
+                    " such as 0.5 or 1.0"
+                )
+            fractions.append(fraction)
+        object.__setattr__(self, "limit", limit_d)
+        object.__setattr__(self, "scope", scope.strip())
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "tz", tz)
+        object.__setattr__(self, "max_per_request", per_request)
+        object.__setattr__(self, "alert_at", tuple(sorted(set(fractions))))
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_tag", tag)
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_zone", zone)
+
+    @property
+    def limit_micros(self) -> int:
+        return to_micros(self.limit)
+
+    def label(self) -> str:
+        """'global total', 'project=alpha day (Europe/Paris)': how messages name the cap."""
+        if self.name:
+            return self.name
+        zone = "" if self.window == "total" or self.tz == "UTC" else f" ({self.tz})"
+        return f"{self.scope} {self.window}{zone} cap {format_usd(self.limit)}"
+
+    def scope_value(self, tags: Mapping[str, str]) -> str | None:
+        """The scope instance this request falls in ('global', 'project=alpha'), or None when the
+        cap does not apply to a request with these tags."""
+        if self._tag == "global":
+            return "global"
+        got = tags.get(self._tag)
+        if got is None or (self._value is not None and got != self._value):
+            return None
+        return f"{self._tag}={got}"
+
+    def window_key(self, now: float) -> str:
+        """'total', or the window containing ``now`` in the cap's zone: 'day@UTC:2026-11-24',
+        'week@Europe/Paris:2026-11-23' (its Monday), 'month@UTC:2026-11'."""
+        if self.window == "total":
+            return "total"
+        local = dt.datetime.fromtimestamp(now, tz=self._zone).date()
+        if self.window == "day":
+            start = local.isoformat()
+        elif self.window == "week":
+            start = (local - dt.timedelta(days=local.weekday())).isoformat()
+        else:
+            start = f"{local.year:04d}-{local.month:02d}"
+        return f"{self.window}@{self.tz}:{start}"
+
+    def bucket(self, tags: Mapping[str, str], now: float) -> str | None:
+        """The ledger bucket this cap charges for a request with ``tags`` at ``now``."""
+        scope = self.scope_value(tags)
+        if scope is None:
+            return None
+        return f"{scope}|{self.window_key(now)}"
+
+    def bucket_for_scope(self, scope: str, now: float) -> str | None:
+        """The bucket of scope instance ``scope`` ('global', 'project:alpha') at ``now``, when
+        this cap covers it."""
+        tag, value = _parse_scope(scope)
+        if tag == "global":
+            return f"global|{self.window_key(now)}" if self._tag == "global" else None
+        if value is None or tag != self._tag or self._value not in (None, value):
+            return None
+        return f"{tag}={value}|{self.window_key(now)}"

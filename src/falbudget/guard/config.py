@@ -1,0 +1,123 @@
+"""The guard's YAML configuration file: ledger URL, caps, hold_ttl, on_unknown, price table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from falbudget.errors import ConfigurationError, FalbudgetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.guard.core import Guard
+
+CONFIG_ENV = "FALBUDGET_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CapConfig(_Strict):
+    limit: StrictStr | StrictInt
+    scope: StrictStr = "global"
+    window: Literal["total", "day", "week", "month"] = "total"
+    tz: StrictStr = "UTC"
+    max_per_request: StrictStr | StrictInt | None = None
+    alert_at: list[StrictStr | StrictInt | float] = Field(default_factory=list)
+    name: StrictStr | None = None
+
+
+class GuardConfig(_Strict):
+    ledger: StrictStr | None = None
+    pricing: StrictStr | None = None
+    hold_ttl: float = Field(default=3600.0, gt=0)
+    on_unknown: Literal["deny", "allow"] = "deny"
+    caps: list[CapConfig] = Field(default_factory=list)
+
+    source: str = Field(default="<config>", exclude=True)
+
+    def build_guard(self, **overrides: Any) -> Guard:
+        """A Guard with these settings; keyword overrides win (ledger=..., clock=...)."""
+        from falbudget.guard.caps import Cap
+        from falbudget.guard.core import Guard
+        from falbudget.pricing.loader import default_table
+
+        caps = []
+        for index, item in enumerate(self.caps):
+            try:
+                caps.append(
+                    Cap(
+                        item.limit,
+                        scope=item.scope,
+                        window=item.window,
+                        tz=item.tz,
+                        max_per_request=item.max_per_request,
+                        alert_at=item.alert_at,
+                        name=item.name,
+                    )
+                )
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{self.source}: caps.{index}: {exc}") from None
+        settings: dict[str, Any] = {
+            "ledger": self.ledger,
+            "caps": caps,
+            "hold_ttl": self.hold_ttl,
+            "on_unknown": self.on_unknown,
+        }
+        if self.pricing is not None:
+            settings["table"] = default_table(self.pricing)
+        settings.update(overrides)
+        try:
+            return Guard(**settings)
+        except FalbudgetError as exc:
+            raise type(exc)(f"{self.source}: {exc}") from None
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The configuration file in use: ``path``, else ``FALBUDGET_CONFIG``, else None."""
+    if path is not None:
+        return os.fspath(path)
+    return os.environ.get(CONFIG_ENV) or None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GuardConfig:
+    """Read and validate a configuration file; errors name the file and the field."""
+    import yaml
+
+    name = config_path(path)
+    if name is None:
+        raise ConfigurationError(f"no configuration file: give --config PATH or set {CONFIG_ENV}")
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{name}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigurationError(f"{name}: not valid YAML{where}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{name}: the configuration must be a YAML mapping")
+    if "source" in document:
+        raise ConfigurationError(f"{name}: source: unknown key")
+    try:
+        config = GuardConfig.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] != "missing":
+            message = f"{message} (got {error.get('input')!r})"
+        raise ConfigurationError(f"{name}: {field}: {message}") from None
+    pricing = config.pricing
+    if pricing is not None and not os.path.isabs(pricing):
+        pricing = str(Path(name).parent / pricing)
+    return config.model_copy(update={"source": name, "pricing": pricing})

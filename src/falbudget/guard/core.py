@@ -1,0 +1,629 @@
+"""The guard: quote a request, hold its price in the ledger against every cap, then settle or
+release. One core serves sync and async code: the async face runs the same blocking steps in a
+worker thread (``asyncio.to_thread``), it does not copy them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+from falbudget.errors import BudgetExceeded, ConfigurationError, UnknownEndpoint
+from falbudget.guard.caps import GLOBAL_TOTAL, Cap
+from falbudget.ledger.base import Admission, BucketCharge, Ledger
+from falbudget.ledger.base import Hold as LedgerHold
+from falbudget.money import format_usd, from_micros, to_decimal, to_micros
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.pricing.engine import PriceTable, Quote
+
+log = logging.getLogger("falbudget.guard")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+OnUnknown = Literal["deny", "allow"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Settled spend in ``cap``'s current window reached ``fraction`` of its limit."""
+
+    cap: Cap
+    fraction: Decimal
+    bucket: str
+    spent: Decimal
+    limit: Decimal
+
+
+@dataclass(frozen=True)
+class CapStatus:
+    """One cap's figures in its current window for a request's scope."""
+
+    cap: Cap
+    bucket: str
+    spent: Decimal
+    held: Decimal
+    remaining: Decimal
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``Guard.check`` found: would the request fit every cap now? Nothing was held."""
+
+    allowed: bool
+    quote: Quote | None
+    amount: Decimal
+    caps: tuple[CapStatus, ...]
+    refused_by: Cap | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    endpoint: str
+    arguments: Mapping[str, Any]
+    quote: Quote | None
+    amount: int
+    tags: dict[str, str]
+    charges: tuple[BucketCharge, ...]
+    caps_by_bucket: dict[str, Cap]
+    now: float
+
+
+class Hold:
+    """An amount held in the ledger for one request. Settle it, release it, or let it expire.
+
+    Every method has an ``a``-prefixed twin for asyncio code that runs the same step off the
+    event loop.
+    """
+
+    def __init__(self, guard: Guard, row: LedgerHold, quote: Quote | None, replayed: bool):
+        self._guard = guard
+        self._row = row
+        self.quote = quote
+        self.replayed = replayed
+        """True when an earlier reservation with the same idempotency key was returned."""
+
+    @property
+    def id(self) -> str:
+        return self._row.id
+
+    @property
+    def endpoint(self) -> str:
+        return self._row.endpoint
+
+    @property
+    def amount(self) -> Decimal:
+        """The amount held (the quote's total), USD."""
+        return from_micros(self._row.amount)
+
+    @property
+    def state(self) -> str:
+        """held, submitted, settled, released or expired, as last seen by this object."""
+        return self._row.state
+
+    @property
+    def request_id(self) -> str | None:
+        return self._row.request_id
+
+    @property
+    def expires_at(self) -> float:
+        return self._row.expires_at
+
+    @property
+    def closed(self) -> bool:
+        return self._row.state not in ("held", "submitted")
+
+    def __repr__(self) -> str:
+        return (
+            f"Hold(id={self.id!r}, endpoint={self.endpoint!r}, amount={format_usd(self.amount)},"
+            f" state={self.state!r})"
+        )
+
+    # -- the steps, sync -------------------------------------------------------------------
+    def mark_submitted(self, request_id: str) -> None:
+        """fal accepted the request: from now on an expiry counts the hold as spent."""
+        self._row = self._guard.ledger.mark_submitted(self.id, request_id, now=self._guard._now())
+
+    def settle(self, amount: Decimal | str | int | None = None) -> None:
+        """Count the hold as spent, at ``amount`` (default: the amount held)."""
+        micros = None if amount is None else to_micros(to_decimal(amount, what="amount"))
+        if micros is not None and micros < 0:
+            raise ValueError(f"amount={amount!r} is not allowed: it must be 0 or more")
+        was_open = not self.closed
+        self._row = self._guard.ledger.settle(self.id, micros, now=self._guard._now())
+        if was_open and self._row.state == "settled":
+            self._guard._after_settle(self._row)
+
+    def release(self) -> None:
+        """Give the held amount back: the request was not sent or not billed."""
+        self._row = self._guard.ledger.release(self.id, now=self._guard._now())
+
+    def renew(self) -> None:
+        """Push the expiry ``hold_ttl`` seconds past now (a job still running is not dead)."""
+        now = self._guard._now()
+        self._row = self._guard.ledger.renew(
+            self.id, now=now, expires_at=now + self._guard.hold_ttl
+        )
+
+    def close(self, failed: bool) -> None:
+        """What leaving a ``with guard.reserve(...)`` block does: settle on success; on failure
+        release, unless fal already accepted the request (then it stays submitted and counts as
+        spent at expiry, unless settled or released first)."""
+        if self.closed:
+            return
+        if not failed:
+            self.settle()
+        elif self._row.state == "held":
+            self.release()
+
+    # -- the same steps, async --------------------------------------------------------------
+    async def amark_submitted(self, request_id: str) -> None:
+        await asyncio.to_thread(self.mark_submitted, request_id)
+
+    async def asettle(self, amount: Decimal | str | int | None = None) -> None:
+        await asyncio.to_thread(self.settle, amount)
+
+    async def arelease(self) -> None:
+        await asyncio.to_thread(self.release)
+
+    async def arenew(self) -> None:
+        await asyncio.to_thread(self.renew)
+
+    async def aclose(self, failed: bool) -> None:
+        await asyncio.to_thread(self.close, failed)
+
+    # -- keeping a hold alive while a call waits on a long job ------------------------------
+    @contextlib.contextmanager
+    def keepalive(self) -> Iterator[Hold]:
+        """Renew the hold every third of ``hold_ttl`` until the block ends (a daemon thread)."""
+        stop = threading.Event()
+        period = self._guard.hold_ttl / 3
+
+        def loop() -> None:
+            while not stop.wait(period):
+                if self.closed:
+                    return
+                try:
+                    self.renew()
+                except Exception:  # a failed renewal must not kill the call it protects
+                    log.warning("could not renew hold %s", self.id, exc_info=True)
+
+        thread = threading.Thread(target=loop, name=f"falbudget-renew-{self.id}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    @contextlib.asynccontextmanager
+    async def akeepalive(self) -> AsyncIterator[Hold]:
+        """The asyncio twin of :meth:`keepalive` (a task on the running loop)."""
+        period = self._guard.hold_ttl / 3
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(period)
+                if self.closed:
+                    return
+                try:
+                    await self.arenew()
+                except Exception:
+                    log.warning("could not renew hold %s", self.id, exc_info=True)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Reservation:
+    """``with guard.reserve(...) as hold`` and ``async with guard.areserve(...) as hold``."""
+
+    def __init__(self, guard: Guard, plan: _Plan | None, idempotency_key: str | None) -> None:
+        self._guard = guard
+        self._plan = plan
+        self._key = idempotency_key
+        self.hold: Hold | None = None
+
+    def acquire(self) -> Hold:
+        """Hold the amount now (raises BudgetExceeded); the caller must settle or release."""
+        self.hold = self._guard._admit(self._plan, self._key)
+        return self.hold
+
+    async def aacquire(self) -> Hold:
+        self.hold = await asyncio.to_thread(self._guard._admit, self._plan, self._key)
+        return self.hold
+
+    def __enter__(self) -> Hold:
+        return self.acquire()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.hold is not None:
+            self.hold.close(failed=exc_type is not None)
+
+    async def __aenter__(self) -> Hold:
+        return await self.aacquire()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.hold is not None:
+            await self.hold.aclose(failed=exc_type is not None)
+
+
+class Guard:
+    """Enforces spend caps before a request leaves.
+
+    ``Guard(ledger, caps)``: ``ledger`` is a Ledger or a URL for ``open_ledger`` (None: the
+    default ledger, ``FALBUDGET_LEDGER`` or a SQLite file in the user's data directory);
+    ``caps`` the Cap objects; ``table`` a PriceTable (None: the default table); ``hold_ttl`` the
+    seconds a hold lives without renewal; ``on_unknown`` "deny" (an unpriced endpoint raises
+    UnknownEndpoint) or "allow" (it passes unpriced, with a warning); ``clock`` a function
+    returning epoch seconds (default ``time.time``); ``on_alert`` called with an Alert.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | str | None = None,
+        caps: Sequence[Cap] = (),
+        *,
+        table: PriceTable | None = None,
+        hold_ttl: float = 3600.0,
+        on_unknown: OnUnknown = "deny",
+        clock: Callable[[], float] | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
+    ) -> None:
+        from falbudget.ledger import default_ledger_url, open_ledger
+
+        if isinstance(hold_ttl, bool) or not isinstance(hold_ttl, int | float) or hold_ttl <= 0:
+            raise ConfigurationError(
+                f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0"
+            )
+        if on_unknown not in ("deny", "allow"):
+            raise ConfigurationError(f"on_unknown={on_unknown!r} is not allowed: 'deny' or 'allow'")
+        caps = tuple(caps)
+        for cap in caps:
+            if not isinstance(cap, Cap):
+                raise ConfigurationError(f"caps: {cap!r} is not a falbudget.Cap")
+        if ledger is None:
+            ledger = default_ledger_url()
+        self.ledger: Ledger = open_ledger(ledger) if isinstance(ledger, str) else ledger
+        self.caps = caps
+        self._table = table
+        self.hold_ttl = float(hold_ttl)
+        self.on_unknown: OnUnknown = on_unknown
+        self._clock = clock or time.time
+        self.on_alert = on_alert
+
+    @classmethod
+    def from_config(cls, path: str | None = None, **overrides: Any) -> Guard:
+        """A guard built from a YAML configuration file (default: ``FALBUDGET_CONFIG``)."""
+        from falbudget.guard.config import load_config
+
+        return load_config(path).build_guard(**overrides)
+
+    @property
+    def table(self) -> PriceTable:
+        if self._table is None:
+            from falbudget.pricing.loader import default_table
+
+            self._table = default_table()
+        return self._table
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    # -- planning: CPU only, shared by every path ------------------------------------------
+    def _plan(
+        self, endpoint: str, arguments: Mapping[str, Any] | None, tags: Mapping[str, Any]
+    ) -> _Plan:
+        clean_tags = {}
+        for key, value in tags.items():
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    f"tag {key}={value!r} is not allowed: tags are non-empty strings"
+                )
+            clean_tags[key] = value
+        if "endpoint" in clean_tags and clean_tags["endpoint"] != endpoint:
+            raise ConfigurationError("tag 'endpoint' is set by the guard from the request")
+        clean_tags["endpoint"] = endpoint
+        quote: Quote | None
+        if endpoint in self.table:
+            quote = self.table.quote(endpoint, arguments, strict=True)
+            amount = to_micros(quote.total)
+            normalized: Mapping[str, Any] = quote.arguments
+        elif self.on_unknown == "allow":
+            log.warning("falbudget: %s is not priced; letting it through unpriced", endpoint)
+            quote, amount, normalized = None, 0, dict(arguments or {})
+        else:
+            self.table.endpoint(endpoint)  # raises UnknownEndpoint with close matches
+            raise UnknownEndpoint(endpoint)  # pragma: no cover - endpoint() raised already
+        now = self._now()
+        limits: dict[str, int | None] = {GLOBAL_TOTAL: None}
+        caps_by_bucket: dict[str, Cap] = {}
+        for cap in self.caps:
+            bucket = cap.bucket(clean_tags, now)
+            if bucket is None:
+                continue
+            per_request = cap.max_per_request
+            if per_request is not None and quote is not None and quote.total > per_request:
+                raise self._refusal(
+                    cap, bucket, quote, amount, f"over max_per_request {format_usd(per_request)}"
+                )
+            limit = cap.limit_micros
+            previous = limits.get(bucket)
+            if previous is None or limit < previous:
+                limits[bucket] = limit
+                caps_by_bucket[bucket] = cap
+        # a fixed order (sorted keys) so that backends that lock rows never deadlock
+        charges = tuple(BucketCharge(key, limits[key]) for key in sorted(limits))
+        return _Plan(endpoint, normalized, quote, amount, clean_tags, charges, caps_by_bucket, now)
+
+    def _refusal(
+        self, cap: Cap, bucket: str, quote: Quote | None, amount: int, why: str
+    ) -> BudgetExceeded:
+        totals = self.ledger.totals([bucket])[0]
+        spent, held = from_micros(totals.settled), from_micros(totals.held)
+        remaining = max(Decimal(0), cap.limit - spent - held)
+        endpoint = quote.endpoint if quote is not None else "request"
+        message = (
+            f"budget exceeded: {endpoint} costs {format_usd(from_micros(amount))}, {why};"
+            f" {cap.label()}: spent {format_usd(spent)}, held {format_usd(held)},"
+            f" remaining {format_usd(remaining)}"
+        )
+        return BudgetExceeded(
+            message,
+            cap=cap,
+            quote=quote,
+            amount=from_micros(amount),
+            spent=spent,
+            held=held,
+            remaining=remaining,
+        )
+
+    # -- the ledger steps: blocking, run in a thread by the async face ----------------------
+    def _admit(self, plan: _Plan | None, idempotency_key: str | None) -> Hold:
+        if plan is None:  # pragma: no cover - Reservation always has a plan
+            raise ConfigurationError("nothing to reserve")
+        now = self._now()
+        quote = plan.quote
+        result: Admission = self.ledger.reserve(
+            hold_id=uuid.uuid4().hex,
+            endpoint=plan.endpoint,
+            amount=plan.amount,
+            charges=plan.charges,
+            now=now,
+            expires_at=now + self.hold_ttl,
+            idempotency_key=idempotency_key,
+            tags=plan.tags,
+            table_version=quote.table_version if quote else None,
+            table_sha256=quote.table_sha256 if quote else None,
+        )
+        if not result.admitted or result.hold is None:
+            bucket = result.refused_by or GLOBAL_TOTAL
+            cap = plan.caps_by_bucket.get(bucket)
+            if cap is None:  # pragma: no cover - trackers have no limit
+                raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
+            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
+        return Hold(self, result.hold, quote, result.replayed)
+
+    def _after_settle(self, row: LedgerHold) -> None:
+        watched = []
+        for cap in self.caps:
+            bucket = cap.bucket(row.tags, row.created_at) if cap.alert_at else None
+            if bucket is not None and bucket in row.buckets:
+                watched.append((bucket, cap))
+        if not watched:
+            return
+        totals = {t.key: t for t in self.ledger.totals([bucket for bucket, _ in watched])}
+        for bucket, cap in watched:
+            settled = totals[bucket].settled
+            for fraction in cap.alert_at:
+                if settled < to_micros(cap.limit * fraction):
+                    break
+                if self.ledger.claim_alert(bucket, f"{fraction}@{cap.limit}"):
+                    alert = Alert(cap, fraction, bucket, from_micros(settled), cap.limit)
+                    log.warning(
+                        "falbudget alert: %s reached %s%% (spent %s of %s) in %s",
+                        cap.label(),
+                        fraction * 100,
+                        format_usd(alert.spent),
+                        format_usd(cap.limit),
+                        bucket,
+                    )
+                    if self.on_alert is not None:
+                        try:
+                            self.on_alert(alert)
+                        except Exception:
+                            log.exception("falbudget: the on_alert callback failed")
+
+    # -- public API -------------------------------------------------------------------------
+    def reserve(
+        self,
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **tags: str,
+    ) -> Reservation:
+        """``with guard.reserve(endpoint, arguments, project="alpha") as hold:``.
+
+        Validates the full request (required inputs included) and quotes it at once; on entry
+        holds the amount against every cap that applies or raises BudgetExceeded. Normal exit
+        settles at the quoted amount; an exception releases (a hold marked submitted stays
+        submitted) and propagates.
+        """
+        return Reservation(self, self._plan(endpoint, arguments, tags), idempotency_key)
+
+    def areserve(
+        self,
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **tags: str,
+    ) -> Reservation:
+        """``async with guard.areserve(...) as hold:``: the same as reserve, off the loop."""
+        return self.reserve(endpoint, arguments, idempotency_key=idempotency_key, **tags)
+
+    def check(
+        self, endpoint: str, arguments: Mapping[str, Any] | None = None, **tags: str
+    ) -> Decision:
+        """Would this request fit every cap now? Holds nothing; a moment later it may differ."""
+        try:
+            plan = self._plan(endpoint, arguments, tags)
+        except BudgetExceeded as exc:
+            return Decision(False, exc.quote, exc.amount, (), exc.cap, str(exc))
+        statuses = []
+        refused: Cap | None = None
+        reason = ""
+        keys = [c.key for c in plan.charges if c.key in plan.caps_by_bucket]
+        for totals in self.ledger.totals(keys):
+            cap = plan.caps_by_bucket[totals.key]
+            spent, held = from_micros(totals.settled), from_micros(totals.held)
+            statuses.append(
+                CapStatus(cap, totals.key, spent, held, max(Decimal(0), cap.limit - spent - held))
+            )
+            if refused is None and totals.settled + totals.held + plan.amount > cap.limit_micros:
+                refused = cap
+                reason = f"{cap.label()} has {format_usd(statuses[-1].remaining)} left"
+        return Decision(
+            refused is None,
+            plan.quote,
+            from_micros(plan.amount),
+            tuple(statuses),
+            refused,
+            reason,
+        )
+
+    def call(
+        self,
+        fn: Callable[..., T],
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Call ``fn(endpoint, arguments, *args, **kwargs)`` under a reservation: settle when it
+        returns, release when it raises. The hold is renewed while ``fn`` runs."""
+        reservation = self.reserve(
+            endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+        )
+        with reservation as hold, hold.keepalive():
+            return fn(endpoint, arguments, *args, **kwargs)
+
+    async def acall(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """The asyncio twin of :meth:`call` for a coroutine function."""
+        reservation = self.areserve(
+            endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+        )
+        async with reservation as hold, hold.akeepalive():
+            return await fn(endpoint, arguments, *args, **kwargs)
+
+    def wrap(self, client: Any, **tags: str) -> Any:
+        """A fal_client.SyncClient or AsyncClient whose spending calls go through this guard."""
+        from falbudget.guard.fal import wrap_client
+
+        return wrap_client(self, client, tags)
+
+    # -- reading the ledger -----------------------------------------------------------------
+    def _bucket(self, scope: str, window: str) -> tuple[str, Cap | None]:
+        now = self._now()
+        if scope == "global" and window == "total":
+            cap = next(
+                (
+                    c
+                    for c in self.caps
+                    if c.bucket_for_scope(scope, now) == GLOBAL_TOTAL and c.window == "total"
+                ),
+                None,
+            )
+            return GLOBAL_TOTAL, cap
+        for cap in self.caps:
+            if cap.window != window:
+                continue
+            bucket = cap.bucket_for_scope(scope, now)
+            if bucket is not None:
+                return bucket, cap
+        raise ConfigurationError(
+            f"no cap tracks scope {scope!r} over window {window!r}; figures exist for"
+            " scope 'global' over 'total' and for each cap's scope and window"
+        )
+
+    def spent(self, scope: str = "global", window: str = "total") -> Decimal:
+        """Settled spend (USD) in ``scope`` over the current ``window``."""
+        bucket, _ = self._bucket(scope, window)
+        return from_micros(self.ledger.totals([bucket])[0].settled)
+
+    def held(self, scope: str = "global", window: str = "total") -> Decimal:
+        """Amount held for requests in flight (USD) in ``scope`` over the current ``window``."""
+        bucket, _ = self._bucket(scope, window)
+        return from_micros(self.ledger.totals([bucket])[0].held)
+
+    def remaining(self, scope: str = "global", window: str = "total") -> Decimal:
+        """What the cap on ``scope`` and ``window`` still admits (USD); needs such a cap."""
+        bucket, cap = self._bucket(scope, window)
+        if cap is None:
+            raise ConfigurationError(f"no cap limits scope {scope!r} over window {window!r}")
+        totals = self.ledger.totals([bucket])[0]
+        return max(Decimal(0), cap.limit - from_micros(totals.settled + totals.held))
+
+    def status(self) -> list[CapStatus]:
+        """Every cap's figures now: per-value caps ('project') list each value seen."""
+        now = self._now()
+        result = []
+        for cap in self.caps:
+            buckets = _cap_buckets(self, cap, now)
+            for totals in self.ledger.totals(buckets):
+                spent, held = from_micros(totals.settled), from_micros(totals.held)
+                result.append(
+                    CapStatus(
+                        cap, totals.key, spent, held, max(Decimal(0), cap.limit - spent - held)
+                    )
+                )
+        return result
+
+    def release_expired(self) -> list[LedgerHold]:
+        """Close every hold past its expiry now: never submitted -> released; submitted ->
+        expired, counted as spent and listed for reconciliation."""
+        return self.ledger.expire(now=self._now())
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cap_buckets(guard: Guard, cap: Cap, now: float) -> list[str]:
+    window = cap.window_key(now)
+    if cap.scope_value({}) == "global":
+        return [f"global|{window}"]
+    if cap._value is not None:
+        return [f"{cap._tag}={cap._value}|{window}"]
+    suffix = f"|{window}"
+    return [t.key for t in guard.ledger.buckets(prefix=f"{cap._tag}=") if t.key.endswith(suffix)]
