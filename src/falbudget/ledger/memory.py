@@ -116,8 +116,9 @@ class MemoryLedger:
         with self._lock:
             hold = self._get(hold_id)
             if hold.state in OPEN_STATES:
-                hold = self._put(replace(hold, state="submitted", request_id=request_id,
-                                         updated_at=now))
+                hold = self._put(
+                    replace(hold, state="submitted", request_id=request_id, updated_at=now)
+                )
             return _copy(hold)
 
     def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
@@ -175,8 +176,7 @@ class MemoryLedger:
         """See :meth:`Ledger.totals`."""
         with self._lock:
             return [
-                BucketTotals(key, self._settled.get(key, 0), self._held.get(key, 0))
-                for key in keys
+                BucketTotals(key, self._settled.get(key, 0), self._held.get(key, 0)) for key in keys
             ]
 
     def buckets(self, *, prefix: str = "") -> list[BucketTotals]:

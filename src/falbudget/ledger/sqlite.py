@@ -247,9 +247,10 @@ class SQLiteLedger:
                     if existing.state != "released":
                         return Admission(admitted=True, hold=existing, replayed=True)
                     reopen = existing.id
-            if reopen is None and db.execute(
-                "SELECT 1 FROM holds WHERE id = ?", (hold_id,)
-            ).fetchone():
+            if (
+                reopen is None
+                and db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            ):
                 raise LedgerError(f"a hold with id {hold_id!r} already exists")
             current: dict[str, tuple[int, int]] = {}
             for key in keys:
@@ -274,8 +275,16 @@ class SQLiteLedger:
                     (key, amount),
                 )
             values = (
-                endpoint, amount, json.dumps(list(keys)), now, expires_at, now,
-                idempotency_key, tags_json, table_version, table_sha256,
+                endpoint,
+                amount,
+                json.dumps(list(keys)),
+                now,
+                expires_at,
+                now,
+                idempotency_key,
+                tags_json,
+                table_version,
+                table_sha256,
             )
             if reopen is None:
                 db.execute(
@@ -513,8 +522,22 @@ def _expire(db: sqlite3.Connection, now: float) -> list[Hold]:
 
 
 def _hold(row: Sequence[Any]) -> Hold:
-    (hold_id, endpoint, amount, state, buckets, created_at, expires_at, updated_at,
-     idempotency_key, request_id, settled_amount, tags, table_version, table_sha256) = row
+    (
+        hold_id,
+        endpoint,
+        amount,
+        state,
+        buckets,
+        created_at,
+        expires_at,
+        updated_at,
+        idempotency_key,
+        request_id,
+        settled_amount,
+        tags,
+        table_version,
+        table_sha256,
+    ) = row
     return Hold(
         id=hold_id,
         endpoint=endpoint,

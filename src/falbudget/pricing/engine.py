@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -20,6 +20,11 @@ from falbudget.errors import _MISSING, InvalidArguments, UnknownEndpoint
 from falbudget.money import format_usd, normalize
 
 _MICRO = Decimal("0.000001")
+_CENT = Decimal("0.01")
+_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""The arithmetic of every price: Python's default context, whatever the caller's is set to."""
+_ADD = _CONTEXT.add
+_MULTIPLY = _CONTEXT.multiply
 _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
@@ -201,6 +206,14 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
     return ""
 
 
+_MEMO_LIMIT = 4096
+"""The most input values a rule remembers the effect of (MAGI-1's largest input has 97)."""
+
+Effect = tuple[Decimal, Decimal | None, LineItem]
+"""What a rule does for one input value: the money it adds, or (when not None) the factor it
+applies; and its line item."""
+
+
 @dataclass(frozen=True, slots=True)
 class PriceRule:
     """One compiled rule. ``apply`` returns the new running total and the line item."""
@@ -217,13 +230,42 @@ class PriceRule:
     per: int = 1
     floor: Decimal = _ZERO
     description: str = ""
+    # A rule's effect depends only on its input's value, never on the running total, so it is
+    # worked out once per value and remembered: a quote then costs a look-up and one Decimal
+    # operation per rule. Keyed by (type, value) so that 1, 1.0 and True stay apart.
+    _memo: dict[tuple[type, Any], Effect] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def apply(self, running: Decimal, arguments: Mapping[str, Any]) -> tuple[Decimal, LineItem]:
+        value = None if self.input is None else arguments[self.input]
+        added, factor, item = self.effect_of(value)
+        if factor is None:
+            return _ADD(running, added), item
+        return _MULTIPLY(running, factor), item
+
+    def effect_of(self, value: Any) -> Effect:
+        """The effect of this rule for an input value already checked against its schema."""
+        key = (type(value), value)
+        try:
+            effect = self._memo.get(key)
+        except TypeError:  # unhashable: not a checked value, but work it out all the same
+            return self._work_out(value)
+        if effect is None:
+            effect = self._work_out(value)
+            if len(self._memo) < _MEMO_LIMIT:
+                self._memo[key] = effect
+        return effect
+
+    def _work_out(self, value: Any) -> Effect:
+        with localcontext(_CONTEXT):
+            return self._work_out_here(value)
+
+    def _work_out_here(self, value: Any) -> Effect:
         kind = self.kind
         if kind == "base":
             item = LineItem(self.name, kind, None, None, self.description, amount=self.amount)
-            return running + self.amount, item
-        value = arguments[self.input]  # type: ignore[index]  # the loader sets input
+            return self.amount, None, item
         if kind == "per_unit":
             beyond = value - self.above
             units: int | Decimal
@@ -239,14 +281,14 @@ class PriceRule:
             plural = "" if units == 1 else "s"
             detail = f"{units} extra {self.unit_name}{plural}"
             item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
-            return running + added, item
+            return added, None, item
         if kind == "lookup":
             factor = self.factors[_json_key(value)]
             detail = str(value)
         else:
             factor = max(self.floor, Decimal(value) / self.per)
             detail = f"{value} {self.unit_name}".rstrip()
-        return running * factor, LineItem(self.name, kind, self.input, value, detail, factor=factor)
+        return _ZERO, factor, LineItem(self.name, kind, self.input, value, detail, factor=factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,20 +352,40 @@ class PricedEndpoint:
 
     def quote(self, arguments: Mapping[str, Any] | None = None, *, strict: bool = False) -> Quote:
         normalized = self.normalize_arguments(arguments, strict=strict)
-        return self.price(normalized)
+        return self._price(normalized)
 
     def price(self, normalized: Mapping[str, Any]) -> Quote:
         """Price arguments that ``normalize_arguments`` returned (no validation here)."""
+        return self._price(dict(normalized))
+
+    def _price(self, normalized: dict[str, Any]) -> Quote:
+        """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
         running = _ZERO
         items = []
-        for rule in self.rules:
-            running, item = rule.apply(running, normalized)
-            items.append(item)
-        total = normalize(running.quantize(_MICRO, rounding=ROUND_CEILING))
+        try:
+            for rule in self.rules:
+                added, factor, item = rule.effect_of(
+                    None if rule.input is None else normalized[rule.input]
+                )
+                running = _ADD(running, added) if factor is None else _MULTIPLY(running, factor)
+                items.append(item)
+            cents = running.quantize(_CENT, context=_CONTEXT)
+            if cents == running:  # whole cents, the usual case: "1.20"
+                total = cents
+            else:  # up to the next whole micro-USD, trailing zeros dropped: "0.003334"
+                with localcontext(_CONTEXT):
+                    total = normalize(running.quantize(_MICRO, rounding=ROUND_CEILING))
+        except ArithmeticError:  # beyond what 28 digits hold: only a huge unbounded input
+            raise InvalidArguments(
+                self.name,
+                "arguments",
+                {name: normalized[name] for name in self.priced_inputs},
+                "priced inputs whose total fits in 28 significant digits",
+            ) from None
         return Quote(
             self.name,
             total,
-            MappingProxyType(dict(normalized)),
+            MappingProxyType(normalized),
             tuple(items),
             self.table_version,
             self.table_sha256,
@@ -361,6 +423,19 @@ class PricedEndpoint:
         return min(totals), max(totals)
 
 
+def _close_names(name: str, names: Sequence[str]) -> list[str]:
+    """Up to three known names like ``name``: ignoring case, or containing it ("magi")."""
+    lowered = {known.lower(): known for known in names}
+    wanted = name.strip().lower()
+    close = [
+        lowered[match]
+        for match in difflib.get_close_matches(wanted, list(lowered), n=3, cutoff=0.5)
+    ]
+    if len(wanted) >= 3:
+        close += [known for low, known in lowered.items() if wanted in low and known not in close]
+    return close[:3]
+
+
 @dataclass(frozen=True)
 class PriceTable:
     """A loaded, validated and compiled price table. Build one with ``load_table``."""
@@ -379,7 +454,7 @@ class PriceTable:
             return self.endpoints[name]
         except (KeyError, TypeError):
             names: Sequence[str] = list(self.endpoints)
-            close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+            close = _close_names(str(name), names)
             raise UnknownEndpoint(str(name), close, known=len(names)) from None
 
     def quote(

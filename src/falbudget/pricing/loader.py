@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
@@ -22,6 +24,7 @@ _cache: dict[str, PriceTable] = {}
 _cache_lock = threading.Lock()
 
 
+@functools.cache
 def packaged_table_path() -> Path:
     """The pricing.yaml shipped inside the package (a copy of the repository's top-level file)."""
     return Path(str(resources.files("falbudget") / "data" / "pricing.yaml"))
@@ -49,7 +52,7 @@ def parse_table(data: bytes | str, *, source: str = "<string>") -> PriceTable:
 
     raw = data.encode() if isinstance(data, str) else data
     try:
-        document = yaml.safe_load(raw)
+        document = yaml.load(raw, Loader=_unique_key_loader())  # a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -95,12 +98,61 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (not part of the table format)"
-    elif "input" in error and error["type"] not in ("missing",):
+    elif error["type"] == "value_error":
+        # our own validators name the value; those on a whole input, rule or endpoint start
+        # their message with the key at fault ("default: ...", "rules.1.input: ...")
+        match = _SUBFIELD.match(message)
+        if match:
+            loc.extend(match.group(1).split("."))
+            message = message[match.end() :]
+    elif (
+        "input" in error
+        and error["type"] != "missing"
+        and not isinstance(error["input"], dict | list)
+    ):
         message = f"{message} (got {error['input']!r})"[:300]
     field = ".".join(loc) if loc else None
-    if field is None and message[:6] == "rules.":
-        field, _, message = message.partition(": ")
     return PriceTableError(message, file=source, endpoint=endpoint, field=field)
+
+
+_SUBFIELD = re.compile(r"([A-Za-z_][\w.]*): ")
+
+
+def _unique_key_loader() -> Any:
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML would keep the last
+    silently, so a second ``amount:`` line would change a price without a word)."""
+    global _UniqueKeyLoader
+    if _UniqueKeyLoader is None:
+        import yaml
+
+        base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+        class UniqueKeyLoader(base):  # type: ignore[misc]
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *shared` may repeat keys
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        duplicate = key in seen
+                        seen.add(key)
+                    except TypeError:  # an unhashable key: the base class reports it
+                        continue
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping",
+                            node.start_mark,
+                            f"duplicate key {key!r} (each key may appear once)",
+                            key_node.start_mark,
+                        )
+                return super().construct_mapping(node, deep=deep)
+
+        _UniqueKeyLoader = UniqueKeyLoader
+    return _UniqueKeyLoader
+
+
+_UniqueKeyLoader: Any = None
 
 
 def _compile_endpoint(
@@ -184,7 +236,12 @@ def _compile_endpoint(
 
 def table_path_from_env() -> str:
     """``FALBUDGET_PRICING`` when set, else the packaged table."""
-    return os.environ.get(PRICING_ENV) or str(packaged_table_path())
+    return os.environ.get(PRICING_ENV) or _packaged_table_name()
+
+
+@functools.cache
+def _packaged_table_name() -> str:
+    return str(packaged_table_path())
 
 
 def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:

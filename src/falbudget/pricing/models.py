@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -57,36 +58,38 @@ class InputSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> InputSpec:
+        # each message starts with the key at fault ("default: ..."): the loader moves it into
+        # PriceTableError.field (inputs.resolution.default)
         if self.enum is not None:
             if not self.enum:
-                raise ValueError("enum must list at least one value")
+                raise ValueError("enum: must list at least one value")
             for value in self.enum:
                 if not _has_type(value, self.type):
-                    raise ValueError(f"enum value {value!r} is not of type {self.type}")
+                    raise ValueError(f"enum: {value!r} is not of type {self.type}")
         if (self.minimum is not None or self.maximum is not None) and self.type not in (
             "integer",
             "number",
         ):
-            raise ValueError(f"minimum/maximum need type integer or number, not {self.type}")
+            raise ValueError(f"type: minimum/maximum need integer or number, not {self.type}")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
-            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+            raise ValueError(f"minimum: {self.minimum} is above the maximum {self.maximum}")
         if self.default is not None:
             if self.required:
-                raise ValueError("a required input cannot have a default")
+                raise ValueError("default: a required input cannot have a default")
             if not _has_type(self.default, self.type):
-                raise ValueError(f"default {self.default!r} is not of type {self.type}")
+                raise ValueError(f"default: {self.default!r} is not of type {self.type}")
             if self.enum is not None and not any(
                 type(v) is type(self.default) and v == self.default for v in self.enum
             ):
-                raise ValueError(f"default {self.default!r} is not one of its enum {self.enum}")
+                raise ValueError(f"default: {self.default!r} is not one of its enum {self.enum}")
             if isinstance(self.default, int | float) and not isinstance(self.default, bool):
                 if self.minimum is not None and self.default < self.minimum:
                     raise ValueError(
-                        f"default {self.default!r} is below its minimum {self.minimum}"
+                        f"default: {self.default!r} is below its minimum {self.minimum}"
                     )
                 if self.maximum is not None and self.default > self.maximum:
                     raise ValueError(
-                        f"default {self.default!r} is above its maximum {self.maximum}"
+                        f"default: {self.default!r} is above its maximum {self.maximum}"
                     )
         return self
 
@@ -134,15 +137,7 @@ class LookupRule(_RuleBase):
 
     kind: Literal["lookup"]
     input: StrictStr
-    factors: dict[str, Money]
-
-    @field_validator("factors", mode="before")
-    @classmethod
-    def _factor_money(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for factor in value.values():
-                _money(factor)
-        return value
+    factors: dict[str, Annotated[Money, BeforeValidator(_money)]]
 
 
 class ProportionalRule(_RuleBase):
