@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from falbudget.cli import endpoints_cmd, pricing_cmd, quote_cmd
+from falbudget.cli import budget_cmd, endpoints_cmd, pricing_cmd, quote_cmd
 from falbudget.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -30,7 +30,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     quote_cmd.register,
     endpoints_cmd.register,
     pricing_cmd.register,
-    # budget_cmd.register goes here (budget status / history / release-expired).
+    budget_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

@@ -26,6 +26,7 @@ from falbudget.errors import FalbudgetError
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.guard.core import Decision
     from falbudget.pricing.engine import PriceTable, Quote
 
 DESCRIPTION = """\
@@ -81,8 +82,16 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="also require the inputs fal requires that do not change the price (prompt, ...)",
     )
-    # Extension point: the budget commands add `--config PATH` here and a caps check to
-    # `_verdict`, which then also decides the exit code and the stderr line.
+    from falbudget.cli.budget_cmd import add_guard_options
+
+    add_guard_options(parser)
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --config: a tag of the request for the caps, e.g. project=alpha (repeat)",
+    )
     parser.set_defaults(func=run_quote, extra_positionals="pairs")
 
 
@@ -276,10 +285,38 @@ def _quote_requests(
     return quotes
 
 
+def _budget_check(args: argparse.Namespace, quotes: Sequence[Quote]) -> Decision | None:
+    """With --config: would this request (a batch: all of it together) fit the caps now?"""
+    if args.config is None:
+        if args.tag:
+            raise UsageError("quote: --tag needs --config PATH (the caps to check)")
+        return None
+    from falbudget.cli.budget_cmd import guard_from_args
+
+    tags: dict[str, str] = {}
+    for token in args.tag:
+        key, sep, value = token.partition("=")
+        if not (key and sep and value):
+            raise UsageError(f"quote: --tag expects KEY=VALUE, got {token!r}")
+        tags[key] = value
+    if len(quotes) != 1:
+        raise UsageError("quote: --config checks one request, not a batch")
+    guard = guard_from_args(args)
+    try:
+        return guard.check(quotes[0].endpoint, dict(quotes[0].arguments), **tags)
+    finally:
+        guard.close()
+
+
 def _verdict(
-    args: argparse.Namespace, quotes: Sequence[Quote], lines: Sequence[int] | None
+    args: argparse.Namespace,
+    quotes: Sequence[Quote],
+    lines: Sequence[int] | None,
+    decision: Decision | None = None,
 ) -> tuple[int, str | None]:
-    """The exit code and stderr line the checks give (today only --fail-above)."""
+    """The exit code and stderr line the checks give: --fail-above, then the caps (--config)."""
+    if decision is not None and not decision.allowed:
+        return EXIT_FOUND, f"does not fit the caps now: {decision.reason}"
     limit: Decimal | None = args.fail_above
     if limit is None:
         return EXIT_OK, None
@@ -325,7 +362,10 @@ def run_quote(args: argparse.Namespace) -> Outcome:
         if batch:
             lines = [r.line for r in requests if r.line is not None]
 
-    code, message = _verdict(args, quotes, lines)
+    decision = _budget_check(args, quotes)
+    code, message = _verdict(args, quotes, lines, decision)
+    if code == EXIT_OK and decision is not None:
+        message = None
     if lines is not None:
         output = (
             render.batch_json(lines, quotes)
@@ -333,7 +373,9 @@ def run_quote(args: argparse.Namespace) -> Outcome:
             else render.batch_table(lines, quotes)
         )
     elif args.format == "json":
-        output = render.quote_json(quotes[0])
+        output = render.quote_json(quotes[0], render.decision_data(decision))
     else:
         output = render.quote_table(quotes[0])
+        if decision is not None:
+            output += "\n" + render.decision_text(render.decision_data(decision))
     return Outcome(output, code, message)

@@ -6,6 +6,7 @@ so the JSON paths never load it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_CEILING, Decimal
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.guard.core import CapStatus, Decision
+    from falbudget.ledger.base import Hold as LedgerHold
     from falbudget.pricing.engine import LineItem, PricedEndpoint, PriceTable, Quote
 
 _MICRO = Decimal("0.000001")
@@ -87,9 +90,49 @@ def quote_table(quote: Quote) -> str:
     return f"{quote.endpoint} (price table {quote.table_version})\n{table}"
 
 
-def quote_json(quote: Quote) -> str:
-    """Exactly ``Quote.to_dict()`` as one line of JSON."""
-    return to_json(quote.to_dict())
+def quote_json(quote: Quote, budget: Mapping[str, Any] | None = None) -> str:
+    """``Quote.to_dict()`` as one line of JSON; with --config also a "budget" key."""
+    data = quote.to_dict()
+    if budget is not None:
+        data["budget"] = budget
+    return to_json(data)
+
+
+def decision_data(decision: Decision | None) -> dict[str, Any] | None:
+    """Whether a request fits the caps now, and each cap's figures, as JSON-ready data."""
+    if decision is None:
+        return None
+    return {
+        "fits": decision.allowed,
+        "reason": decision.reason or None,
+        "caps": [
+            {
+                "cap": status.cap.label(),
+                "bucket": status.bucket,
+                "spent": format_usd(status.spent),
+                "held": format_usd(status.held),
+                "remaining": format_usd(status.remaining),
+            }
+            for status in decision.caps
+        ],
+    }
+
+
+def decision_text(data: Mapping[str, Any] | None) -> str:
+    if data is None:
+        return ""
+    if not data["caps"]:
+        verdict = "fits the caps now: yes (no cap applies)"
+    elif data["fits"]:
+        verdict = "fits the caps now: yes"
+    else:
+        verdict = f"fits the caps now: NO ({data['reason']})"
+    lines = [verdict]
+    lines.extend(
+        f"  {c['cap']}: remaining {c['remaining']} (spent {c['spent']}, held {c['held']})"
+        for c in data["caps"]
+    )
+    return "\n".join(lines)
 
 
 def priced_inputs(quote: Quote) -> str:
@@ -278,3 +321,122 @@ def summary_text(data: Mapping[str, Any]) -> str:
     width = max((len(e["name"]) for e in data["endpoints"]), default=0)
     lines.extend(f"  {e['name']:<{width}}  {_range_text(e, currency)}" for e in data["endpoints"])
     return "\n".join(lines)
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+
+def _percent(used: Decimal, limit: Decimal) -> str:
+    if limit == 0:
+        return "100%" if used > 0 else "0%"
+    return f"{(used * 100 / limit).quantize(Decimal('0.1'))}%"
+
+
+def status_data(
+    statuses: Sequence[CapStatus], global_spent: Decimal, global_held: Decimal
+) -> dict[str, Any]:
+    """The figures of ``falbudget budget status`` as JSON-ready data (money as strings)."""
+    caps = []
+    for status in statuses:
+        cap = status.cap
+        caps.append(
+            {
+                "cap": cap.label(),
+                "scope": status.bucket.partition("|")[0],
+                "window": cap.window,
+                "window_key": status.bucket.partition("|")[2],
+                "tz": cap.tz,
+                "limit": format_usd(cap.limit),
+                "spent": format_usd(status.spent),
+                "held": format_usd(status.held),
+                "remaining": format_usd(status.remaining),
+                "used": _percent(status.spent + status.held, cap.limit),
+            }
+        )
+    return {
+        "caps": caps,
+        "global": {"spent": format_usd(global_spent), "held": format_usd(global_held)},
+        "currency": "USD",
+    }
+
+
+def status_table(data: Mapping[str, Any]) -> str:
+    rows = [
+        [c["scope"], c["window_key"], c["limit"], c["spent"], c["held"], c["remaining"], c["used"]]
+        for c in data["caps"]
+    ]
+    summary = (
+        f"all time, all scopes: spent {data['global']['spent']} {data['currency']},"
+        f" held {data['global']['held']}"
+    )
+    if not rows:
+        return summary + "\n(no caps configured: give --config PATH or set FALBUDGET_CONFIG)"
+    table = _tabulate(
+        rows,
+        ["scope", "window", "limit", "spent", "held", "remaining", "used"],
+        ["left", "left", "right", "right", "right", "right", "right"],
+    )
+    return table + "\n" + summary
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def history_rows(holds: Sequence[LedgerHold]) -> list[dict[str, Any]]:
+    """Holds as JSON-ready rows (money as decimal strings, times in ISO 8601 UTC)."""
+    from falbudget.money import from_micros
+
+    return [
+        {
+            "id": h.id,
+            "endpoint": h.endpoint,
+            "amount": format_usd(from_micros(h.amount)),
+            "state": h.state,
+            "settled_amount": (
+                None if h.settled_amount is None else format_usd(from_micros(h.settled_amount))
+            ),
+            "request_id": h.request_id,
+            "created_at": _iso(h.created_at),
+            "updated_at": _iso(h.updated_at),
+            "expires_at": _iso(h.expires_at),
+            "tags": dict(h.tags),
+            "idempotency_key": h.idempotency_key,
+            "table_version": h.table_version,
+        }
+        for h in holds
+    ]
+
+
+_HISTORY_COLUMNS = ("created_at", "endpoint", "amount", "state", "settled_amount", "request_id")
+
+
+def history_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "(no holds)"
+    return _tabulate(
+        [[*(row[c] or "" for c in _HISTORY_COLUMNS), _tags_text(row["tags"])] for row in rows],
+        [*_HISTORY_COLUMNS, "tags"],
+        ["left", "left", "right", "left", "right", "left", "left"],
+    )
+
+
+def _tags_text(tags: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(tags.items()) if k != "endpoint")
+
+
+def history_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    columns = ["id", *_HISTORY_COLUMNS, "expires_at", "idempotency_key", "table_version", "tags"]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            [_tags_text(row["tags"]) if c == "tags" else (row[c] or "") for c in columns]
+        )
+    return out.getvalue().rstrip("\n")

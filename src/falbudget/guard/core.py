@@ -325,7 +325,12 @@ class Guard:
 
     # -- planning: CPU only, shared by every path ------------------------------------------
     def _plan(
-        self, endpoint: str, arguments: Mapping[str, Any] | None, tags: Mapping[str, Any]
+        self,
+        endpoint: str,
+        arguments: Mapping[str, Any] | None,
+        tags: Mapping[str, Any],
+        *,
+        strict: bool = True,
     ) -> _Plan:
         clean_tags = {}
         for key, value in tags.items():
@@ -339,7 +344,7 @@ class Guard:
         clean_tags["endpoint"] = endpoint
         quote: Quote | None
         if endpoint in self.table:
-            quote = self.table.quote(endpoint, arguments, strict=True)
+            quote = self.table.quote(endpoint, arguments, strict=strict)
             amount = to_micros(quote.total)
             normalized: Mapping[str, Any] = quote.arguments
         elif self.on_unknown == "allow":
@@ -479,9 +484,12 @@ class Guard:
     def check(
         self, endpoint: str, arguments: Mapping[str, Any] | None = None, **tags: str
     ) -> Decision:
-        """Would this request fit every cap now? Holds nothing; a moment later it may differ."""
+        """Would this request fit every cap now? Holds nothing; a moment later it may differ.
+
+        Unlike reserve, inputs that do not change the price (prompt, image_url) may be left out.
+        """
         try:
-            plan = self._plan(endpoint, arguments, tags)
+            plan = self._plan(endpoint, arguments, tags, strict=False)
         except BudgetExceeded as exc:
             return Decision(False, exc.quote, exc.amount, (), exc.cap, str(exc))
         statuses = []
@@ -496,7 +504,10 @@ class Guard:
             )
             if refused is None and totals.settled + totals.held + plan.amount > cap.limit_micros:
                 refused = cap
-                reason = f"{cap.label()} has {format_usd(statuses[-1].remaining)} left"
+                reason = (
+                    f"it costs {format_usd(from_micros(plan.amount))} and {cap.label()} has"
+                    f" {format_usd(statuses[-1].remaining)} left"
+                )
         return Decision(
             refused is None,
             plan.quote,

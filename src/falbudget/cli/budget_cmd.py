@@ -1,0 +1,172 @@
+"""`falbudget budget ...`: the guard's figures from the ledger (status, history, release-expired).
+
+Caps come from the configuration file (--config PATH or FALBUDGET_CONFIG); the ledger from the
+configuration, else --ledger URL, else FALBUDGET_LEDGER, else the default SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from falbudget.cli import render
+from falbudget.cli.common import FORMATS, Outcome, Subparsers, UsageError, add_format_option
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.guard.core import Guard
+
+HISTORY_FORMATS = (*FORMATS, "csv")
+STATES = ("held", "submitted", "settled", "released", "expired")
+
+
+def add_guard_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --ledger: where the caps and the ledger come from."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="guard configuration (ledger, caps); default: FALBUDGET_CONFIG",
+    )
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="ledger URL, over the configuration's (default: FALBUDGET_LEDGER, else the"
+        " SQLite file in the user data directory)",
+    )
+
+
+def guard_from_args(args: argparse.Namespace, *, need_config: bool = False) -> Guard:
+    """The guard the options name; without a configuration, one with no caps."""
+    from falbudget.guard.config import config_path, load_config
+    from falbudget.guard.core import Guard
+
+    path = config_path(args.config)
+    overrides = {"ledger": args.ledger} if args.ledger else {}
+    if path is not None:
+        return load_config(path).build_guard(**overrides)
+    if need_config:
+        raise UsageError("no caps to check: give --config PATH or set FALBUDGET_CONFIG")
+    return Guard(args.ledger)
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "budget",
+        help="spend, holds and caps in the ledger",
+        description="Read the guard's ledger: each cap's figures, the holds, expired holds.",
+    )
+    commands = parser.add_subparsers(dest="budget_command", metavar="COMMAND")
+
+    status = commands.add_parser(
+        "status",
+        help="each cap: scope, window, limit, spent, held, remaining, %% used",
+        description="Each cap in the configuration with its figures in the current window; a"
+        " per-value cap (scope: project) lists every value seen. Without a configuration,"
+        " the ledger's global spend.",
+    )
+    add_guard_options(status)
+    add_format_option(status)
+    status.set_defaults(func=run_status)
+
+    history = commands.add_parser(
+        "history",
+        help="the holds: endpoint, amount, state, request id, times",
+        description="The ledger's holds, newest first.",
+    )
+    add_guard_options(history)
+    history.add_argument(
+        "--scope", metavar="TAG:VALUE", help="only holds tagged so, e.g. project:alpha"
+    )
+    history.add_argument("--since", metavar="DATE", help="created on or after (ISO date/time)")
+    history.add_argument("--until", metavar="DATE", help="created before (ISO date/time)")
+    history.add_argument("--state", choices=STATES, action="append", help="only this state")
+    history.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
+    history.add_argument("--format", choices=HISTORY_FORMATS, default="table")
+    history.set_defaults(func=run_history)
+
+    expire = commands.add_parser(
+        "release-expired",
+        help="close holds past their expiry: never sent -> released, sent -> counted as spent",
+        description="Close every hold past its expiry now. A hold never marked submitted is"
+        " released (its process died before sending); a submitted one is counted as spent"
+        " (fal bills accepted jobs) and listed for reconciliation.",
+    )
+    add_guard_options(expire)
+    add_format_option(expire)
+    expire.set_defaults(func=run_release_expired)
+    parser.set_defaults(func=_missing_command)
+
+
+def _missing_command(args: argparse.Namespace) -> Outcome:
+    raise UsageError("budget: a command is required: status, history, release-expired")
+
+
+def run_status(args: argparse.Namespace) -> Outcome:
+    guard = guard_from_args(args)
+    try:
+        data = render.status_data(guard.status(), guard.spent(), guard.held())
+    finally:
+        guard.close()
+    if args.format == "json":
+        return Outcome(render.to_json(data))
+    return Outcome(render.status_table(data))
+
+
+def _when(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option}={text!r} is not allowed: an ISO date or time such as 2026-11-24"
+            " or 2026-11-24T13:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def run_history(args: argparse.Namespace) -> Outcome:
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit={args.limit} is not allowed: 1 or more")
+    scope = None
+    if args.scope is not None:
+        tag, sep, value = args.scope.partition(":")
+        if not (tag and sep and value):
+            raise UsageError(f"--scope={args.scope!r} is not allowed: TAG:VALUE such as user:ann")
+        scope = (tag, value)
+    guard = guard_from_args(args)
+    try:
+        holds = guard.ledger.holds(
+            states=args.state,
+            since=since,
+            until=until,
+            limit=None if scope else args.limit,
+        )
+    finally:
+        guard.close()
+    if scope is not None:
+        holds = [h for h in holds if h.tags.get(scope[0]) == scope[1]][: args.limit]
+    rows = render.history_rows(holds)
+    if args.format == "json":
+        return Outcome("\n".join(render.to_json(row) for row in rows))
+    if args.format == "csv":
+        return Outcome(render.history_csv(rows))
+    return Outcome(render.history_table(rows))
+
+
+def run_release_expired(args: argparse.Namespace) -> Outcome:
+    guard = guard_from_args(args)
+    try:
+        closed = guard.release_expired()
+    finally:
+        guard.close()
+    rows = render.history_rows(closed)
+    if args.format == "json":
+        return Outcome("\n".join(render.to_json(row) for row in rows))
+    released = sum(1 for row in rows if row["state"] == "released")
+    expired = len(rows) - released
+    summary = f"released {released} hold(s); counted {expired} submitted hold(s) as spent"
+    return Outcome(render.history_table(rows) + "\n" + summary if rows else summary)
