@@ -14,7 +14,6 @@ from fal_client.auth import MissingCredentialsError
 
 from fakefal import DEFAULT_OUTPUT, FakeFal, patched_fal_client, sync_client
 
-
 APP = "fal-ai/kling-video/v2/master/text-to-video"
 ARGS = {"prompt": "a cat", "duration": "5"}
 MAX_ATTEMPTS = 10  # fal_client.client.MAX_ATTEMPTS

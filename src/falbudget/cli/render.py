@@ -107,7 +107,7 @@ def decision_data(decision: Decision | None) -> dict[str, Any] | None:
         "reason": decision.reason or None,
         "caps": [
             {
-                "cap": status.cap.label(),
+                "cap": status.cap.label(status.bucket),
                 "bucket": status.bucket,
                 "spent": format_usd(status.spent),
                 "held": format_usd(status.held),
@@ -341,7 +341,7 @@ def status_data(
         cap = status.cap
         caps.append(
             {
-                "cap": cap.label(),
+                "cap": cap.label(status.bucket),
                 "scope": status.bucket.partition("|")[0],
                 "window": cap.window,
                 "window_key": status.bucket.partition("|")[2],

@@ -130,12 +130,14 @@ class Cap:
     def limit_micros(self) -> int:
         return to_micros(self.limit)
 
-    def label(self) -> str:
-        """'global total', 'project=alpha day (Europe/Paris)': how messages name the cap."""
+    def label(self, bucket: str | None = None) -> str:
+        """How messages name the cap: 'global total cap 10.00', 'user=ann day (Europe/Paris)
+        cap 2.00' (the scope instance taken from ``bucket`` when given)."""
         if self.name:
             return self.name
+        scope = bucket.partition("|")[0] if bucket else self.scope
         zone = "" if self.window == "total" or self.tz == "UTC" else f" ({self.tz})"
-        return f"{self.scope} {self.window}{zone} cap {format_usd(self.limit)}"
+        return f"{scope} {self.window}{zone} cap {format_usd(self.limit)}"
 
     def scope_value(self, tags: Mapping[str, str]) -> str | None:
         """The scope instance this request falls in ('global', 'project=alpha'), or None when the

@@ -383,7 +383,7 @@ class Guard:
         endpoint = quote.endpoint if quote is not None else "request"
         message = (
             f"budget exceeded: {endpoint} costs {format_usd(from_micros(amount))}, {why};"
-            f" {cap.label()}: spent {format_usd(spent)}, held {format_usd(held)},"
+            f" {cap.label(bucket)}: spent {format_usd(spent)}, held {format_usd(held)},"
             f" remaining {format_usd(remaining)}"
         )
         return BudgetExceeded(
@@ -440,7 +440,7 @@ class Guard:
                     alert = Alert(cap, fraction, bucket, from_micros(settled), cap.limit)
                     log.warning(
                         "falbudget alert: %s reached %s%% (spent %s of %s) in %s",
-                        cap.label(),
+                        cap.label(bucket),
                         fraction * 100,
                         format_usd(alert.spent),
                         format_usd(cap.limit),
@@ -504,8 +504,9 @@ class Guard:
             )
             if refused is None and totals.settled + totals.held + plan.amount > cap.limit_micros:
                 refused = cap
+                cost = format_usd(from_micros(plan.amount))
                 reason = (
-                    f"it costs {format_usd(from_micros(plan.amount))} and {cap.label()} has"
+                    f"it costs {cost} and {cap.label(totals.key)} has"
                     f" {format_usd(statuses[-1].remaining)} left"
                 )
         return Decision(
