@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from falbudget.cli import budget_cmd, endpoints_cmd, pricing_cmd, quote_cmd
+from falbudget.cli import budget_cmd, endpoints_cmd, pricing_cmd, quote_cmd, report_cmd
 from falbudget.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -31,6 +31,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     endpoints_cmd.register,
     pricing_cmd.register,
     budget_cmd.register,
+    report_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

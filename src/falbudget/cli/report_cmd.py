@@ -1,0 +1,360 @@
+"""`falbudget report`: spend by endpoint, project, user and day over a window; the burn rate and
+when each cap will be reached; a text chart (--chart) or a PNG (--png FILE, falbudget[plot]).
+
+The computations are in ``falbudget.report``; the renderers here are pure (report in, text out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
+from falbudget.cli.common import Outcome, Subparsers, UsageError
+from falbudget.cli.render import to_json
+from falbudget.money import format_usd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.report import Figures, Forecast, Report
+
+REPORT_FORMATS = ("table", "json", "csv")
+_FIGURES = ("spent", "held", "requests", "open")
+
+EPILOG = """\
+examples:
+  falbudget report --config falbudget.yaml
+  falbudget report --since 2026-11-01 --until 2026-12-01 --by project,day --format csv
+  falbudget report --scope project:alpha --chart
+  falbudget report --png spend.png          (needs falbudget[plot])
+
+docs: docs/reports.md"""
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="spend by endpoint, project, user and day; burn rate; when each cap is reached",
+        description="Spend over a window from the ledger, by endpoint, project, user and day;\n"
+        "the burn rate over the last days; for each cap, when it will be reached at that rate.\n"
+        "Settled and expired holds count as spent, held and submitted ones as held.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_guard_options(parser)
+    parser.add_argument(
+        "--since",
+        metavar="DATE",
+        help="window start, included (ISO date or time, in --tz when no offset is given);"
+        " default: 30 days before --until",
+    )
+    parser.add_argument(
+        "--until",
+        metavar="DATE",
+        help="window end, excluded (--until 2026-12-01 stops at the end of November 30);"
+        " default: the end of today",
+    )
+    parser.add_argument(
+        "--by",
+        metavar="DIMS",
+        action="append",
+        help="a breakdown: endpoint, project, user, day or tag:NAME; several joined by commas"
+        " group by each combination (project,day); repeat for several breakdowns; default:"
+        " --by endpoint --by project --by user --by day",
+    )
+    parser.add_argument(
+        "--scope", metavar="TAG:VALUE", help="only holds tagged so (project:alpha), and its caps"
+    )
+    parser.add_argument(
+        "--tz",
+        default="UTC",
+        metavar="TZ",
+        help="IANA time zone of the days and of dates given without an offset (default UTC)",
+    )
+    parser.add_argument(
+        "--burn-days",
+        type=int,
+        default=7,
+        metavar="N",
+        help="the burn rate is the spend of the last N x 24 hours divided by N (default 7)",
+    )
+    parser.add_argument(
+        "--now",
+        metavar="TIME",
+        help="the moment the burn rate and forecasts are computed for (default: the current"
+        " time); holds are read as the ledger has them now",
+    )
+    parser.add_argument(
+        "--format",
+        choices=REPORT_FORMATS,
+        default="table",
+        help="table (default); json (one document, money as strings); csv (one row per group)",
+    )
+    parser.add_argument(
+        "--chart", action="store_true", help="add a text chart of daily spend (table format)"
+    )
+    parser.add_argument(
+        "--png", metavar="FILE", help="write a chart of daily spend against the caps (PNG)"
+    )
+    parser.set_defaults(func=run_report)
+
+
+def _moment(text: str | None, option: str, tz: str) -> float | None:
+    """An ISO date or time; without an offset it is read in ``tz``."""
+    if text is None:
+        return None
+    from falbudget.report import zone
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option}={text!r} is not allowed: an ISO date or time such as 2026-11-24"
+            " or 2026-11-24T13:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(tz))
+    return moment.timestamp()
+
+
+def run_report(args: argparse.Namespace) -> Outcome:
+    from falbudget import report as rp
+
+    rp.zone(args.tz)
+    breakdowns = [rp.parse_by(text) for text in args.by] if args.by else list(rp.DEFAULT_BY)
+    scope = rp.parse_scope(args.scope) if args.scope is not None else None
+    if args.burn_days < 1:
+        raise UsageError(f"--burn-days={args.burn_days} is not allowed: 1 or more")
+    if args.chart and args.format != "table":
+        raise UsageError("--chart draws in the terminal: it goes with --format table only")
+    now = _moment(args.now, "--now", args.tz)
+    now = time.time() if now is None else now
+    since, until = rp.default_window(
+        now,
+        args.tz,
+        since=_moment(args.since, "--since", args.tz),
+        until=_moment(args.until, "--until", args.tz),
+    )
+    guard = guard_from_args(args)
+    try:
+        start = rp.history_start(guard.caps, now=now, since=since, burn_days=args.burn_days)
+        holds = guard.ledger.holds(since=start)
+    finally:
+        guard.close()
+    result = rp.build_report(
+        holds,
+        guard.caps,
+        now=now,
+        since=since,
+        until=until,
+        tz=args.tz,
+        by=breakdowns,
+        scope=scope,
+        burn_days=args.burn_days,
+    )
+    if args.png is not None:
+        Path(args.png).write_bytes(rp.png_chart(result))
+    if args.format == "json":
+        return Outcome(to_json(report_data(result)))
+    if args.format == "csv":
+        return Outcome(report_csv(result))
+    text = report_table(report_data(result))
+    if args.chart:
+        text += "\n\n" + rp.text_chart(result)
+    if args.png is not None:
+        text += f"\n\nchart written to {args.png}"
+    return Outcome(text)
+
+
+# --- renderers: pure ---------------------------------------------------------------------------
+
+
+def _iso(epoch: float | None, tz: str) -> str | None:
+    from falbudget.report import zone
+
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, tz=zone(tz)).isoformat(timespec="seconds")
+
+
+def _figures(figures: Figures) -> dict[str, Any]:
+    return {
+        "spent": format_usd(figures.spent),
+        "held": format_usd(figures.held),
+        "requests": figures.requests,
+        "open": figures.open,
+    }
+
+
+def _forecast_data(forecast: Forecast) -> dict[str, Any]:
+    from falbudget.report import describe, percent_used
+
+    cap, tz = forecast.cap, forecast.cap.tz
+    return {
+        "cap": cap.label(forecast.bucket),
+        "scope": forecast.scope,
+        "window": cap.window,
+        "window_key": forecast.bucket.partition("|")[2],
+        "tz": tz,
+        "window_start": _iso(forecast.window_start, tz),
+        "window_end": _iso(forecast.window_end, tz),
+        "limit": format_usd(forecast.limit),
+        "spent": format_usd(forecast.spent),
+        "held": format_usd(forecast.held),
+        "remaining": format_usd(forecast.remaining),
+        "used": percent_used(forecast.spent + forecast.held, forecast.limit),
+        "per_day": format_usd(forecast.rate.per_day),
+        "outcome": forecast.outcome,
+        "reached_at": _iso(forecast.reached_at, tz),
+        "projected": None if forecast.projected is None else format_usd(forecast.projected),
+        "forecast": describe(forecast),
+    }
+
+
+def report_data(report: Report) -> dict[str, Any]:
+    """Everything the report shows as JSON-ready data: money as decimal strings, times as ISO
+    8601 in the report's zone (a cap's times in the cap's zone)."""
+    tz = report.tz
+    totals = report.totals
+    burn = report.burn
+    return {
+        "currency": "USD",
+        "tz": tz,
+        "now": _iso(report.now, tz),
+        "since": _iso(report.since, tz),
+        "until": _iso(report.until, tz),
+        "scope": None if report.scope is None else ":".join(report.scope),
+        "totals": {
+            **_figures(totals.figures),
+            "expired": totals.expired,
+            "released": totals.released,
+        },
+        "breakdowns": [
+            {
+                "by": list(breakdown.by),
+                "rows": [
+                    {**dict(zip(breakdown.by, group.key, strict=True)), **_figures(group.figures)}
+                    for group in breakdown.groups
+                ],
+            }
+            for breakdown in report.breakdowns
+        ],
+        "burn_rate": {
+            "days": burn.days,
+            "since": _iso(burn.since, tz),
+            "until": _iso(burn.until, tz),
+            "spent": format_usd(burn.spent),
+            "per_day": format_usd(burn.per_day),
+        },
+        "caps": [_forecast_data(forecast) for forecast in report.forecasts],
+        "daily": [
+            {
+                "day": day.day.isoformat(),
+                "spent": format_usd(day.spent),
+                "held": format_usd(day.held),
+            }
+            for day in report.days
+        ],
+    }
+
+
+def _tabulate(rows: Sequence[Sequence[str]], headers: Sequence[str], align: Sequence[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(
+        [list(row) for row in rows],
+        headers=list(headers),
+        colalign=list(align),
+        disable_numparse=True,
+    )
+
+
+def _when(iso: str) -> str:
+    """'2026-11-24T18:00:00+00:00' -> '2026-11-24 18:00'."""
+    return iso[:16].replace("T", " ")
+
+
+def report_table(data: Mapping[str, Any]) -> str:
+    """The report for people: the window and totals, one table per breakdown, the burn rate,
+    then each cap with its forecast."""
+    totals = data["totals"]
+    scope = f" of {data['scope']}" if data["scope"] else ""
+    parts = [
+        f"spend{scope} from {_when(data['since'])} to {_when(data['until'])} ({data['tz']}),"
+        f" as of {_when(data['now'])}\n"
+        f"spent {totals['spent']} {data['currency']}, held {totals['held']};"
+        f" {totals['requests']} requests ({totals['expired']} expired), {totals['open']} open,"
+        f" {totals['released']} released"
+    ]
+    for breakdown in data["breakdowns"]:
+        by = breakdown["by"]
+        title = "by " + ", ".join(by)
+        if not breakdown["rows"]:
+            parts.append(f"{title}\n(no holds)")
+            continue
+        rows = [
+            [
+                *("(none)" if row[d] is None else row[d] for d in by),
+                row["spent"],
+                row["held"],
+                str(row["requests"]),
+                str(row["open"]),
+            ]
+            for row in breakdown["rows"]
+        ]
+        table = _tabulate(rows, [*by, *_FIGURES], ["left"] * len(by) + ["right"] * 4)
+        parts.append(f"{title}\n{table}")
+    burn = data["burn_rate"]
+    parts.append(
+        f"burn rate: {burn['per_day']} {data['currency']}/day ({burn['spent']} spent in the"
+        f" {burn['days']} day{'' if burn['days'] == 1 else 's'} to {_when(burn['until'])})"
+    )
+    if data["caps"]:
+        rows = [
+            [
+                c["cap"],
+                c["window_key"],
+                c["limit"],
+                c["spent"],
+                c["held"],
+                c["remaining"],
+                c["used"],
+                c["per_day"],
+                c["forecast"],
+            ]
+            for c in data["caps"]
+        ]
+        headers = ["cap", "window", "limit", "spent", "held", "remaining", "used", "per day"]
+        align = ["left", "left", *["right"] * 6, "left"]
+        parts.append("caps\n" + _tabulate(rows, [*headers, "forecast"], align))
+    else:
+        parts.append("caps: none (give --config PATH or set FALBUDGET_CONFIG)")
+    return "\n\n".join(parts)
+
+
+def report_csv(report: Report) -> str:
+    """Tidy CSV: one row per group of every breakdown. ``by`` names the breakdown (project+day);
+    a dimension column the breakdown does not use is empty, as is an absent tag."""
+    dims: list[str] = []
+    for breakdown in report.breakdowns:
+        dims.extend(d for d in breakdown.by if d not in dims)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["by", *dims, *_FIGURES])
+    for breakdown in report.breakdowns:
+        for group in breakdown.groups:
+            values = dict(zip(breakdown.by, group.key, strict=True))
+            figures = _figures(group.figures)
+            writer.writerow(
+                [
+                    "+".join(breakdown.by),
+                    *(values.get(d) or "" for d in dims),
+                    *(figures[f] for f in _FIGURES),
+                ]
+            )
+    return out.getvalue().rstrip("\n")
