@@ -18,12 +18,15 @@ from falbudget.errors import (
     InvalidArguments,
     LedgerError,
     LedgerUnavailable,
+    NoPriceInEffect,
     PriceTableError,
     UnknownEndpoint,
 )
 from falbudget.pricing import LineItem, PriceTable, Quote, default_table, load_table
 
 if TYPE_CHECKING:  # pragma: no cover
+    import datetime as dt
+
     from falbudget.guard import Alert, Cap, CapStatus, Decision, Guard, Hold
     from falbudget.ledger import Ledger, open_ledger
 
@@ -51,15 +54,22 @@ def __getattr__(name: str) -> Any:
 
 
 def quote(
-    endpoint: str, arguments: Mapping[str, Any] | None = None, *, strict: bool = False
+    endpoint: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    at: dt.datetime | dt.date | float | None = None,
 ) -> Quote:
     """What ``endpoint`` called with ``arguments`` will cost, under the default price table.
 
     The default table is the packaged pricing.yaml, or the file ``FALBUDGET_PRICING`` names; it is
     loaded and validated once per process. ``strict=True`` also requires the inputs fal requires
-    (prompt, image_url), as the guard does. Raises UnknownEndpoint or InvalidArguments.
+    (prompt, image_url), as the guard does. ``at`` prices with the rules in effect at that moment
+    (an aware datetime, a naive one read as UTC, a date, or POSIX seconds; default: now); the
+    quote's ``effective_from`` names the dated version used. Raises UnknownEndpoint or
+    InvalidArguments (NoPriceInEffect, a subclass, for a moment before the earliest prices).
     """
-    return default_table().quote(endpoint, arguments, strict=strict)
+    return default_table().quote(endpoint, arguments, strict=strict, at=at)
 
 
 __all__ = [
@@ -78,6 +88,7 @@ __all__ = [
     "LedgerError",
     "LedgerUnavailable",
     "LineItem",
+    "NoPriceInEffect",
     "PriceTable",
     "PriceTableError",
     "Quote",

@@ -66,6 +66,23 @@ class InvalidArguments(FalbudgetError, ValueError):
         super().__init__(f"{endpoint}: {parameter}={shown} is not allowed: {allowed}")
 
 
+class NoPriceInEffect(InvalidArguments):
+    """A quote asked for a moment before the earliest dated prices of the endpoint.
+
+    ``at`` is the moment given (None: now), ``earliest`` the ISO date (UTC) from which the
+    endpoint's first version is in effect. An InvalidArguments whose ``parameter`` is "at".
+    """
+
+    def __init__(self, endpoint: str, at: Any, shown: str, earliest: str) -> None:
+        super().__init__(endpoint, "at", at, f"on or after {earliest} (UTC)")
+        self.at = at
+        self.earliest = earliest
+        self.args = (
+            f"{endpoint}: no prices in effect {shown}: its earliest prices take effect on"
+            f" {earliest} (UTC)",
+        )
+
+
 class UnknownEndpoint(FalbudgetError, LookupError):
     """The endpoint is not in the price table; ``close_matches`` lists likely intended names."""
 

@@ -22,12 +22,13 @@ from falbudget.cli.common import (
     parse_amount,
     table_for,
 )
+from falbudget.cli.pricing_cmd import parse_moment
 from falbudget.errors import FalbudgetError
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Decision
-    from falbudget.pricing.engine import PriceTable, Quote
+    from falbudget.pricing.engine import Moment, PriceTable, Quote
 
 DESCRIPTION = """\
 Quote what ENDPOINT called with the given arguments will cost, before it is sent.
@@ -38,13 +39,17 @@ false, seed=null gives null; resolution='"720"' gives the string "720".
 
 --input FILE (or - for stdin) holds one JSON object (one quote) or JSON Lines (a batch: one
 object per line). An object is the arguments, or {"endpoint": ..., "arguments": {...}}.
-KEY=VALUE tokens given with --input are merged into every request and win over the file."""
+KEY=VALUE tokens given with --input are merged into every request and win over the file.
+
+--at DATE prices with the rules in effect on that day (or at that moment) instead of now, for a
+table that holds dated versions of an endpoint's prices."""
 
 EPILOG = """\
 examples:
   falbudget quote fal-ai/magi/image-to-video num_frames=144 resolution=480p
   falbudget quote fal-ai/magi/image-to-video --format json --fail-above 2.00
   falbudget quote fal-ai/magi/image-to-video --input batch.jsonl resolution=480p
+  falbudget quote fal-ai/magi/image-to-video num_frames=144 --at 2026-12-01
 
 exit codes: 0 ok, 1 a total is above --fail-above, 2 bad input or usage"""
 
@@ -81,6 +86,15 @@ def register(subparsers: Subparsers) -> None:
         "--strict",
         action="store_true",
         help="also require the inputs fal requires that do not change the price (prompt, ...)",
+    )
+    parser.add_argument(
+        "--at",
+        type=parse_moment,
+        metavar="DATE",
+        help=(
+            "price with the rules in effect at DATE (2026-12-01, UTC) or at a moment"
+            " (2026-12-01T09:30+02:00; no offset means UTC) instead of now"
+        ),
     )
     from falbudget.cli.budget_cmd import add_guard_options
 
@@ -254,6 +268,7 @@ def _quote_requests(
     *,
     strict: bool,
     source: str,
+    at: Moment | None = None,
 ) -> list[Quote]:
     """Quote every request before anything is printed; the first error (with a count of the
     others) is one UsageError, so a bad batch prints nothing on stdout."""
@@ -275,7 +290,9 @@ def _quote_requests(
             )
             continue
         try:
-            quotes.append(table.quote(name, {**request.arguments, **overrides}, strict=strict))
+            quotes.append(
+                table.quote(name, {**request.arguments, **overrides}, strict=strict, at=at)
+            )
         except FalbudgetError as exc:
             errors.append(f"{where}: {exc}")
     if errors:
@@ -340,6 +357,8 @@ def _verdict(
 
 
 def run_quote(args: argparse.Namespace) -> Outcome:
+    if args.at is not None and args.config is not None:
+        raise UsageError("quote: --config checks the caps now, so it cannot be used with --at")
     endpoint, tokens = _split_endpoint(([args.endpoint] if args.endpoint else []) + args.pairs)
     overrides = parse_pairs(tokens)
     lines: list[int] | None = None
@@ -351,13 +370,13 @@ def run_quote(args: argparse.Namespace) -> Outcome:
                 " or --input FILE"
             )
         table = table_for(args.pricing)
-        quotes = [table.quote(endpoint, overrides, strict=args.strict)]
+        quotes = [table.quote(endpoint, overrides, strict=args.strict, at=args.at)]
     else:
         content, source = read_input(args.input)
         requests, batch = parse_requests(content, source)
         table = table_for(args.pricing)
         quotes = _quote_requests(
-            table, requests, endpoint, overrides, strict=args.strict, source=source
+            table, requests, endpoint, overrides, strict=args.strict, source=source, at=args.at
         )
         if batch:
             lines = [r.line for r in requests if r.line is not None]

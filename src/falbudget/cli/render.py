@@ -87,7 +87,10 @@ def quote_table(quote: Quote) -> str:
         headers=["rule", "input", "value", "effect", "subtotal"],
         colalign=["left", "left", "left", "right", "right"],
     )
-    return f"{quote.endpoint} (price table {quote.table_version})\n{table}"
+    version = quote.table_version
+    if quote.effective_from is not None:
+        version += f", prices from {quote.effective_from}"
+    return f"{quote.endpoint} (price table {version})\n{table}"
 
 
 def quote_json(quote: Quote, budget: Mapping[str, Any] | None = None) -> str:

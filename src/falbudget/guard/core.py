@@ -342,9 +342,11 @@ class Guard:
         if "endpoint" in clean_tags and clean_tags["endpoint"] != endpoint:
             raise ConfigurationError("tag 'endpoint' is set by the guard from the request")
         clean_tags["endpoint"] = endpoint
+        now = self._now()
         quote: Quote | None
         if endpoint in self.table:
-            quote = self.table.quote(endpoint, arguments, strict=strict)
+            # priced with the rules in effect at the guard's own clock, the moment it records
+            quote = self.table.quote(endpoint, arguments, strict=strict, at=now)
             amount = to_micros(quote.total)
             normalized: Mapping[str, Any] = quote.arguments
         elif self.on_unknown == "allow":
@@ -353,7 +355,6 @@ class Guard:
         else:
             self.table.endpoint(endpoint)  # raises UnknownEndpoint with close matches
             raise UnknownEndpoint(endpoint)  # pragma: no cover - endpoint() raised already
-        now = self._now()
         limits: dict[str, int | None] = {GLOBAL_TOTAL: None}
         caps_by_bucket: dict[str, Cap] = {}
         for cap in self.caps:
@@ -411,7 +412,8 @@ class Guard:
             expires_at=now + self.hold_ttl,
             idempotency_key=idempotency_key,
             tags=plan.tags,
-            table_version=quote.table_version if quote else None,
+            # the table's version, and for dated prices "@" and their first day (rules_version)
+            table_version=quote.rules_version if quote else None,
             table_sha256=quote.table_sha256 if quote else None,
         )
         if not result.admitted or result.hold is None:

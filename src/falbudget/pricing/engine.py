@@ -6,17 +6,20 @@ into these plain objects, so a quote costs a few dictionary look-ups and Decimal
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import itertools
 import json
 import math
+import time
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from types import MappingProxyType
 from typing import Any, Literal
 
-from falbudget.errors import _MISSING, InvalidArguments, UnknownEndpoint
+from falbudget.errors import _MISSING, InvalidArguments, NoPriceInEffect, UnknownEndpoint
 from falbudget.money import format_usd, normalize
 
 _MICRO = Decimal("0.000001")
@@ -31,6 +34,53 @@ GRID_LIMIT = 100_000
 
 RuleKind = Literal["base", "per_unit", "lookup", "proportional"]
 InputType = Literal["string", "integer", "number", "boolean"]
+
+Moment = dt.datetime | dt.date | int | float
+"""When to price: an aware datetime, a naive one (read as UTC), a date (that day, UTC), or POSIX
+seconds (the guard's clock). None, where allowed, means now."""
+
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+_SECONDS_A_DAY = 86400
+
+
+def _today() -> int:
+    """Today's UTC date as a proleptic Gregorian ordinal (``date.toordinal()``)."""
+    return int(time.time() // _SECONDS_A_DAY) + _EPOCH_DAY
+
+
+def day_of(moment: Moment, endpoint: str = "quote") -> int:
+    """The UTC day (a ``date.toordinal()``) a moment falls on; InvalidArguments for anything else.
+
+    A naive datetime is read as UTC; an aware one is converted to UTC first, so
+    2026-12-01T01:00+02:00 is 2026-11-30 in UTC.
+    """
+    if isinstance(moment, dt.datetime):
+        try:
+            if moment.utcoffset() is not None:
+                moment = moment.astimezone(dt.UTC)
+        except OverflowError:
+            pass  # within hours of datetime.min or max: its own date is as good as any
+        return moment.toordinal()
+    if isinstance(moment, dt.date):
+        return moment.toordinal()
+    if isinstance(moment, int | float) and not isinstance(moment, bool) and math.isfinite(moment):
+        return int(moment // _SECONDS_A_DAY) + _EPOCH_DAY
+    raise InvalidArguments(
+        endpoint,
+        "at",
+        moment,
+        "a datetime (naive means UTC), a date, POSIX seconds, or None for now",
+    )
+
+
+def show_moment(moment: Moment) -> str:
+    """A moment as ISO 8601 text, for messages: '2026-12-01', '2026-12-01T10:00:00+00:00'."""
+    if isinstance(moment, dt.date):
+        return moment.isoformat()
+    try:
+        return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return repr(moment)
 
 
 def _json_key(value: Any) -> str:
@@ -96,9 +146,23 @@ class Quote:
     table_version: str
     table_sha256: str
     currency: str = "USD"
+    effective_from: str | None = None
+    """The first day (ISO date, UTC) of the dated version of the endpoint's prices that priced
+    this quote; None when the endpoint has one set of rules, always in effect."""
+
+    @property
+    def rules_version(self) -> str:
+        """Which prices were used, in one string: the table version, and for a dated version
+        its first day after an '@': '2026.11.24' or '2026.11.24@2026-12-01'. The guard records
+        this as the ledger row's table_version (see ``split_rules_version``)."""
+        if self.effective_from is None:
+            return self.table_version
+        return f"{self.table_version}@{self.effective_from}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready data; money as decimal strings. ``effective_from`` is there only when a
+        dated version priced the quote, so the JSON of an undated endpoint is as before."""
+        data: dict[str, Any] = {
             "endpoint": self.endpoint,
             "total": format_usd(self.total),
             "currency": self.currency,
@@ -107,6 +171,9 @@ class Quote:
             "table_version": self.table_version,
             "table_sha256": self.table_sha256,
         }
+        if self.effective_from is not None:
+            data["effective_from"] = self.effective_from
+        return data
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -121,11 +188,25 @@ class Quote:
             line_items=tuple(LineItem.from_dict(item) for item in data["line_items"]),
             table_version=data["table_version"],
             table_sha256=data["table_sha256"],
+            effective_from=data.get("effective_from"),
         )
 
     @classmethod
     def from_json(cls, text: str) -> Quote:
         return cls.from_dict(json.loads(text))
+
+
+def split_rules_version(text: str) -> tuple[str, str | None]:
+    """``Quote.rules_version`` (a ledger row's table_version) back into the table version and the
+    first day of the dated version: '2026.11.24@2026-12-01' -> ('2026.11.24', '2026-12-01')."""
+    version, sep, day = text.rpartition("@")
+    if sep:
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            return text, None
+        return version, day
+    return text, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +374,13 @@ class PriceRule:
 
 @dataclass(frozen=True, slots=True)
 class PricedEndpoint:
-    """An endpoint of a loaded table: its input schema and its rules, ready to quote."""
+    """An endpoint of a loaded table: its input schema and its rules, ready to quote.
+
+    An endpoint with dated versions of its prices lists them in ``versions`` (oldest first, each
+    a PricedEndpoint with its ``effective_from`` and no versions of its own); its own fields are
+    those of the version in effect when the table was loaded (else the earliest). Every method
+    takes ``at=`` (default: now) and works on the version in effect at that moment.
+    """
 
     name: str
     title: str
@@ -304,6 +391,19 @@ class PricedEndpoint:
     table_version: str
     table_sha256: str
     currency: str
+    effective_from: str | None = None
+    """This version's first day (ISO date, UTC); None for an endpoint without dated versions."""
+    versions: tuple[PricedEndpoint, ...] = ()
+    """Every dated version, oldest first; empty for an endpoint with one set of rules."""
+    _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    """Each version's first day as a ``date.toordinal()``, for a bisect."""
+
+    def __post_init__(self) -> None:
+        if self.versions and not self._starts:
+            starts = tuple(
+                dt.date.fromisoformat(v.effective_from or "").toordinal() for v in self.versions
+            )
+            object.__setattr__(self, "_starts", starts)
 
     @property
     def priced_inputs(self) -> tuple[str, ...]:
@@ -314,14 +414,45 @@ class PricedEndpoint:
                 seen[rule.input] = None
         return tuple(seen)
 
+    @property
+    def effective_dates(self) -> tuple[str, ...]:
+        """The first day of each dated version, oldest first (empty without versions)."""
+        return tuple(v.effective_from or "" for v in self.versions)
+
+    def version_at(self, at: Moment | None = None) -> PricedEndpoint:
+        """The version of the prices in effect at ``at`` (default: now, UTC): this endpoint itself
+        when it has no dated versions. Raises NoPriceInEffect before the earliest version, and
+        InvalidArguments when ``at`` is not a moment."""
+        if not self.versions:
+            if at is not None:
+                day_of(at, self.name)
+            return self
+        day = _today() if at is None else day_of(at, self.name)
+        index = bisect_right(self._starts, day) - 1
+        if index < 0:
+            earliest = self.versions[0].effective_from or ""
+            shown = "now" if at is None else f"at {show_moment(at)}"
+            raise NoPriceInEffect(self.name, at, shown, earliest)
+        return self.versions[index]
+
     def normalize_arguments(
-        self, arguments: Mapping[str, Any] | None, *, strict: bool = False
+        self,
+        arguments: Mapping[str, Any] | None,
+        *,
+        strict: bool = False,
+        at: Moment | None = None,
     ) -> dict[str, Any]:
         """Validate ``arguments`` and return them with defaults filled in.
 
         ``strict`` also requires the inputs the schema marks required (prompt, image_url), as the
-        guard does before a request is sent; a plain quote may leave them out.
+        guard does before a request is sent; a plain quote may leave them out. ``at`` picks the
+        version whose input schema applies (default: now).
         """
+        if self.versions or at is not None:
+            return self.version_at(at)._normalize(arguments, strict)
+        return self._normalize(arguments, strict)
+
+    def _normalize(self, arguments: Mapping[str, Any] | None, strict: bool) -> dict[str, Any]:
         if arguments is None:
             arguments = {}
         elif not isinstance(arguments, Mapping):
@@ -350,13 +481,21 @@ class PricedEndpoint:
         hint = f"did you mean {', '.join(close)}? " if close else ""
         return f"unknown parameter; {hint}known parameters: {', '.join(names)}"
 
-    def quote(self, arguments: Mapping[str, Any] | None = None, *, strict: bool = False) -> Quote:
-        normalized = self.normalize_arguments(arguments, strict=strict)
-        return self._price(normalized)
+    def quote(
+        self,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = False,
+        at: Moment | None = None,
+    ) -> Quote:
+        """What a request costs at ``at`` (default: now), with the version in effect then."""
+        version = self.version_at(at) if (self.versions or at is not None) else self
+        return version._price(version._normalize(arguments, strict))
 
-    def price(self, normalized: Mapping[str, Any]) -> Quote:
+    def price(self, normalized: Mapping[str, Any], *, at: Moment | None = None) -> Quote:
         """Price arguments that ``normalize_arguments`` returned (no validation here)."""
-        return self._price(dict(normalized))
+        version = self.version_at(at) if (self.versions or at is not None) else self
+        return version._price(dict(normalized))
 
     def _price(self, normalized: dict[str, Any]) -> Quote:
         """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
@@ -390,13 +529,16 @@ class PricedEndpoint:
             self.table_version,
             self.table_sha256,
             self.currency,
+            self.effective_from,
         )
 
-    def grid_axes(self) -> dict[str, tuple[Any, ...]]:
-        """Every allowed value of each priced input (enum values, or each integer of a range)."""
+    def grid_axes(self, *, at: Moment | None = None) -> dict[str, tuple[Any, ...]]:
+        """Every allowed value of each priced input (enum values, or each integer of a range),
+        in the version in effect at ``at`` (default: now)."""
+        version = self.version_at(at) if (self.versions or at is not None) else self
         axes: dict[str, tuple[Any, ...]] = {}
-        for name in self.priced_inputs:
-            spec = self.inputs[name]
+        for name in version.priced_inputs:
+            spec = version.inputs[name]
             if spec.enum is not None:
                 axes[name] = spec.enum
             elif spec.minimum is not None and spec.maximum is not None:
@@ -407,9 +549,10 @@ class PricedEndpoint:
                 )
         return axes
 
-    def grid(self) -> Iterator[dict[str, Any]]:
-        """Every combination of the priced inputs' allowed values (the others at defaults)."""
-        axes = self.grid_axes()
+    def grid(self, *, at: Moment | None = None) -> Iterator[dict[str, Any]]:
+        """Every combination of the priced inputs' allowed values (the others at defaults), in
+        the version in effect at ``at`` (default: now)."""
+        axes = self.grid_axes(at=at)
         size = math.prod(len(values) for values in axes.values())
         if size > GRID_LIMIT:
             raise ValueError(f"{self.name}: the price grid has {size} points, over {GRID_LIMIT}")
@@ -417,9 +560,10 @@ class PricedEndpoint:
         for combo in itertools.product(*axes.values()):
             yield dict(zip(names, combo, strict=True))
 
-    def price_range(self) -> tuple[Decimal, Decimal]:
-        """The cheapest and the dearest request, over the whole grid."""
-        totals = [self.quote(point).total for point in self.grid()]
+    def price_range(self, *, at: Moment | None = None) -> tuple[Decimal, Decimal]:
+        """The cheapest and the dearest request, over the whole grid, at ``at`` (default: now)."""
+        version = self.version_at(at) if (self.versions or at is not None) else self
+        totals = [version.quote(point).total for point in version.grid()]
         return min(totals), max(totals)
 
 
@@ -458,13 +602,21 @@ class PriceTable:
             raise UnknownEndpoint(str(name), close, known=len(names)) from None
 
     def quote(
-        self, endpoint: str, arguments: Mapping[str, Any] | None = None, *, strict: bool = False
+        self,
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = False,
+        at: Moment | None = None,
     ) -> Quote:
-        """What ``endpoint`` with ``arguments`` costs under this table.
+        """What ``endpoint`` with ``arguments`` costs under this table, at ``at``: the prices in
+        effect at that moment (an aware datetime, a naive one read as UTC, a date, or POSIX
+        seconds; default: now).
 
-        Raises UnknownEndpoint or InvalidArguments; nothing else for JSON-like input.
+        Raises UnknownEndpoint or InvalidArguments (NoPriceInEffect, a subclass, before an
+        endpoint's earliest dated prices); nothing else for JSON-like input.
         """
-        return self.endpoint(endpoint).quote(arguments, strict=strict)
+        return self.endpoint(endpoint).quote(arguments, strict=strict, at=at)
 
     def __contains__(self, name: object) -> bool:
         return name in self.endpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from falbudget.errors import PriceTableError
+from falbudget.pricing import engine
 from falbudget.pricing.engine import InputRule, PricedEndpoint, PriceRule, PriceTable, _json_key
 
 if TYPE_CHECKING:  # pragma: no cover
-    from falbudget.pricing.models import EndpointModel
+    from falbudget.pricing.models import EndpointModel, InputSpec, Rule
 
 PRICING_ENV = "FALBUDGET_PRICING"
 _cache: dict[str, PriceTable] = {}
@@ -88,13 +90,15 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
     if len(loc) >= 2 and loc[0] == "endpoints":
         endpoint = loc[1]
         loc = loc[2:]
-    # drop the discriminator tag pydantic inserts for tagged unions: rules.1.per_unit.amount
-    if (
-        len(loc) >= 3
-        and loc[0] == "rules"
-        and loc[2] in ("base", "per_unit", "lookup", "proportional")
-    ):
-        loc = loc[:2] + loc[3:]
+    # drop the discriminator tag pydantic inserts for tagged unions: rules.1.per_unit.amount,
+    # versions.0.rules.1.per_unit.amount
+    for at in (0, 2):
+        if (
+            len(loc) >= at + 3
+            and loc[at] == "rules"
+            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional")
+        ):
+            loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (not part of the table format)"
@@ -148,6 +152,18 @@ def _unique_key_loader() -> Any:
                         )
                 return super().construct_mapping(node, deep=deep)
 
+            def construct_yaml_timestamp(self, node: Any) -> Any:
+                """A date such as 2027-02-30 is a YAML error with its line, not a ValueError."""
+                try:
+                    return super().construct_yaml_timestamp(node)
+                except ValueError as exc:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{node.value!r} is not a valid date ({exc})", node.start_mark
+                    ) from None
+
+        UniqueKeyLoader.add_constructor(
+            "tag:yaml.org,2002:timestamp", UniqueKeyLoader.construct_yaml_timestamp
+        )
         _UniqueKeyLoader = UniqueKeyLoader
     return _UniqueKeyLoader
 
@@ -158,10 +174,52 @@ _UniqueKeyLoader: Any = None
 def _compile_endpoint(
     name: str, spec: EndpointModel, table_version: str, digest: str, currency: str
 ) -> PricedEndpoint:
-    from falbudget.pricing.models import BaseRule, LookupRule, PerUnitRule, ProportionalRule
+    """An endpoint compiled for the engine; with dated versions, each version compiled on its own
+    and the endpoint itself a copy of the version in effect today (else the earliest)."""
+    if spec.versions is None:
+        assert spec.rules is not None  # the model requires rules or versions
+        inputs = _compile_inputs(spec.inputs)
+        return PricedEndpoint(
+            name=name,
+            title=spec.title,
+            source_url=str(spec.source_url),
+            price_read_on=spec.price_read_on.isoformat(),
+            inputs=inputs,
+            rules=_compile_rules(spec.rules, inputs),
+            table_version=table_version,
+            table_sha256=digest,
+            currency=currency,
+        )
+    versions = []
+    for version in spec.versions:
+        inputs = _compile_inputs(spec.inputs if version.inputs is None else version.inputs)
+        source_url = spec.source_url if version.source_url is None else version.source_url
+        read_on = spec.price_read_on if version.price_read_on is None else version.price_read_on
+        versions.append(
+            PricedEndpoint(
+                name=name,
+                title=spec.title,
+                source_url=str(source_url),
+                price_read_on=read_on.isoformat(),
+                inputs=inputs,
+                rules=_compile_rules(version.rules, inputs),
+                table_version=table_version,
+                table_sha256=digest,
+                currency=currency,
+                effective_from=version.effective_from.isoformat(),
+            )
+        )
+    today = engine._today()
+    current = versions[0]
+    for compiled, model in zip(versions, spec.versions, strict=True):
+        if model.effective_from.toordinal() <= today:
+            current = compiled
+    return dataclasses.replace(current, versions=tuple(versions))
 
+
+def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
     inputs = {}
-    for input_name, item in spec.inputs.items():
+    for input_name, item in specs.items():
         enum = tuple(item.enum) if item.enum is not None else None
         inputs[input_name] = InputRule(
             name=input_name,
@@ -175,8 +233,14 @@ def _compile_endpoint(
             description=item.description,
             _enum_set=frozenset(enum or ()),
         )
+    return inputs
+
+
+def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
+    from falbudget.pricing.models import BaseRule, LookupRule, PerUnitRule, ProportionalRule
+
     rules = []
-    for rule in spec.rules:
+    for rule in specs:
         if isinstance(rule, BaseRule):
             rules.append(
                 PriceRule(rule.name, "base", amount=rule.amount, description=rule.description)
@@ -221,17 +285,7 @@ def _compile_endpoint(
                     description=rule.description,
                 )
             )
-    return PricedEndpoint(
-        name=name,
-        title=spec.title,
-        source_url=str(spec.source_url),
-        price_read_on=spec.price_read_on.isoformat(),
-        inputs=inputs,
-        rules=tuple(rules),
-        table_version=table_version,
-        table_sha256=digest,
-        currency=currency,
-    )
+    return tuple(rules)
 
 
 def table_path_from_env() -> str:

@@ -157,53 +157,102 @@ Rule = Annotated[
 ]
 
 
+def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) -> None:
+    """Every rule reads a known, optional input with a default, of a kind it can price.
+
+    ``where`` is the rules' path in the file (``rules`` or ``versions.1.rules``); each message
+    starts with the key at fault, which the loader moves into PriceTableError.field.
+    """
+    for index, rule in enumerate(rules):
+        if isinstance(rule, BaseRule):
+            continue
+        spec = inputs.get(rule.input)
+        at = f"{where}.{index}.input"
+        if spec is None:
+            raise ValueError(
+                f"{at}: rule {rule.name!r} reads unknown parameter {rule.input!r};"
+                f" known: {', '.join(sorted(inputs))}"
+            )
+        if spec.required:
+            raise ValueError(
+                f"{at}: rule {rule.name!r} reads {rule.input!r}, a required input;"
+                " priced inputs must be optional with a default so a quote never needs them"
+            )
+        if spec.default is None:
+            raise ValueError(f"{at}: rule {rule.name!r} reads {rule.input!r}, which has no default")
+        if isinstance(rule, PerUnitRule | ProportionalRule) and spec.type != "integer":
+            raise ValueError(
+                f"{at}: rule {rule.name!r} needs an integer input, {rule.input!r} is {spec.type}"
+            )
+        if isinstance(rule, LookupRule):
+            if spec.enum is None:
+                raise ValueError(
+                    f"{at}: lookup rule {rule.name!r} needs {rule.input!r} to have an enum"
+                )
+            allowed = {_json_key(v) for v in spec.enum}
+            missing = sorted(allowed - set(rule.factors))
+            extra = sorted(set(rule.factors) - allowed)
+            if missing:
+                raise ValueError(f"{where}.{index}.factors: no factor for {', '.join(missing)}")
+            if extra:
+                raise ValueError(
+                    f"{where}.{index}.factors: {', '.join(extra)} not allowed by {rule.input!r}"
+                )
+
+
+Rules = Annotated[list[Rule], Field(min_length=1)]
+
+
+class VersionModel(_Strict):
+    """One dated version of an endpoint's prices: its rules and, when they differ from the
+    endpoint's, its inputs, source and the day the prices were read."""
+
+    effective_from: dt.date
+    source_url: AnyHttpUrl | None = None
+    price_read_on: dt.date | None = None
+    inputs: dict[str, InputSpec] | None = None
+    rules: Rules
+
+
 class EndpointModel(_Strict):
     title: str = ""
     source_url: AnyHttpUrl
     price_read_on: dt.date
     inputs: dict[str, InputSpec]
-    rules: list[Rule] = Field(min_length=1)
+    rules: Rules | None = None
+    versions: Annotated[list[VersionModel], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _rules_name_known_inputs(self) -> EndpointModel:
-        for index, rule in enumerate(self.rules):
-            if isinstance(rule, BaseRule):
-                continue
-            spec = self.inputs.get(rule.input)
-            where = f"rules.{index}.input"
-            if spec is None:
-                raise ValueError(
-                    f"{where}: rule {rule.name!r} reads unknown parameter {rule.input!r};"
-                    f" known: {', '.join(sorted(self.inputs))}"
-                )
-            if spec.required:
-                raise ValueError(
-                    f"{where}: rule {rule.name!r} reads {rule.input!r}, a required input;"
-                    " priced inputs must be optional with a default so a quote never needs them"
-                )
-            if spec.default is None:
-                raise ValueError(
-                    f"{where}: rule {rule.name!r} reads {rule.input!r}, which has no default"
-                )
-            if isinstance(rule, PerUnitRule | ProportionalRule) and spec.type != "integer":
-                raise ValueError(
-                    f"{where}: rule {rule.name!r} needs an integer input, {rule.input!r} is"
-                    f" {spec.type}"
-                )
-            if isinstance(rule, LookupRule):
-                if spec.enum is None:
+        if (self.rules is None) == (self.versions is None):
+            raise ValueError(
+                "rules: give either rules (one set of prices, always in effect) or versions"
+                " (dated sets of prices), not both"
+                if self.rules is not None
+                else "rules: give rules (one set of prices, always in effect) or versions"
+                " (dated sets of prices)"
+            )
+        if self.rules is not None:
+            _check_rules(self.rules, self.inputs, "rules")
+            return self
+        assert self.versions is not None
+        previous: VersionModel | None = None
+        for index, version in enumerate(self.versions):
+            where = f"versions.{index}"
+            if previous is not None and version.effective_from <= previous.effective_from:
+                if version.effective_from == previous.effective_from:
                     raise ValueError(
-                        f"{where}: lookup rule {rule.name!r} needs {rule.input!r} to have an enum"
+                        f"{where}.effective_from: {version.effective_from} is also the date of"
+                        f" versions.{index - 1}; each version needs a date of its own"
                     )
-                allowed = {_json_key(v) for v in spec.enum}
-                missing = sorted(allowed - set(rule.factors))
-                extra = sorted(set(rule.factors) - allowed)
-                if missing:
-                    raise ValueError(f"rules.{index}.factors: no factor for {', '.join(missing)}")
-                if extra:
-                    raise ValueError(
-                        f"rules.{index}.factors: {', '.join(extra)} not allowed by {rule.input!r}"
-                    )
+                raise ValueError(
+                    f"{where}.effective_from: {version.effective_from} is before"
+                    f" versions.{index - 1}'s {previous.effective_from}; list versions oldest"
+                    " first"
+                )
+            inputs = self.inputs if version.inputs is None else version.inputs
+            _check_rules(version.rules, inputs, f"{where}.rules")
+            previous = version
         return self
 
 
