@@ -64,7 +64,15 @@ APP_NAMESPACES = ("workflows", "comfy")  # as fal_client.client.APP_NAMESPACES
 
 Kind = Literal["submit", "status", "result", "cancel", "run", "stream", "rest", "cdn", "unknown"]
 KINDS: tuple[Kind, ...] = (
-    "submit", "status", "result", "cancel", "run", "stream", "rest", "cdn", "unknown",
+    "submit",
+    "status",
+    "result",
+    "cancel",
+    "run",
+    "stream",
+    "rest",
+    "cdn",
+    "unknown",
 )
 _PREFIXES: dict[str, str] = {"/run/": "run", "/queue/": "queue", "/rest/": "rest", "/cdn/": "cdn"}
 
@@ -204,8 +212,10 @@ class FakeFal:
     def start(self) -> FakeFal:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"fakefal:{self.port}", daemon=True,
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"fakefal:{self.port}",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -237,8 +247,14 @@ class FakeFal:
             self.output = dict(DEFAULT_OUTPUT)
             self.queue_polls = 0
             self.progress_polls = 0
-            self.logs = [{"message": "working", "level": "INFO", "source": "user",
-                          "timestamp": "2024-01-01T00:00:00Z"}]
+            self.logs = [
+                {
+                    "message": "working",
+                    "level": "INFO",
+                    "source": "user",
+                    "timestamp": "2024-01-01T00:00:00Z",
+                }
+            ]
             old_wake, self._wake = self._wake, threading.Event()
         old_wake.set()
 
@@ -260,7 +276,10 @@ class FakeFal:
             self._failures[kind] = Failure(status, body, dict(headers or {}), times)
 
     def fail_job(
-        self, status: int = 500, detail: Any = "fake job failed", error_type: str | None = None,
+        self,
+        status: int = 500,
+        detail: Any = "fake job failed",
+        error_type: str | None = None,
     ) -> None:
         """Jobs run through the queue, then end in an error: the COMPLETED status carries
         ``error`` (and ``error_type``), and the result endpoint answers ``status``."""
@@ -319,7 +338,7 @@ class FakeFal:
         host, path = "unknown", split.path
         for prefix, name in _PREFIXES.items():
             if split.path.startswith(prefix):
-                host, path = name, split.path[len(prefix) - 1:]
+                host, path = name, split.path[len(prefix) - 1 :]
                 break
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -331,7 +350,11 @@ class FakeFal:
                 body = raw.decode(errors="replace")
         kind, job_id = _classify(host, h.command, path)
         request = RecordedRequest(
-            h.command, path, body, kind, dict(parse_qsl(split.query)),
+            h.command,
+            path,
+            body,
+            kind,
+            dict(parse_qsl(split.query)),
             {k.lower(): v for k, v in h.headers.items()},
         )
 
@@ -386,7 +409,11 @@ class FakeFal:
         }
 
     def _answer(
-        self, kind: Kind, job: Job | None, job_id: str | None, request: RecordedRequest,
+        self,
+        kind: Kind,
+        job: Job | None,
+        job_id: str | None,
+        request: RecordedRequest,
     ) -> tuple[int, Any, dict[str, str]]:
         # Called under the lock.
         if kind in ("rest", "cdn", "unknown"):
@@ -425,8 +452,12 @@ class FakeFal:
         logs = list(self.logs) if with_logs else None
         if not (stale or job.cancelled or job.completed):
             if job.polls <= self.queue_polls:
-                return {**payload, "status": "IN_QUEUE",
-                        "queue_position": self.queue_polls - job.polls, "logs": None}
+                return {
+                    **payload,
+                    "status": "IN_QUEUE",
+                    "queue_position": self.queue_polls - job.polls,
+                    "logs": None,
+                }
             if job.polls <= self.queue_polls + self.progress_polls:
                 return {**payload, "status": "IN_PROGRESS", "logs": logs}
         job.completed = True

@@ -54,8 +54,14 @@ def make_ledger_factory(kind: str, tmp_path: Path) -> Callable[[], Ledger]:
 
 # -- run in child processes ---------------------------------------------------------------------
 def admit_in_process(
-    url: str, worker: int, attempts: int, charges: list[BucketCharge], amount: int,
-    now: float, barrier: Any, results: Any,
+    url: str,
+    worker: int,
+    attempts: int,
+    charges: list[BucketCharge],
+    amount: int,
+    now: float,
+    barrier: Any,
+    results: Any,
 ) -> None:
     """Open the ledger, wait for every worker, try ``attempts`` reservations and settle each
     admitted one at once; put (worker, admitted ids, refused totals, error) on ``results``."""
@@ -66,8 +72,12 @@ def admit_in_process(
         barrier.wait(timeout=60)
         for attempt in range(attempts):
             result = ledger.reserve(
-                hold_id=f"p{worker}-{attempt}", endpoint=ENDPOINT, amount=amount,
-                charges=charges, now=now, expires_at=now + 3600,
+                hold_id=f"p{worker}-{attempt}",
+                endpoint=ENDPOINT,
+                amount=amount,
+                charges=charges,
+                now=now,
+                expires_at=now + 3600,
             )
             if result.admitted:
                 assert result.hold is not None
@@ -83,15 +93,24 @@ def admit_in_process(
 
 
 def hold_then_hang(
-    url: str, charges: list[BucketCharge], amount: int, now: float, ttl: float,
-    lock_sqlite_file: bool, ready: Any,
+    url: str,
+    charges: list[BucketCharge],
+    amount: int,
+    now: float,
+    ttl: float,
+    lock_sqlite_file: bool,
+    ready: Any,
 ) -> None:
     """Reserve hold ``doomed``; for SQLite also leave a write transaction open with an
     uncommitted change; then signal ``ready`` and wait to be killed."""
     ledger = open_ledger(url)
     result = ledger.reserve(
-        hold_id="doomed", endpoint=ENDPOINT, amount=amount, charges=charges,
-        now=now, expires_at=now + ttl,
+        hold_id="doomed",
+        endpoint=ENDPOINT,
+        amount=amount,
+        charges=charges,
+        now=now,
+        expires_at=now + ttl,
     )
     assert result.admitted
     if lock_sqlite_file:

@@ -57,8 +57,12 @@ def test_threads_admit_exactly_what_fits(kind: str, sharing: str, tmp_path: Path
             for attempt in range(attempts):
                 results[n].append(
                     ledgers[n].reserve(
-                        hold_id=f"t{n}-{attempt}", endpoint=ENDPOINT, amount=PRICE,
-                        charges=CHARGES, now=T0, expires_at=T0 + 3600,
+                        hold_id=f"t{n}-{attempt}",
+                        endpoint=ENDPOINT,
+                        amount=PRICE,
+                        charges=CHARGES,
+                        now=T0,
+                        expires_at=T0 + 3600,
                     )
                 )
         except BaseException as exc:
@@ -82,12 +86,14 @@ def test_threads_admit_exactly_what_fits(kind: str, sharing: str, tmp_path: Path
     }
     check = factory()
     assert check.totals([GLOBAL, TRACKER]) == [
-        BucketTotals(GLOBAL, 0, 9_600_000), BucketTotals(TRACKER, 0, 9_600_000)
+        BucketTotals(GLOBAL, 0, 9_600_000),
+        BucketTotals(TRACKER, 0, 9_600_000),
     ]
     for hold_id in held_ids:
         check.settle(hold_id, None, now=T0 + 1)
     assert check.totals([GLOBAL, TRACKER]) == [
-        BucketTotals(GLOBAL, 9_600_000, 0), BucketTotals(TRACKER, 9_600_000, 0)
+        BucketTotals(GLOBAL, 9_600_000, 0),
+        BucketTotals(TRACKER, 9_600_000, 0),
     ]
     for ledger in [*ledgers, check]:
         ledger.close()
@@ -127,7 +133,8 @@ def test_processes_admit_exactly_what_fits(kind: str, tmp_path: Path) -> None:
     assert {settled + held for settled, held in refused} == {9_600_000}
     ledger = open_ledger(url)
     assert ledger.totals([GLOBAL, TRACKER]) == [
-        BucketTotals(GLOBAL, 9_600_000, 0), BucketTotals(TRACKER, 9_600_000, 0)
+        BucketTotals(GLOBAL, 9_600_000, 0),
+        BucketTotals(TRACKER, 9_600_000, 0),
     ]
     assert sorted(h.id for h in ledger.holds(states=["settled"])) == sorted(admitted)
     ledger.close()
@@ -159,8 +166,12 @@ def test_a_killed_holder_blocks_the_budget_until_its_hold_expires(
 
     def attempt(hold_id: str, now: float) -> Admission:
         return ledger.reserve(
-            hold_id=hold_id, endpoint=ENDPOINT, amount=800_000, charges=charges,
-            now=now, expires_at=now + 60,
+            hold_id=hold_id,
+            endpoint=ENDPOINT,
+            amount=800_000,
+            charges=charges,
+            now=now,
+            expires_at=now + 60,
         )
 
     # the dead process's hold still counts; its uncommitted write (SQLite) is gone

@@ -61,8 +61,13 @@ def reserve(
     **extra: Any,
 ) -> Admission:
     return ledger.reserve(
-        hold_id=hold_id, endpoint=ENDPOINT, amount=amount, charges=charges,
-        now=now, expires_at=now + ttl, **extra,
+        hold_id=hold_id,
+        endpoint=ENDPOINT,
+        amount=amount,
+        charges=charges,
+        now=now,
+        expires_at=now + ttl,
+        **extra,
     )
 
 
@@ -76,14 +81,29 @@ def admitted(result: Admission) -> Hold:
 def test_reserve_within_the_limit_records_the_hold(ledger: Ledger) -> None:
     assert isinstance(ledger, Ledger)
     result = reserve(
-        ledger, "h1", 400_000, [cap("global|2025-06", 1_000_000)],
-        tags={"project": "demo"}, table_version="2025-06-01", table_sha256=SHA,
+        ledger,
+        "h1",
+        400_000,
+        [cap("global|2025-06", 1_000_000)],
+        tags={"project": "demo"},
+        table_version="2025-06-01",
+        table_sha256=SHA,
     )
     expected = Hold(
-        id="h1", endpoint=ENDPOINT, amount=400_000, state="held", buckets=("global|2025-06",),
-        created_at=T0, expires_at=T0 + 600, updated_at=T0, idempotency_key=None,
-        request_id=None, settled_amount=None, tags={"project": "demo"},
-        table_version="2025-06-01", table_sha256=SHA,
+        id="h1",
+        endpoint=ENDPOINT,
+        amount=400_000,
+        state="held",
+        buckets=("global|2025-06",),
+        created_at=T0,
+        expires_at=T0 + 600,
+        updated_at=T0,
+        idempotency_key=None,
+        request_id=None,
+        settled_amount=None,
+        tags={"project": "demo"},
+        table_version="2025-06-01",
+        table_sha256=SHA,
     )
     assert result == Admission(admitted=True, hold=expected, replayed=False)
     assert ledger.get_hold("h1") == expected
@@ -121,7 +141,8 @@ def test_a_refusal_by_a_later_bucket_writes_nothing(ledger: Ledger) -> None:
         cap("endpoint=magi|2025-06", None),
     ]
     assert reserve(ledger, "x", 400_000, charges) == Admission(
-        admitted=False, refused_by="global|2025-06",
+        admitted=False,
+        refused_by="global|2025-06",
         totals=BucketTotals("global|2025-06", 0, 700_000),
     )
     assert ledger.totals(["project=demo|2025-06", "global|2025-06", "endpoint=magi|2025-06"]) == [
@@ -192,10 +213,14 @@ def test_settle_at_the_held_amount(ledger: Ledger) -> None:
     admitted(reserve(ledger, "h", 800_000, charges))
     hold = ledger.settle("h", None, now=T0 + 5)
     assert (hold.state, hold.settled_amount, hold.amount, hold.updated_at) == (
-        "settled", 800_000, 800_000, T0 + 5
+        "settled",
+        800_000,
+        800_000,
+        T0 + 5,
     )
     assert ledger.totals(["g", "t"]) == [
-        BucketTotals("g", 800_000, 0), BucketTotals("t", 800_000, 0)
+        BucketTotals("g", 800_000, 0),
+        BucketTotals("t", 800_000, 0),
     ]
 
 
@@ -267,10 +292,14 @@ def test_expire_releases_held_and_spends_submitted_holds(ledger: Ledger) -> None
     closed = {h.id: h for h in ledger.expire(now=T0 + 15)}  # d expires at T0 + 15: not yet
     assert sorted(closed) == ["a", "b"]
     assert (closed["a"].state, closed["a"].settled_amount, closed["a"].updated_at) == (
-        "released", None, T0 + 15
+        "released",
+        None,
+        T0 + 15,
     )
     assert (closed["b"].state, closed["b"].settled_amount, closed["b"].request_id) == (
-        "expired", 200_000, "req-b"
+        "expired",
+        200_000,
+        "req-b",
     )
     assert ledger.totals(["g"]) == [BucketTotals("g", 200_000, 700_000)]
     assert ledger.expire(now=T0 + 15) == []
@@ -337,25 +366,46 @@ def test_an_expired_key_replays(ledger: Ledger) -> None:
 
 
 def test_a_released_key_is_admitted_afresh_on_the_same_row(ledger: Ledger) -> None:
-    admitted(reserve(ledger, "h1", 300_000, [cap("A", 1_000_000)], idempotency_key="k",
-                     tags={"try": "1"}))
+    admitted(
+        reserve(
+            ledger, "h1", 300_000, [cap("A", 1_000_000)], idempotency_key="k", tags={"try": "1"}
+        )
+    )
     ledger.mark_submitted("h1", "req-1", now=T0 + 1)
     ledger.release("h1", now=T0 + 1)
     result = reserve(
-        ledger, "h2", 500_000, [cap("B", 1_000_000), cap("T", None)], idempotency_key="k",
-        now=T0 + 2, tags={"try": "2"}, table_version="v2",
+        ledger,
+        "h2",
+        500_000,
+        [cap("B", 1_000_000), cap("T", None)],
+        idempotency_key="k",
+        now=T0 + 2,
+        tags={"try": "2"},
+        table_version="v2",
     )
     assert result == Admission(
         admitted=True,
         replayed=False,
         hold=Hold(
-            id="h1", endpoint=ENDPOINT, amount=500_000, state="held", buckets=("B", "T"),
-            created_at=T0 + 2, expires_at=T0 + 602, updated_at=T0 + 2, idempotency_key="k",
-            request_id=None, settled_amount=None, tags={"try": "2"}, table_version="v2",
+            id="h1",
+            endpoint=ENDPOINT,
+            amount=500_000,
+            state="held",
+            buckets=("B", "T"),
+            created_at=T0 + 2,
+            expires_at=T0 + 602,
+            updated_at=T0 + 2,
+            idempotency_key="k",
+            request_id=None,
+            settled_amount=None,
+            tags={"try": "2"},
+            table_version="v2",
         ),
     )
     assert ledger.totals(["A", "B", "T"]) == [
-        BucketTotals("A", 0, 0), BucketTotals("B", 0, 500_000), BucketTotals("T", 0, 500_000)
+        BucketTotals("A", 0, 0),
+        BucketTotals("B", 0, 500_000),
+        BucketTotals("T", 0, 500_000),
     ]
     assert ledger.holds(bucket="A") == []
     assert [h.id for h in ledger.holds(bucket="B")] == ["h1"]
@@ -401,7 +451,9 @@ def test_an_unknown_hold_raises_hold_not_found(ledger: Ledger) -> None:
 def test_totals_of_unknown_buckets_read_zero_in_the_given_order(ledger: Ledger) -> None:
     admitted(reserve(ledger, "h", 5, [cap("b", None)]))
     assert ledger.totals(["x", "b", "x"]) == [
-        BucketTotals("x", 0, 0), BucketTotals("b", 0, 5), BucketTotals("x", 0, 0)
+        BucketTotals("x", 0, 0),
+        BucketTotals("b", 0, 5),
+        BucketTotals("x", 0, 0),
     ]
     assert ledger.totals([]) == []
 
@@ -442,12 +494,15 @@ def test_buckets_by_prefix(ledger: Ledger) -> None:
     ledger.settle("h2", 8, now=T0 + 1)
     list_buckets: Any = ledger.buckets  # type: ignore[attr-defined]
     assert list_buckets(prefix="project=") == [
-        BucketTotals("project=a|2025-06", 0, 7), BucketTotals("project=b|2025-06", 8, 0)
+        BucketTotals("project=a|2025-06", 0, 7),
+        BucketTotals("project=b|2025-06", 8, 0),
     ]
     assert list_buckets(prefix="global|") == [BucketTotals("global|2025-06", 0, 7)]
     assert list_buckets(prefix="nothing") == []
     assert [t.key for t in list_buckets()] == [
-        "global|2025-06", "project=a|2025-06", "project=b|2025-06"
+        "global|2025-06",
+        "project=a|2025-06",
+        "project=b|2025-06",
     ]
 
 
@@ -515,7 +570,8 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
     def model_totals(bucket: str) -> tuple[int, int]:
         settled = sum(h["spent"] or 0 for h in model.values() if bucket in h["buckets"])
         held = sum(
-            h["amount"] for h in model.values()
+            h["amount"]
+            for h in model.values()
             if bucket in h["buckets"] and h["state"] in ("held", "submitted")
         )
         return settled, held
@@ -530,9 +586,13 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
             model_expire()
             hold_id = f"h{step}"
             result = ledger.reserve(
-                hold_id=ns + hold_id, endpoint=ENDPOINT, amount=amount,
-                charges=[BucketCharge(ns + b, LIMITS[b]) for b in buckets], now=now,
-                expires_at=now + ttl, idempotency_key=None if key is None else ns + key,
+                hold_id=ns + hold_id,
+                endpoint=ENDPOINT,
+                amount=amount,
+                charges=[BucketCharge(ns + b, LIMITS[b]) for b in buckets],
+                now=now,
+                expires_at=now + ttl,
+                idempotency_key=None if key is None else ns + key,
             )
             existing = by_key.get(key) if key is not None else None
             if existing is not None and model[existing]["state"] != "released":
@@ -540,7 +600,8 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 assert result.hold is not None and result.hold.id == ns + existing
                 continue
             refusing = [
-                b for b in buckets
+                b
+                for b in buckets
                 if (limit := LIMITS[b]) is not None and sum(model_totals(b)) + amount > limit
             ]
             if refusing:
@@ -549,8 +610,13 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 continue
             assert (result.admitted, result.replayed) == (True, False), result
             row_id = existing if existing is not None else hold_id
-            model[row_id] = {"state": "held", "amount": amount, "buckets": set(buckets),
-                             "expires_at": now + ttl, "spent": None}
+            model[row_id] = {
+                "state": "held",
+                "amount": amount,
+                "buckets": set(buckets),
+                "expires_at": now + ttl,
+                "spent": None,
+            }
             if existing is None:
                 order.append(hold_id)
             if key is not None:

@@ -30,8 +30,12 @@ def mode(path: Path) -> int:
 
 def touch_ledger(ledger: Ledger) -> None:
     result = ledger.reserve(
-        hold_id="h", endpoint="e", amount=1, charges=[BucketCharge("g", None)],
-        now=T0, expires_at=T0 + 1,
+        hold_id="h",
+        endpoint="e",
+        amount=1,
+        charges=[BucketCharge("g", None)],
+        now=T0,
+        expires_at=T0 + 1,
     )
     assert result.admitted
 

@@ -46,8 +46,13 @@ def schema_version(path: Path) -> str:
 
 def reserve(ledger: SQLiteLedger, hold_id: str, now: float = T0, key: str | None = None) -> bool:
     return ledger.reserve(
-        hold_id=hold_id, endpoint="e", amount=800_000, charges=CHARGES, now=now,
-        expires_at=now + 60, idempotency_key=key,
+        hold_id=hold_id,
+        endpoint="e",
+        amount=800_000,
+        charges=CHARGES,
+        now=now,
+        expires_at=now + 60,
+        idempotency_key=key,
     ).admitted
 
 
@@ -172,7 +177,8 @@ def add_history(path: Path, closed: int, open_later: int) -> None:
     conn = raw(path)
     conn.execute("BEGIN")
     for prefix, count, state, expires in (
-        ("old", closed, "settled", T0 - 10), ("later", open_later, "held", T0 + 10**6)
+        ("old", closed, "settled", T0 - 10),
+        ("later", open_later, "held", T0 + 10**6),
     ):
         rows = [(f"{prefix}{i}", T0 - 1000 + i / count) for i in range(count)]
         conn.executemany(
