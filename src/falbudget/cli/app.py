@@ -12,7 +12,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from falbudget.cli import budget_cmd, endpoints_cmd, pricing_cmd, quote_cmd, report_cmd
+from falbudget.cli import (
+    budget_cmd,
+    endpoints_cmd,
+    ledger_cmd,
+    plan_cmd,
+    pricing_cmd,
+    quote_cmd,
+    report_cmd,
+)
 from falbudget.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -30,8 +38,10 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     quote_cmd.register,
     endpoints_cmd.register,
     pricing_cmd.register,
+    plan_cmd.register,
     budget_cmd.register,
     report_cmd.register,
+    ledger_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

@@ -1,0 +1,237 @@
+"""PostgreSQL ledger figures for bench_guard.py, with the same measures for SQLite beside them.
+
+    python benchmarks/_postgres_bench.py [--url URL] [--n N] [--history H] [--workers W]
+
+``reserve_settle_us(url, n)``: microseconds per reserve + settle on one connection, in a fresh
+schema. ``admissions_per_second(url, workers, seconds)``: admissions per second when ``workers``
+processes, each with its own connection, reserve and settle against one shared budget (every
+reservation charges the same global cap, a per-endpoint tracker and the worker's project cap, so
+they all contend for the global cap's row). The schema is dropped afterwards. ``sqlite_*`` do the
+same on a fresh SQLite file. The URL defaults to FALBUDGET_TEST_POSTGRES_URL, else
+``postgresql://postgres@127.0.0.1:5432/test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+try:
+    from falbudget.ledger import BucketCharge, Ledger, open_ledger
+except ImportError:  # not installed: run from the checkout
+    sys.path.insert(0, str(SRC))
+    from falbudget.ledger import BucketCharge, Ledger, open_ledger
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+ENDPOINT = "fal-ai/magi/image-to-video"
+PRICE = 800_000  # $0.80 in micro-USD
+BIG = 10**15  # a cap never reached during a run
+
+
+def default_url() -> str:
+    return os.environ.get("FALBUDGET_TEST_POSTGRES_URL", "").strip() or DEFAULT_URL
+
+
+def _charges(project: str) -> list[BucketCharge]:
+    return [
+        BucketCharge("global|2025-06", BIG),
+        BucketCharge(f"endpoint={ENDPOINT}|2025-06", None),
+        BucketCharge(f"project={project}|2025-06", BIG),
+    ]
+
+
+def _cycle(ledger: Ledger, hold_id: str, charges: list[BucketCharge]) -> bool:
+    now = time.time()
+    result = ledger.reserve(
+        hold_id=hold_id,
+        endpoint=ENDPOINT,
+        amount=PRICE,
+        charges=charges,
+        now=now,
+        expires_at=now + 3600,
+    )
+    if result.admitted and result.hold is not None:
+        ledger.settle(result.hold.id, None, now=now)
+        return True
+    return False
+
+
+# -- stores ------------------------------------------------------------------------------------
+@contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """``url`` with a new schema of its own (created on first use), dropped at the end."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"fb_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        yield url + ("&" if "?" in url else "?") + "schema=" + schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def fresh_sqlite() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="fb_bench_") as directory:
+        yield "sqlite:///" + os.path.join(directory, "ledger.db")
+
+
+# -- one connection: microseconds per reserve + settle -----------------------------------------
+def _add_history(store_url: str, rows: int) -> None:
+    """``rows`` settled holds on the benchmark's buckets, written straight into the schema."""
+    import psycopg
+    from psycopg import sql
+
+    from falbudget.ledger.postgres import schema_name
+
+    base, _, query = store_url.partition("?")
+    kept = "&".join(p for p in query.split("&") if not p.startswith("schema="))
+    schema = sql.Identifier(schema_name(store_url))
+    keys = [c.key for c in _charges("solo")]
+    with psycopg.connect(base + ("?" + kept if kept else ""), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {s}.holds (id, endpoint, amount, state, buckets, created_at,"
+                " expires_at, updated_at, settled_amount)"
+                " SELECT 'old-' || n, %s, 1, 'settled', %s, n, n + 3600, n, 1"
+                " FROM generate_series(1, %s) AS n"
+            ).format(s=schema),
+            (ENDPOINT, keys, rows),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {s}.hold_buckets (hold_id, bucket_key, created_at)"
+                " SELECT 'old-' || n, k, n FROM generate_series(1, %s) AS n, unnest(%s::text[]) k"
+            ).format(s=schema),
+            (rows, keys),
+        )
+        conn.execute(sql.SQL("ANALYZE {s}.holds; ANALYZE {s}.hold_buckets").format(s=schema))
+
+
+def _reserve_settle_us(store_url: str, n: int, history: int = 0) -> float:
+    ledger = open_ledger(store_url)
+    try:
+        charges = _charges("solo")
+        for i in range(min(200, n)):  # warm up: connect, create the schema, prepare
+            _cycle(ledger, f"warm-{i}", charges)
+        if history:
+            _add_history(store_url, history)
+        started = time.perf_counter()
+        for i in range(n):
+            _cycle(ledger, f"h-{i}", charges)
+        return (time.perf_counter() - started) / n * 1e6
+    finally:
+        ledger.close()
+
+
+def reserve_settle_us(url: str, n: int = 2000, history: int = 0) -> float:
+    """Microseconds per reserve + settle on one PostgreSQL connection, in a fresh schema
+    (holding ``history`` settled holds first, to show that the cost does not depend on it)."""
+    with fresh_schema(url) as store:
+        return _reserve_settle_us(store, n, history)
+
+
+def sqlite_reserve_settle_us(n: int = 2000) -> float:
+    """The same on a fresh SQLite file."""
+    with fresh_sqlite() as store:
+        return _reserve_settle_us(store, n)
+
+
+# -- many processes: admissions per second -----------------------------------------------------
+def _worker(store_url: str, worker: int, seconds: float, barrier: Any, results: Any) -> None:
+    try:
+        ledger = open_ledger(store_url)
+        charges = _charges(f"p{worker % 4}")
+        _cycle(ledger, f"warm-{worker}", charges)  # connect before the clock starts
+        barrier.wait(timeout=120)
+        admitted = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            admitted += _cycle(ledger, f"w{worker}-{admitted}", charges)
+        ledger.close()
+        results.put((admitted, None))
+    except BaseException as exc:  # report it rather than hang the parent
+        results.put((0, repr(exc)))
+
+
+def _admissions_per_second(store_url: str, workers: int, seconds: float) -> float:
+    open_ledger(store_url).close()  # create the store before the race
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    results = ctx.Queue()
+    children = [
+        ctx.Process(target=_worker, args=(store_url, n, seconds, barrier, results))
+        for n in range(workers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        reports = [results.get(timeout=120 + seconds) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+    errors = [error for _, error in reports if error]
+    if errors:
+        raise RuntimeError(f"a worker failed: {errors[0]}")
+    return sum(count for count, _ in reports) / seconds
+
+
+def admissions_per_second(url: str, workers: int = 8, seconds: float = 3.0) -> float:
+    """Admissions (each settled at once) per second of ``workers`` processes, each with its own
+    connection, against one budget in a fresh PostgreSQL schema."""
+    with fresh_schema(url) as store:
+        return _admissions_per_second(store, workers, seconds)
+
+
+def sqlite_admissions_per_second(workers: int = 8, seconds: float = 3.0) -> float:
+    """The same on a fresh SQLite file."""
+    with fresh_sqlite() as store:
+        return _admissions_per_second(store, workers, seconds)
+
+
+# -- as a script -------------------------------------------------------------------------------
+def _median(measure: Callable[[], float], runs: int) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=default_url(), help="PostgreSQL server (no schema)")
+    parser.add_argument("--n", type=int, default=2000, help="reserve+settle cycles per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the one-connection figure")
+    parser.add_argument("--history", type=int, default=100_000, help="holds of history")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args(argv)
+
+    pg_us = _median(lambda: reserve_settle_us(args.url, args.n), args.runs)
+    pg_history_us = _median(lambda: reserve_settle_us(args.url, args.n, args.history), args.runs)
+    sq_us = _median(lambda: sqlite_reserve_settle_us(args.n), args.runs)
+    pg_rate = admissions_per_second(args.url, args.workers, args.seconds)
+    sq_rate = sqlite_admissions_per_second(args.workers, args.seconds)
+    print(f"reserve+settle, one connection (median of {args.runs} x {args.n}):")
+    print(f"  postgresql  {pg_us:8.0f} us")
+    print(f"  postgresql  {pg_history_us:8.0f} us  with {args.history:,} holds of history")
+    print(f"  sqlite      {sq_us:8.0f} us")
+    print(f"admissions/s, {args.workers} processes on one budget ({args.seconds:g} s, settled):")
+    print(f"  postgresql  {pg_rate:8.0f} /s")
+    print(f"  sqlite      {sq_rate:8.0f} /s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1194 @@
+"""A ledger in PostgreSQL: one budget shared by many workers on many machines.
+
+The tables live in their own schema (``falbudget``, or the one named by ``?schema=`` in the URL),
+so several budgets can share one database. The schema is versioned (table ``meta``): a missing
+one is created on first use, under a transaction-scoped advisory lock so that workers starting
+together do not collide; an older one must be upgraded with ``falbudget ledger migrate URL``
+(:func:`migrate`); a newer one is refused.
+
+Admission (see docs/postgres.md for the reasoning and the measured alternatives):
+
+* Every bucket a request charges is taken in sorted key order with one guarded upsert,
+  ``INSERT ... ON CONFLICT (key) DO UPDATE SET held = held + amount WHERE settled + held <=
+  limit - amount``. The row lock it takes makes a concurrent admission wait and then re-check the
+  guard against the committed totals (READ COMMITTED), so admission is exact; the fixed order
+  means two workers never deadlock. A guard that fails aborts the transaction (the statement
+  divides by the number of rows it charged), so nothing is half-written.
+* The expiry of overdue holds (its own transaction), then the hold, its bucket links, the
+  charges and the COMMIT are sent as one multi-statement query of statements PREPAREd on each
+  pooled connection: an admission costs one network round trip. A refusal costs a second one,
+  which rolls back and reads the totals in one snapshot to name the refusing bucket (when that
+  snapshot shows room after all, another worker freed it in between: the admission is retried).
+* Running totals per bucket: the cost of admission does not depend on the size of the history.
+  Expiry reads a partial index of open holds and skips (``SKIP LOCKED``) a hold that another
+  transaction is settling, renewing or expiring at that moment; admission never skips or NOWAITs.
+* Serialization failures and deadlocks (neither is expected) are retried a bounded number of
+  times. A server that cannot be reached, a connection lost in the middle of an operation, or a
+  lock not granted within ``lock_timeout_s`` raise LedgerUnavailable: the guard fails closed.
+  Messages carry the URL with its password replaced by ``***``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import select
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import unquote
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
+from falbudget.ledger import _checks
+from falbudget.ledger.base import (
+    Admission,
+    BucketCharge,
+    BucketTotals,
+    Hold,
+    HoldState,
+)
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[TupleRow]
+T = TypeVar("T")
+
+DEFAULT_SCHEMA: Final = "falbudget"
+SCHEMA_PARAM: Final = "schema"
+ADVISORY_LOCK_KEY: Final = 0x66616C6275646765  # "falbudge": serialises schema creation/migration
+MAX_ATTEMPTS: Final = 8
+"""How many times one operation is tried when it meets a serialization failure, a deadlock or
+(admission only) a race that a retry resolves."""
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_OPEN = "state IN ('held', 'submitted')"
+"""Written exactly as in the partial index's WHERE, so that the planner uses that index."""
+_HOLD_COLUMNS = (
+    "id",
+    "endpoint",
+    "amount",
+    "state",
+    "buckets",
+    "created_at",
+    "expires_at",
+    "updated_at",
+    "idempotency_key",
+    "request_id",
+    "settled_amount",
+    "tags",
+    "table_version",
+    "table_sha256",
+)
+_RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_WAITED_TOO_LONG = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled
+_CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
+"""admin_shutdown, crash_shutdown, cannot_connect_now, idle_in_transaction_session_timeout; all
+of class 08 (connection exception) and 53 (insufficient resources) count as well."""
+
+_INHERITED: list[object] = []
+"""Pools a forked child inherited: kept referenced so that the child never closes the parent's
+connections (closing sends a Terminate message down the shared socket)."""
+
+
+# -- schema migrations ---------------------------------------------------------------------------
+Migration = Callable[[Connection, sql.Identifier], None]
+
+
+def _v1_initial(conn: Connection, schema: sql.Identifier) -> None:
+    statements = [
+        # "C" collation: ORDER BY key (the lock order) is code point order, as Python sorts.
+        """CREATE TABLE {s}.buckets (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            settled BIGINT NOT NULL DEFAULT 0 CHECK (settled >= 0),
+            held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0)
+        )""",
+        """CREATE TABLE {s}.holds (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id TEXT PRIMARY KEY,
+            idempotency_key TEXT UNIQUE,
+            endpoint TEXT NOT NULL,
+            amount BIGINT NOT NULL CHECK (amount >= 0),
+            state TEXT NOT NULL
+                CHECK (state IN ('held', 'submitted', 'settled', 'released', 'expired')),
+            buckets TEXT[] NOT NULL,
+            request_id TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            settled_amount BIGINT CHECK (settled_amount IS NULL OR settled_amount >= 0),
+            tags JSONB NOT NULL DEFAULT '{{}}',
+            table_version TEXT,
+            table_sha256 TEXT
+        )""",
+        # Only open holds are in this index: the expiry step of every reservation reads it.
+        f"CREATE INDEX holds_open_by_expiry ON {{s}}.holds (expires_at, id) WHERE {_OPEN}",
+        "CREATE INDEX holds_by_created ON {s}.holds (created_at, seq)",
+        "CREATE INDEX holds_by_state_created ON {s}.holds (state, created_at)",
+        """CREATE TABLE {s}.hold_buckets (
+            hold_id TEXT NOT NULL REFERENCES {s}.holds (id),
+            bucket_key TEXT COLLATE "C" NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hold_id, bucket_key)
+        )""",
+        "CREATE INDEX hold_buckets_by_bucket ON {s}.hold_buckets (bucket_key, created_at)",
+        """CREATE TABLE {s}.alerts (
+            bucket TEXT NOT NULL,
+            threshold TEXT NOT NULL,
+            PRIMARY KEY (bucket, threshold)
+        )""",
+    ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(s=schema))
+
+
+MIGRATIONS: list[Migration] = [_v1_initial]
+"""Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
+tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
+
+
+def latest_version() -> int:
+    """The schema version this falbudget writes and reads."""
+    return len(MIGRATIONS)
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Target:
+    conninfo: str
+    """The URL given, without ``schema=``: what libpq connects with."""
+    schema: str
+    shown: str
+    """The URL for messages: the password replaced by ``***``."""
+    secrets: tuple[str, ...]
+    """Every spelling of the password, scrubbed from any text we show."""
+    params: Mapping[str, str]
+
+
+def _parse_url(url: str) -> _Target:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"ledger URL {url!r} is not a string")
+    shown = redact_url(url)
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"ledger URL {shown!r} is not a postgresql:// URL")
+    base, _, fragment = url.partition("#")
+    if fragment:
+        raise ConfigurationError(f"ledger URL {shown!r}: a PostgreSQL URL has no #fragment")
+    head, question, query = base.partition("?")
+    kept: list[str] = []
+    schemas: list[str] = []
+    for item in query.split("&") if question else []:
+        name, _, value = item.partition("=")
+        if unquote(name) == SCHEMA_PARAM:
+            schemas.append(unquote(value))
+        elif item:
+            kept.append(item)
+    if len(schemas) > 1:
+        raise ConfigurationError(f"ledger URL {shown!r} names the schema more than once")
+    schema = schemas[0] if schemas else DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.fullmatch(schema) or schema.startswith("pg_"):
+        raise ConfigurationError(
+            f"ledger URL {shown!r}: schema={schema!r} is not allowed: a schema name is 1 to 63 "
+            "lowercase letters, digits and _, not starting with a digit or pg_"
+        )
+    conninfo = head + ("?" + "&".join(kept) if kept else "")
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    except psycopg.Error as exc:
+        secrets = _secrets_of(url, None)
+        raise ConfigurationError(
+            f"ledger URL {shown!r} is not a valid PostgreSQL URL: {_scrub(str(exc), secrets)}"
+        ) from None
+    return _Target(conninfo, schema, shown, _secrets_of(url, params.get("password")), params)
+
+
+def _secrets_of(url: str, password: str | None) -> tuple[str, ...]:
+    found = set()
+    if password:
+        found.add(password)
+    userinfo = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")[0]
+    if ":" in userinfo:
+        raw = userinfo.split(":", 1)[1]
+        found.update({raw, unquote(raw)})
+    for match in re.finditer(r"[?&]password=([^&#]*)", url):
+        found.update({match.group(1), unquote(match.group(1))})
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def schema_name(url: str) -> str:
+    """The schema a ledger URL names (``?schema=``, default ``falbudget``); checks the URL."""
+    return _parse_url(url).schema
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``password=``) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = re.search(r"[/?#]", rest)
+    authority, tail = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{authority}{tail}"
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# -- the ledger ----------------------------------------------------------------------------------
+class PostgresLedger:
+    """The Ledger protocol on a PostgreSQL schema; see the module docstring and docs/postgres.md.
+
+    ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``, ``postgres://`` too) with
+    an optional ``schema=`` parameter (default ``falbudget``). Nothing connects until the first
+    operation; then a small pool (``pool_min_size`` to ``pool_max_size`` connections) serves all
+    threads of this process. ``connect_timeout_s`` bounds a connection attempt (unless the URL
+    sets ``connect_timeout``), ``pool_timeout_s`` the wait for a free pooled connection and
+    ``lock_timeout_s`` the wait for another worker's row lock; past any of them the operation
+    raises LedgerUnavailable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 4,
+        connect_timeout_s: float = 10.0,
+        pool_timeout_s: float = 30.0,
+        lock_timeout_s: float = 30.0,
+    ) -> None:
+        self._target = _parse_url(url)
+        self.schema = self._target.schema
+        self.url = self._target.shown
+        for name, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("pool_timeout_s", pool_timeout_s),
+            ("lock_timeout_s", lock_timeout_s),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
+        sizes = (pool_min_size, pool_max_size)
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in sizes) or not (
+            0 <= pool_min_size <= pool_max_size and pool_max_size >= 1
+        ):
+            raise ConfigurationError(
+                f"pool sizes {pool_min_size!r}..{pool_max_size!r} are not allowed: "
+                "0 <= pool_min_size <= pool_max_size, pool_max_size >= 1"
+            )
+        self._pool_sizes = (pool_min_size, pool_max_size)
+        self._pool_timeout_s = float(pool_timeout_s)
+        self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
+        # psycopg's own statement preparation is off: the hot statements are PREPAREd on each
+        # pooled connection (see _Queries) and sent as one multi-statement query per operation.
+        self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+        if "connect_timeout" not in self._target.params:
+            self._kwargs["connect_timeout"] = max(2, round(connect_timeout_s))
+        if "application_name" not in self._target.params:
+            self._kwargs["application_name"] = "falbudget"
+        self._queries: _Queries | None = None
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Connection] | None = None
+        self._pid = os.getpid()
+        self._schema_ok = False
+        self._suspect = False
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect_direct(self) -> Connection:
+        try:
+            return psycopg.Connection.connect(self._target.conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise self._error(exc, "cannot connect") from None
+
+    def _ready_pool(self) -> ConnectionPool[Connection]:
+        """The pool, opened on first use after one direct connection has checked (and perhaps
+        created) the schema: a server that is down fails fast instead of after a pool timeout."""
+        with self._lock:
+            if self._closed:
+                raise LedgerError(f"{self.url}: the ledger is closed")
+            if self._pid != os.getpid():  # forked: the parent's pool is not ours to use or close
+                if self._pool is not None:
+                    _INHERITED.append(self._pool)
+                self._pool, self._pid, self._suspect = None, os.getpid(), False
+            if self._pool is None or self._suspect:
+                conn = self._connect_direct()
+                try:
+                    if not self._schema_ok:
+                        _prepare_schema(conn, self._target, create=True)
+                        self._schema_ok = True
+                    if self._queries is None:
+                        self._queries = _Queries(sql.Identifier(self.schema), conn)
+                except psycopg.Error as exc:
+                    raise self._error(exc, "cannot check the ledger schema") from None
+                finally:
+                    with suppress(Exception):
+                        conn.close()
+                self._suspect = False
+            if self._pool is None:
+                min_size, max_size = self._pool_sizes
+                pool: ConnectionPool[Connection] = ConnectionPool(
+                    self._target.conninfo,
+                    kwargs=self._kwargs,
+                    min_size=min_size,
+                    max_size=max_size,
+                    open=False,
+                    configure=self._configure,
+                    name=f"falbudget-{self.schema}",
+                    timeout=self._pool_timeout_s,
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    @property
+    def _q(self) -> _Queries:
+        """The statements, rendered by the first connection (only used inside ``_run``)."""
+        if self._queries is None:  # pragma: no cover - _run readies the pool first
+            raise LedgerError(f"{self.url}: the ledger is not connected yet")
+        return self._queries
+
+    def _configure(self, conn: Connection) -> None:
+        """Session settings and prepared statements of every pooled connection, in one round
+        trip. READ COMMITTED: a guarded statement that waited for a row lock re-checks its
+        condition against the committed row. An idle transaction (only ever a failed one left by
+        a frozen worker) is ended by the server after a minute, so its locks cannot linger."""
+        settings = sql.SQL(
+            "SET default_transaction_isolation = 'read committed'; "
+            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}; "
+            "SET plan_cache_mode = force_generic_plan; "
+        ).format(sql.Literal(self._lock_timeout_ms), sql.Literal(60_000))
+        conn.execute(settings.as_bytes(conn) + self._q.prepare_all)
+
+    def _getconn(self) -> tuple[ConnectionPool[Connection], Connection]:
+        for _ in range(self._pool_sizes[1] + 2):
+            pool = self._ready_pool()
+            try:
+                conn = pool.getconn()
+            except PoolTimeout:
+                raise LedgerUnavailable(
+                    f"{self.url}: no connection to the ledger within {self._pool_timeout_s:g} s"
+                ) from None
+            except PoolClosed:
+                raise LedgerError(f"{self.url}: the ledger is closed") from None
+            if _looks_alive(conn):
+                return pool, conn
+            # Closed by the server while idle (restart, pg_terminate_backend): never used, so
+            # nothing was sent; drop it, make sure the server answers, and take another.
+            with suppress(Exception):
+                conn.close()
+            pool.putconn(conn)
+            self._suspect = True
+        raise LedgerUnavailable(f"{self.url}: every pooled connection was found closed")
+
+    def _putconn(self, pool: ConnectionPool[Connection], conn: Connection) -> None:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            try:
+                if conn.info.transaction_status != TransactionStatus.ACTIVE:
+                    conn.execute(b"ROLLBACK", prepare=False)
+                else:
+                    conn.close()
+            except Exception:
+                with suppress(Exception):
+                    conn.close()
+        pool.putconn(conn)
+
+    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
+        """``work`` on a pooled connection; retried on serialization failures and deadlocks
+        (``work`` must be transactions that are safe to repeat after such a failure)."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            pool, conn = self._getconn()
+            try:
+                return work(conn)
+            except psycopg.Error as exc:
+                if _sqlstate(exc) in _RETRYABLE and attempt < MAX_ATTEMPTS and not conn.broken:
+                    log.debug("%s: %s: retrying after %s", self.url, action, _sqlstate(exc))
+                    _backoff(attempt)
+                    continue
+                raise self._error(exc, action, conn) from None
+            finally:
+                self._putconn(pool, conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(
+        self, exc: BaseException, action: str, conn: Connection | None = None
+    ) -> LedgerError:
+        """``exc`` as a LedgerError (LedgerUnavailable when the server is out of reach, the
+        connection was lost or a lock was not granted in time), with no password in it."""
+        state = _sqlstate(exc)
+        text = _scrub(_describe(exc), self._target.secrets)
+        broken = conn is not None and (conn.broken or conn.closed)
+        lost = (
+            broken
+            or state in _CONNECTION_LOST
+            or (state is not None and state[:2] in ("08", "53"))
+            or (
+                state is None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            )
+        )
+        if lost:
+            self._suspect = True
+            return LedgerUnavailable(
+                f"{self.url}: {action}: the PostgreSQL server cannot be reached or the connection "
+                f"was lost ({text})"
+            )
+        if state in _WAITED_TOO_LONG:
+            return LedgerUnavailable(
+                f"{self.url}: {action}: waited longer than lock_timeout for another worker ({text})"
+            )
+        if state in _RETRYABLE:
+            return LedgerUnavailable(
+                f"{self.url}: {action}: gave up after {MAX_ATTEMPTS} tries ({text})"
+            )
+        if state == "42501":  # insufficient_privilege
+            text += (
+                f"; the role needs CREATE on the database to create schema {self.schema!r}, or "
+                "an administrator creates it and grants the role USAGE and CREATE on it"
+            )
+        return LedgerError(f"{self.url}: {action}: {text}")
+
+    # -- writes ------------------------------------------------------------------------------
+    def reserve(
+        self,
+        *,
+        hold_id: str,
+        endpoint: str,
+        amount: int,
+        charges: Sequence[BucketCharge],
+        now: float,
+        expires_at: float,
+        idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        table_version: str | None = None,
+        table_sha256: str | None = None,
+    ) -> Admission:
+        """See :meth:`Ledger.reserve`."""
+        amount = _checks.micros("amount", amount)
+        keys = _checks.charge_keys(charges)
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        clean_tags = _checks.string_tags(tags)
+        charges = tuple(charges)
+        limits: dict[str, int | None] = {}  # the smallest limit given for each key
+        for charge in charges:
+            if charge.key not in limits:
+                limits[charge.key] = charge.limit
+            elif charge.limit is not None:
+                old = limits[charge.key]
+                limits[charge.key] = charge.limit if old is None else min(old, charge.limit)
+        rooms = [(key, _room(limits[key])) for key in sorted(keys)]
+        values = {
+            "endpoint": endpoint,
+            "amount": amount,
+            "buckets": list(keys),
+            "now": now,
+            "expires_at": expires_at,
+            "idempotency_key": idempotency_key,
+            "tags": Jsonb(clean_tags),
+            "table_version": table_version,
+            "table_sha256": table_sha256,
+        }
+
+        def admit(conn: Connection) -> Admission:
+            reopen: str | None = None
+            for _ in range(MAX_ATTEMPTS):
+                if self._try_admit(
+                    conn, values, rooms, hold_id if reopen is None else reopen, reopen is not None
+                ):
+                    hold = Hold(
+                        id=hold_id if reopen is None else reopen,
+                        endpoint=endpoint,
+                        amount=amount,
+                        state="held",
+                        buckets=keys,
+                        created_at=now,
+                        expires_at=expires_at,
+                        updated_at=now,
+                        idempotency_key=idempotency_key,
+                        tags=dict(clean_tags),
+                        table_version=table_version,
+                        table_sha256=table_sha256,
+                    )
+                    return Admission(admitted=True, hold=hold)
+                by_key, by_id, totals = self._inspect(conn, keys, hold_id, idempotency_key)
+                if by_key is not None:
+                    if by_key.state != "released":
+                        return Admission(admitted=True, hold=by_key, replayed=True)
+                    reopen = by_key.id
+                elif by_id is not None:
+                    raise LedgerError(f"a hold with id {hold_id!r} already exists")
+                else:
+                    reopen = None
+                for charge in charges:
+                    settled, held = totals.get(charge.key, (0, 0))
+                    if charge.limit is not None and settled + held + amount > charge.limit:
+                        return Admission(
+                            admitted=False,
+                            refused_by=charge.key,
+                            totals=BucketTotals(charge.key, settled, held),
+                        )
+                for key in keys:
+                    if sum(totals.get(key, (0, 0))) + amount > _checks.MAX_MICROS:
+                        raise LedgerError(
+                            f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD"
+                        )
+                # it fits now: a concurrent change got in between; try again
+            raise LedgerUnavailable(
+                f"{self.url}: reserve: the totals kept changing; gave up after {MAX_ATTEMPTS} tries"
+            )
+
+        return self._run("reserve", admit)
+
+    def _try_admit(
+        self,
+        conn: Connection,
+        values: Mapping[str, Any],
+        rooms: Sequence[tuple[str, int]],
+        hold_id: str,
+        reopen: bool,
+    ) -> bool:
+        """One round trip: expire overdue holds (committed on its own), then in one transaction
+        record the hold, charge every bucket in sorted order and commit. False when a guard
+        refused or the hold id or idempotency key is taken; the transaction is then aborted."""
+        q = self._q
+        params = {**values, "id": hold_id}
+        batch = _Batch().call(q.expire, params).sql("COMMIT").sql("BEGIN")
+        # The hold first: its row is new (or, re-opened, locked here), so writing it takes no
+        # lock another admission waits for, and the buckets' row locks, taken last in key
+        # order, are held only for the charges and the COMMIT.
+        if reopen:
+            batch.call(q.lock_released, params).call(q.reopen_hold, params)
+            batch.call(q.unlink_hold, params)
+        else:
+            batch.call(q.insert_hold, params)
+        batch.call(q.link_hold, params)
+        for key, room in rooms:
+            batch.call(q.charge, {"key": key, "amount": values["amount"], "room": room})
+        batch.sql("COMMIT")
+        try:
+            batch.run(conn)
+        except (pg_errors.DivisionByZero, pg_errors.UniqueViolation):
+            return False
+        return True
+
+    def _inspect(
+        self, conn: Connection, keys: Sequence[str], hold_id: str, idempotency_key: str | None
+    ) -> tuple[Hold | None, Hold | None, dict[str, tuple[int, int]]]:
+        """After a failed admission: roll back, then read in one snapshot the hold with this
+        idempotency key, the hold with this id and the totals of the buckets."""
+        q = self._q
+        batch = _Batch()
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            batch.sql("ROLLBACK")
+        batch.sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        batch.call(q.get_key_or_id, {"key": idempotency_key, "id": hold_id})
+        batch.call(q.totals, {"keys": list(keys)})
+        *_, found, totals, _ = batch.sql("COMMIT").run(conn)
+        holds = [_hold(row) for row in found]
+        by_key = next(
+            (
+                h
+                for h in holds
+                if idempotency_key is not None and h.idempotency_key == idempotency_key
+            ),
+            None,
+        )
+        by_id = next((h for h in holds if h.id == hold_id), None)
+        return by_key, by_id, {str(k): (int(s), int(h)) for k, s, h in totals}
+
+    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.mark_submitted`."""
+        now = _checks.seconds("now", now)
+        return self._update_hold(
+            "mark_submitted",
+            lambda q: q.mark_submitted,
+            {"id": hold_id, "request_id": request_id, "now": now},
+        )
+
+    def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
+        """See :meth:`Ledger.renew`."""
+        now = _checks.seconds("now", now)
+        expires_at = _checks.seconds("expires_at", expires_at)
+        return self._update_hold(
+            "renew", lambda q: q.renew, {"id": hold_id, "now": now, "expires_at": expires_at}
+        )
+
+    def settle(self, hold_id: str, amount: int | None, *, now: float) -> Hold:
+        """See :meth:`Ledger.settle`."""
+        if amount is not None:
+            amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        return self._update_hold(
+            "settle", lambda q: q.settle, {"id": hold_id, "amount": amount, "now": now}
+        )
+
+    def release(self, hold_id: str, *, now: float) -> Hold:
+        """See :meth:`Ledger.release`."""
+        now = _checks.seconds("now", now)
+        return self._update_hold("release", lambda q: q.release, {"id": hold_id, "now": now})
+
+    def _update_hold(
+        self,
+        action: str,
+        statement: Callable[[_Queries], _Statement],
+        params: Mapping[str, Any],
+    ) -> Hold:
+        """One round trip: ``statement`` changes the hold if it is open (and its buckets, in
+        sorted order), then the hold is read as it is; both in one implicit transaction."""
+
+        def work(conn: Connection) -> Hold:
+            changed, current = (
+                _Batch().call(statement(self._q), params).call(self._q.get_hold, params).run(conn)
+            )
+            rows = changed or current
+            if not rows:
+                raise HoldNotFound(f"no hold has id {params['id']!r}")
+            return _hold(rows[0])
+
+        return self._run(action, work)
+
+    def expire(self, *, now: float) -> list[Hold]:
+        """See :meth:`Ledger.expire`; in order of expiry. A hold that another transaction holds
+        locked at that moment (it is being settled, renewed or expired) is left to it."""
+        now = _checks.seconds("now", now)
+
+        def work(conn: Connection) -> list[Hold]:
+            (rows,) = _Batch().call(self._q.expire, {"now": now}).run(conn)
+            return [_hold(row) for row in rows]
+
+        return self._run("expire", work)
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        """See :meth:`Ledger.claim_alert`."""
+
+        def work(conn: Connection) -> bool:
+            values = {"bucket": bucket, "threshold": threshold}
+            (rows,) = _Batch().call(self._q.claim_alert, values).run(conn)
+            return len(rows) == 1
+
+        return self._run("claim_alert", work)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_hold(self, hold_id: str) -> Hold:
+        """See :meth:`Ledger.get_hold`."""
+
+        def work(conn: Connection) -> Hold:
+            (rows,) = _Batch().call(self._q.get_hold, {"id": hold_id}).run(conn)
+            if not rows:
+                raise HoldNotFound(f"no hold has id {hold_id!r}")
+            return _hold(rows[0])
+
+        return self._run("get_hold", work)
+
+    def totals(self, keys: Sequence[str]) -> list[BucketTotals]:
+        """See :meth:`Ledger.totals`."""
+        keys = list(keys)
+        wanted = list(dict.fromkeys(keys))
+
+        def work(conn: Connection) -> dict[str, tuple[int, int]]:
+            (rows,) = _Batch().call(self._q.totals, {"keys": wanted}).run(conn)
+            return {str(k): (int(s), int(h)) for k, s, h in rows}
+
+        found = self._run("totals", work) if wanted else {}
+        return [BucketTotals(key, *found.get(key, (0, 0))) for key in keys]
+
+    def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
+        """Every bucket whose key starts with ``prefix``, sorted by key."""
+        low = prefix
+        high: str | None = None
+        if prefix:
+            last = ord(prefix[-1])
+            if last < 0xD7FF or 0xE000 <= last < 0x10FFFF:
+                high = prefix[:-1] + chr(last + 1)
+
+        def work(conn: Connection) -> list[tuple[Any, ...]]:
+            (rows,) = _Batch().call(self._q.buckets, {"low": low, "high": high}).run(conn)
+            return rows
+
+        return [
+            BucketTotals(str(key), int(settled), int(held))
+            for key, settled, held in self._run("buckets", work)
+            if str(key).startswith(prefix)
+        ]
+
+    def holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        bucket: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Hold]:
+        """See :meth:`Ledger.holds`."""
+        wanted = _checks.check_states(states)
+        limit = _checks.check_limit(limit)
+        if wanted == ():
+            return []
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {}
+        if bucket is not None:
+            source = sql.SQL("{s}.hold_buckets AS b JOIN {s}.holds AS h ON h.id = b.hold_id")
+            time_column = sql.SQL("b.created_at")
+            where.append(sql.SQL("b.bucket_key = %(bucket)s"))
+            params["bucket"] = bucket
+        else:
+            source = sql.SQL("{s}.holds AS h")
+            time_column = sql.SQL("h.created_at")
+        if wanted is not None:
+            where.append(sql.SQL("h.state = ANY(%(states)s::text[])"))
+            params["states"] = list(wanted)
+        if since is not None:
+            where.append(sql.SQL("{t} >= %(since)s::float8").format(t=time_column))
+            params["since"] = _checks.seconds("since", since)
+        if until is not None:
+            where.append(sql.SQL("{t} < %(until)s::float8").format(t=time_column))
+            params["until"] = _checks.seconds("until", until)
+        query = sql.SQL("SELECT {cols} FROM {source}").format(
+            cols=sql.SQL(", ").join(sql.SQL("h.") + sql.Identifier(c) for c in _HOLD_COLUMNS),
+            source=source.format(s=sql.Identifier(self.schema)),
+        )
+        if where:
+            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query += sql.SQL(" ORDER BY {t} DESC, h.seq DESC").format(t=time_column)
+        if limit is not None:
+            query += sql.SQL(" LIMIT %(limit)s::bigint")
+            params["limit"] = limit
+
+        def work(conn: Connection) -> list[Hold]:
+            return [_hold(row) for row in conn.execute(query, params).fetchall()]
+
+        return self._run("holds", work)
+
+    # -- life cycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the pool; the object cannot be used afterwards."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._closed = True
+        if pool is not None and self._pid == os.getpid():
+            with suppress(Exception):
+                pool.close()
+
+    def __enter__(self) -> PostgresLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger({self.url!r})"
+
+
+# -- the SQL -------------------------------------------------------------------------------------
+_PARAM = re.compile(r"%\((\w+)\)s::(\w+(?:\[\])?)")
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A statement PREPAREd on every pooled connection: ``EXECUTE name(params...)``."""
+
+    name: str
+    params: tuple[str, ...]
+
+
+class _Batch:
+    """Statements sent as one multi-statement query (one round trip). Values are bound client
+    side by psycopg (quoted literals); the statements' plans were prepared on the connection."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._values: dict[str, Any] = {}
+
+    def sql(self, text: str) -> _Batch:
+        self._parts.append(text)
+        return self
+
+    def call(self, statement: _Statement, values: Mapping[str, Any]) -> _Batch:
+        n = len(self._parts)
+        names = [f"v{n}_{i}" for i in range(len(statement.params))]
+        self._parts.append(f"EXECUTE {statement.name}({', '.join(f'%({k})s' for k in names)})")
+        self._values.update(zip(names, (values[p] for p in statement.params), strict=True))
+        return self
+
+    def run(self, conn: Connection) -> list[list[TupleRow]]:
+        """Run the batch; the rows of each statement (none for commands)."""
+        cursor = psycopg.ClientCursor(conn)
+        cursor.execute("; ".join(self._parts).encode(), self._values)
+        results: list[list[TupleRow]] = []
+        while True:
+            result = cursor.pgresult
+            rows = result is not None and result.status == ExecStatus.TUPLES_OK
+            results.append(cursor.fetchall() if rows else [])
+            if not cursor.nextset():
+                return results
+
+
+class _Queries:
+    """Every hot statement, prepared for one schema (``prepare_all`` runs on each connection)."""
+
+    def __init__(self, schema: sql.Identifier, context: Connection) -> None:
+        self._schema = schema
+        self._context = context
+        self._prepare: list[bytes] = []
+        # Close overdue holds (expiry order), then move their amounts in their buckets, which are
+        # locked in key order first (the order every transaction locks buckets in). A hold locked
+        # by another transaction (being settled, renewed or expired) is skipped.
+        self.expire = self._add(
+            "fb_expire",
+            f"""WITH due AS (
+                SELECT id FROM {{s}}.holds WHERE {_OPEN} AND expires_at < %(now)s::float8
+                ORDER BY expires_at, id FOR UPDATE SKIP LOCKED
+            ), closed AS (
+                UPDATE {{s}}.holds AS h SET
+                    state = CASE WHEN h.state = 'submitted' THEN 'expired' ELSE 'released' END,
+                    settled_amount = CASE WHEN h.state = 'submitted' THEN h.amount END,
+                    updated_at = %(now)s::float8
+                FROM due WHERE h.id = due.id
+                RETURNING {{h_cols}}
+            ), moves AS (
+                SELECT k.key, sum(c.amount)::bigint AS held,
+                    sum(coalesce(c.settled_amount, 0))::bigint AS spent
+                FROM closed AS c CROSS JOIN LATERAL unnest(c.buckets) AS k(key)
+                GROUP BY k.key
+            ), locked AS MATERIALIZED (
+                SELECT b.key, m.held, m.spent FROM {{s}}.buckets AS b JOIN moves AS m
+                    ON m.key = b.key
+                ORDER BY b.key FOR UPDATE OF b
+            ), moved AS (
+                UPDATE {{s}}.buckets AS b SET held = b.held - l.held, settled = b.settled + l.spent
+                FROM locked AS l WHERE b.key = l.key
+            )
+            SELECT {{cols}} FROM closed ORDER BY expires_at, id""",
+        )
+        # One bucket of an admission: create it or take its row lock, and add the amount only if
+        # settled + held + amount <= room. Charged nothing: division by zero aborts the
+        # transaction (a new bucket row whose amount alone exceeds the room is rolled back too).
+        self.charge = self._add(
+            "fb_charge",
+            """WITH charged AS (
+                INSERT INTO {s}.buckets AS b (key, settled, held)
+                VALUES (%(key)s::text, 0, %(amount)s::bigint)
+                ON CONFLICT (key) DO UPDATE SET held = b.held + excluded.held
+                WHERE b.settled + b.held <= %(room)s::bigint - excluded.held
+                RETURNING b.settled, b.held
+            )
+            SELECT 1 / count(*) FROM charged WHERE settled + held <= %(room)s::bigint""",
+        )
+        self.insert_hold = self._add(
+            "fb_insert_hold",
+            """INSERT INTO {s}.holds (id, endpoint, amount, state, buckets, created_at,
+                expires_at, updated_at, idempotency_key, tags, table_version, table_sha256)
+            VALUES (%(id)s::text, %(endpoint)s::text, %(amount)s::bigint, 'held',
+                %(buckets)s::text[], %(now)s::float8, %(expires_at)s::float8, %(now)s::float8,
+                %(idempotency_key)s::text, %(tags)s::jsonb, %(table_version)s::text,
+                %(table_sha256)s::text)""",
+        )
+        self.link_hold = self._add(
+            "fb_link_hold",
+            """INSERT INTO {s}.hold_buckets (hold_id, bucket_key, created_at)
+            SELECT %(id)s::text, k, %(now)s::float8 FROM unnest(%(buckets)s::text[]) AS k""",
+        )
+        # A released hold re-admitted under its idempotency key: locked first, and still
+        # released (else division by zero aborts, and the caller replays it).
+        self.lock_released = self._add(
+            "fb_lock_released",
+            """WITH r AS (
+                SELECT id FROM {s}.holds WHERE id = %(id)s::text AND state = 'released'
+                FOR UPDATE
+            )
+            SELECT 1 / count(*) FROM r""",
+        )
+        self.reopen_hold = self._add(
+            "fb_reopen_hold",
+            """UPDATE {s}.holds SET endpoint = %(endpoint)s::text, amount = %(amount)s::bigint,
+                state = 'held', buckets = %(buckets)s::text[], created_at = %(now)s::float8,
+                expires_at = %(expires_at)s::float8, updated_at = %(now)s::float8,
+                idempotency_key = %(idempotency_key)s::text, tags = %(tags)s::jsonb,
+                table_version = %(table_version)s::text, table_sha256 = %(table_sha256)s::text,
+                request_id = NULL, settled_amount = NULL
+            WHERE id = %(id)s::text""",
+        )
+        self.unlink_hold = self._add(
+            "fb_unlink_hold", "DELETE FROM {s}.hold_buckets WHERE hold_id = %(id)s::text"
+        )
+        # Close one open hold, then move its amount in its buckets (locked in key order first).
+        close_hold = f"""WITH closed AS (
+                UPDATE {{s}}.holds SET state = {{state}}, settled_amount = {{spent}},
+                    updated_at = %(now)s::float8
+                WHERE id = %(id)s::text AND {_OPEN}
+                RETURNING {{cols}}
+            ), locked AS MATERIALIZED (
+                SELECT b.key FROM {{s}}.buckets AS b
+                WHERE b.key IN (SELECT unnest(buckets) FROM closed)
+                ORDER BY b.key FOR UPDATE
+            ), moved AS (
+                UPDATE {{s}}.buckets AS b SET held = b.held - c.amount,
+                    settled = b.settled + coalesce(c.settled_amount, 0)
+                FROM closed AS c, locked AS l WHERE b.key = l.key
+            )
+            SELECT {{cols}} FROM closed"""
+        self.settle = self._add(
+            "fb_settle",
+            close_hold,
+            state=sql.Literal("settled"),
+            spent=sql.SQL("coalesce(%(amount)s::bigint, amount)"),
+        )
+        self.release = self._add(
+            "fb_release", close_hold, state=sql.Literal("released"), spent=sql.SQL("NULL")
+        )
+        self.mark_submitted = self._add(
+            "fb_mark_submitted",
+            f"""UPDATE {{s}}.holds SET state = 'submitted', request_id = %(request_id)s::text,
+                updated_at = %(now)s::float8
+            WHERE id = %(id)s::text AND {_OPEN} RETURNING {{cols}}""",
+        )
+        self.renew = self._add(
+            "fb_renew",
+            f"""UPDATE {{s}}.holds SET expires_at = %(expires_at)s::float8,
+                updated_at = %(now)s::float8
+            WHERE id = %(id)s::text AND {_OPEN} RETURNING {{cols}}""",
+        )
+        self.get_hold = self._add(
+            "fb_get_hold", "SELECT {cols} FROM {s}.holds WHERE id = %(id)s::text"
+        )
+        self.get_key_or_id = self._add(
+            "fb_get_key_or_id",
+            """SELECT {cols} FROM {s}.holds
+            WHERE idempotency_key = %(key)s::text OR id = %(id)s::text""",
+        )
+        self.totals = self._add(
+            "fb_totals",
+            "SELECT key, settled, held FROM {s}.buckets WHERE key = ANY(%(keys)s::text[])",
+        )
+        self.buckets = self._add(
+            "fb_buckets",
+            """SELECT key, settled, held FROM {s}.buckets
+            WHERE key >= %(low)s::text AND (%(high)s::text IS NULL OR key < %(high)s::text)
+            ORDER BY key""",
+        )
+        self.claim_alert = self._add(
+            "fb_claim_alert",
+            """INSERT INTO {s}.alerts (bucket, threshold)
+            VALUES (%(bucket)s::text, %(threshold)s::text) ON CONFLICT DO NOTHING RETURNING 1""",
+        )
+        self.prepare_all = b"; ".join(self._prepare)
+        """Every PREPARE, run by each pooled connection when it opens."""
+
+    def _add(self, name: str, text: str, **extra: sql.Composable) -> _Statement:
+        """Turn ``%(param)s::type`` placeholders into ``$n`` and queue ``PREPARE name``."""
+        params: list[str] = []
+        types: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            param, kind = match.group(1), match.group(2)
+            if param not in params:
+                params.append(param)
+                types.append(kind)
+            elif types[params.index(param)] != kind:  # pragma: no cover - a typo in the SQL
+                raise AssertionError(f"{name}: {param} used as {kind} and as another type")
+            return f"${params.index(param) + 1}::{kind}"
+
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS)
+        h_cols = sql.SQL(", ").join(sql.Identifier("h", c) for c in _HOLD_COLUMNS)
+        body = sql.SQL(text).format(s=self._schema, cols=cols, h_cols=h_cols, **extra)
+        numbered = _PARAM.sub(number, body.as_string(self._context))
+        head = f"PREPARE {name} ({', '.join(types)}) AS " if types else f"PREPARE {name} AS "
+        self._prepare.append((head + numbered).encode())
+        return _Statement(name, tuple(params))
+
+
+# -- schema versions -----------------------------------------------------------------------------
+def _schema_version(conn: Connection, schema: str) -> int:
+    """The version recorded in ``schema``'s meta table; 0 when there is none."""
+    exists = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'meta'",
+        (schema,),
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'").format(
+            sql.Identifier(schema)
+        )
+    ).fetchone()
+    if row is None:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise LedgerError(f"unreadable schema_version {row[0]!r} in schema {schema!r}") from None
+
+
+def _apply_migrations(conn: Connection, schema: str, version: int) -> None:
+    """Inside the caller's transaction (which holds the advisory lock): from ``version`` on."""
+    ident = sql.Identifier(schema)
+    if version == 0:
+        found = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+        if found is None:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            ).format(ident)
+        )
+    for migration in MIGRATIONS[version:]:
+        migration(conn, ident)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.meta (key, value) VALUES ('schema_version', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ).format(ident),
+        (str(latest_version()),),
+    )
+
+
+def _check_version(target: _Target, version: int) -> None:
+    latest = latest_version()
+    if version > latest:
+        raise LedgerError(
+            f"{target.shown}: schema {target.schema!r} is at version {version}, newer than this "
+            f"falbudget supports ({latest}); upgrade falbudget to use this ledger"
+        )
+    if version < latest:
+        raise LedgerError(
+            f"{target.shown}: schema {target.schema!r} is at version {version} and this falbudget "
+            f"needs version {latest}; upgrade it with `falbudget ledger migrate URL` (stop the "
+            "workers of the older falbudget first)"
+        )
+
+
+def _prepare_schema(conn: Connection, target: _Target, *, create: bool) -> None:
+    """Check the schema's version; create a missing schema when ``create``. Safe when several
+    workers start at once: creation happens under a transaction-scoped advisory lock and
+    re-reads the version once it holds the lock. An older schema is never upgraded here."""
+    version = _schema_version(conn, target.schema)
+    if version == 0 and create:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            version = _schema_version(conn, target.schema)
+            if version == 0:
+                _apply_migrations(conn, target.schema, 0)
+                return
+    _check_version(target, version)
+
+
+def migrate(url: str) -> tuple[int, int]:
+    """Bring the schema ``url`` names to this falbudget's version; returns (from, to).
+
+    Creates a missing schema; upgrades an older one in one transaction (under the same advisory
+    lock as creation); refuses one newer than this falbudget with LedgerError. Stop the workers
+    of an older falbudget before you migrate: they check the version only when they start.
+    """
+    target = _parse_url(url)
+    ledger = PostgresLedger(url)
+    conn = ledger._connect_direct()
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            version = _schema_version(conn, target.schema)
+            if version > latest_version():
+                _check_version(target, version)
+            if version < latest_version():
+                _apply_migrations(conn, target.schema, version)
+        return version, latest_version()
+    except psycopg.Error as exc:
+        raise ledger._error(exc, "migrate", conn) from None
+    finally:
+        with suppress(Exception):
+            conn.close()
+        ledger.close()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _hold(row: Sequence[Any]) -> Hold:
+    (
+        hold_id,
+        endpoint,
+        amount,
+        state,
+        buckets,
+        created_at,
+        expires_at,
+        updated_at,
+        idempotency_key,
+        request_id,
+        settled_amount,
+        tags,
+        table_version,
+        table_sha256,
+    ) = row
+    return Hold(
+        id=hold_id,
+        endpoint=endpoint,
+        amount=int(amount),
+        state=cast(HoldState, state),
+        buckets=tuple(buckets),
+        created_at=float(created_at),
+        expires_at=float(expires_at),
+        updated_at=float(updated_at),
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+        settled_amount=None if settled_amount is None else int(settled_amount),
+        tags=dict(tags),
+        table_version=table_version,
+        table_sha256=table_sha256,
+    )
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    state = _sqlstate(exc)
+    return f"{text} [SQLSTATE {state}]" if state else text
+
+
+def _looks_alive(conn: Connection) -> bool:
+    """An idle connection has nothing to read: input waiting means the server closed it (or
+    sent the FATAL message that comes before). Costs a poll, no round trip."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        fd = conn.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)
+        readable, _, _ = select.select([fd], [], [], 0)
+        return not readable
+    except (OSError, ValueError, psycopg.Error):
+        return False
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.2, 0.002 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+def _room(limit: int | None) -> int:
+    """What a bucket may hold in all: its limit, or for a tracker the largest total stored."""
+    return _checks.MAX_MICROS if limit is None else limit
