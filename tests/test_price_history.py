@@ -644,3 +644,21 @@ def test_the_docs_example_table_quotes_as_documented() -> None:
     assert quote.rules_version == "acme-2026.11.24@2027-01-01"
     before = load_table(docs.with_name("price-history-before.yaml")).endpoint(video)
     assert before.effective_dates == ("2026-11-01",)
+
+
+def test_endpoints_says_why_a_future_only_endpoint_has_no_range(
+    monkeypatch: pytest.MonkeyPatch, history_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the earliest version, `endpoints` and `pricing validate` say there is no price yet,
+    not that an input is unbounded (every priced input here has a bounded set of values)."""
+    at_day(monkeypatch, dt.date(2026, 10, 1))
+    assert main(["endpoints", "--pricing", str(history_path), "--format", "json"]) == 0
+    entry = json.loads(capsys.readouterr().out)["endpoints"][0]
+    assert entry["price_range"] is None
+    assert entry["price_range_note"].startswith("no prices in effect yet: ")
+    assert main(["pricing", "validate", str(history_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"  {VIDEO}  not listed (no prices in effect yet: {VIDEO}: no prices in effect now" in out
+    )
+    assert "bounded" not in out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from falbudget.money import format_usd
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import CapStatus, Decision
     from falbudget.ledger.base import Hold as LedgerHold
-    from falbudget.pricing.engine import LineItem, PricedEndpoint, PriceTable, Quote
+    from falbudget.pricing.engine import LineItem, PriceTable, Quote
 
 _MICRO = Decimal("0.000001")
 
@@ -195,20 +195,23 @@ def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
 # --- endpoints and tables ----------------------------------------------------------------------
 
 
-def price_range(endpoint: PricedEndpoint) -> tuple[Decimal, Decimal] | str:
-    """The cheapest and dearest request, or why they cannot be listed (an unbounded input)."""
+def range_data(find: Callable[[], tuple[Decimal, Decimal]]) -> dict[str, Any]:
+    """A price range as JSON-ready fields: ``price_range`` ({"min", "max"} as decimal strings,
+    or None) and, when it is None, ``price_range_note`` saying why (no bounded set of values for
+    a priced input; no prices in effect yet)."""
     try:
-        return endpoint.price_range()
-    except ValueError as exc:
-        return str(exc)
+        low, high = find()
+    except ValueError as exc:  # NoPriceInEffect is a ValueError too
+        return {"price_range": None, "price_range_note": _range_reason(exc)}
+    return {"price_range": {"min": format_usd(low), "max": format_usd(high)}}
 
 
-def _range_data(endpoint: PricedEndpoint) -> dict[str, str] | None:
-    found = price_range(endpoint)
-    if isinstance(found, str):
-        return None
-    low, high = found
-    return {"min": format_usd(low), "max": format_usd(high)}
+def _range_reason(exc: ValueError) -> str:
+    from falbudget.errors import NoPriceInEffect
+
+    if isinstance(exc, NoPriceInEffect):
+        return f"no prices in effect yet: {exc}"
+    return "a priced input has no bounded set of values"
 
 
 def endpoints_data(table: PriceTable) -> dict[str, Any]:
@@ -238,7 +241,7 @@ def endpoints_data(table: PriceTable) -> dict[str, Any]:
                 "title": endpoint.title,
                 "source_url": endpoint.source_url,
                 "price_read_on": endpoint.price_read_on,
-                "price_range": _range_data(endpoint),
+                **range_data(endpoint.price_range),
                 "parameters": parameters,
             }
         )
@@ -255,10 +258,10 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _range_text(data: Mapping[str, Any], currency: str) -> str:
+def range_text(data: Mapping[str, Any], currency: str) -> str:
     found = data["price_range"]
     if found is None:
-        return "not listed (a priced input has no bounded set of values)"
+        return f"not listed ({data['price_range_note']})"
     return f"{found['min']} - {found['max']} {currency}"
 
 
@@ -290,7 +293,7 @@ def endpoints_table(data: Mapping[str, Any]) -> str:
         )
         parts.append(
             f"{endpoint['name']}{title}\n"
-            f"price {_range_text(endpoint, currency)}\n"
+            f"price {range_text(endpoint, currency)}\n"
             f"source {endpoint['source_url']} (read on {endpoint['price_read_on']})\n"
             f"{table}"
         )
@@ -307,7 +310,7 @@ def table_summary(table: PriceTable) -> dict[str, Any]:
         "currency": table.currency,
         "table_sha256": table.sha256,
         "endpoints": [
-            {"name": name, "price_range": _range_data(endpoint)}
+            {"name": name, **range_data(endpoint.price_range)}
             for name, endpoint in table.endpoints.items()
         ],
     }
@@ -322,7 +325,7 @@ def summary_text(data: Mapping[str, Any]) -> str:
         f"endpoints       {len(data['endpoints'])}",
     ]
     width = max((len(e["name"]) for e in data["endpoints"]), default=0)
-    lines.extend(f"  {e['name']:<{width}}  {_range_text(e, currency)}" for e in data["endpoints"])
+    lines.extend(f"  {e['name']:<{width}}  {range_text(e, currency)}" for e in data["endpoints"])
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from falbudget.cli.render import show_value
+from falbudget.cli.render import range_data, range_text, show_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import PricedEndpoint, PriceTable
@@ -188,23 +188,17 @@ def rise_message(data: Mapping[str, Any]) -> str:
 def versions_data(table: PriceTable) -> list[dict[str, Any]]:
     """Each dated version of each endpoint that has them, with its price range: what `pricing
     validate` adds to its summary (nothing for a table without dated versions)."""
-    from falbudget.money import format_usd
 
     rows = []
     for name, endpoint in table.endpoints.items():
         current = endpoint.version_at() if endpoint.versions and _in_effect(endpoint) else None
         for version in endpoint.versions:
-            try:
-                low, high = version.price_range()
-                found: dict[str, str] | None = {"min": format_usd(low), "max": format_usd(high)}
-            except ValueError:
-                found = None
             rows.append(
                 {
                     "endpoint": name,
                     "effective_from": version.effective_from,
                     "current": version is current,
-                    "price_range": found,
+                    **range_data(version.price_range),
                 }
             )
     return rows
@@ -227,12 +221,7 @@ def versions_text(rows: Sequence[Mapping[str, Any]], currency: str) -> str:
     width = max(len(row["endpoint"]) for row in rows)
     lines = ["dated versions (the ranges above are today's)"]
     for row in rows:
-        found = row["price_range"]
-        prices = (
-            "not listed (a priced input has no bounded set of values)"
-            if found is None
-            else f"{found['min']} - {found['max']} {currency}"
-        )
+        prices = range_text(row, currency)
         now = "  (now)" if row["current"] else ""
         lines.append(f"  {row['endpoint']:<{width}}  from {row['effective_from']}  {prices}{now}")
     return "\n".join(lines)
