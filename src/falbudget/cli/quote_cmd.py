@@ -27,7 +27,7 @@ from falbudget.errors import FalbudgetError
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
-    from falbudget.guard.core import Decision
+    from falbudget.guard.core import Decision, Guard
     from falbudget.pricing.engine import Moment, PriceTable, Quote
 
 DESCRIPTION = """\
@@ -302,14 +302,30 @@ def _quote_requests(
     return quotes
 
 
-def _budget_check(args: argparse.Namespace, quotes: Sequence[Quote]) -> Decision | None:
-    """With --config: would this request (a batch: all of it together) fit the caps now?"""
+def _guard_for(args: argparse.Namespace) -> Guard | None:
+    """With --config, the guard whose caps the quote is checked against (and whose price table
+    prices it, so the figures shown are the ones the guard would hold)."""
     if args.config is None:
-        if args.tag:
-            raise UsageError("quote: --tag needs --config PATH (the caps to check)")
+        for option, given in (("--tag", args.tag), ("--ledger", args.ledger)):
+            if given:
+                raise UsageError(f"quote: {option} needs --config PATH (the caps to check)")
         return None
+    if args.pricing is not None:
+        raise UsageError(
+            "quote: --config prices with the guard's table (the configuration's pricing:, else"
+            " the default), so it cannot be used with --pricing"
+        )
     from falbudget.cli.budget_cmd import guard_from_args
 
+    return guard_from_args(args)
+
+
+def _budget_check(
+    args: argparse.Namespace, guard: Guard | None, quotes: Sequence[Quote]
+) -> Decision | None:
+    """With --config: would this request fit the caps now?"""
+    if guard is None:
+        return None
     tags: dict[str, str] = {}
     for token in args.tag:
         key, sep, value = token.partition("=")
@@ -318,11 +334,7 @@ def _budget_check(args: argparse.Namespace, quotes: Sequence[Quote]) -> Decision
         tags[key] = value
     if len(quotes) != 1:
         raise UsageError("quote: --config checks one request, not a batch")
-    guard = guard_from_args(args)
-    try:
-        return guard.check(quotes[0].endpoint, dict(quotes[0].arguments), **tags)
-    finally:
-        guard.close()
+    return guard.check(quotes[0].endpoint, dict(quotes[0].arguments), **tags)
 
 
 def _verdict(
@@ -359,6 +371,15 @@ def _verdict(
 def run_quote(args: argparse.Namespace) -> Outcome:
     if args.at is not None and args.config is not None:
         raise UsageError("quote: --config checks the caps now, so it cannot be used with --at")
+    guard = _guard_for(args)
+    try:
+        return _run_quote(args, guard)
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def _run_quote(args: argparse.Namespace, guard: Guard | None) -> Outcome:
     endpoint, tokens = _split_endpoint(([args.endpoint] if args.endpoint else []) + args.pairs)
     overrides = parse_pairs(tokens)
     lines: list[int] | None = None
@@ -369,19 +390,19 @@ def run_quote(args: argparse.Namespace) -> Outcome:
                 f"quote: missing ENDPOINT{before} (e.g. fal-ai/magi/image-to-video),"
                 " or --input FILE"
             )
-        table = table_for(args.pricing)
+        table = guard.table if guard is not None else table_for(args.pricing)
         quotes = [table.quote(endpoint, overrides, strict=args.strict, at=args.at)]
     else:
         content, source = read_input(args.input)
         requests, batch = parse_requests(content, source)
-        table = table_for(args.pricing)
+        table = guard.table if guard is not None else table_for(args.pricing)
         quotes = _quote_requests(
             table, requests, endpoint, overrides, strict=args.strict, source=source, at=args.at
         )
         if batch:
             lines = [r.line for r in requests if r.line is not None]
 
-    decision = _budget_check(args, quotes)
+    decision = _budget_check(args, guard, quotes)
     code, message = _verdict(args, quotes, lines, decision)
     if code == EXIT_OK and decision is not None:
         message = None

@@ -124,12 +124,12 @@ def decision_data(decision: Decision | None) -> dict[str, Any] | None:
 def decision_text(data: Mapping[str, Any] | None) -> str:
     if data is None:
         return ""
-    if not data["caps"]:
-        verdict = "fits the caps now: yes (no cap applies)"
-    elif data["fits"]:
-        verdict = "fits the caps now: yes"
-    else:
+    if not data["fits"]:
         verdict = f"fits the caps now: NO ({data['reason']})"
+    elif not data["caps"]:
+        verdict = "fits the caps now: yes (no cap applies)"
+    else:
+        verdict = "fits the caps now: yes"
     lines = [verdict]
     lines.extend(
         f"  {c['cap']}: remaining {c['remaining']} (spent {c['spent']}, held {c['held']})"

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from falbudget.errors import ConfigurationError, FalbudgetError
 
@@ -20,20 +29,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _amount(value: object) -> object:
+    """Money in the file: a string or a whole number. Checked before the union is tried, so an
+    error names the field itself (not ``limit.str``) and says what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(
+            "a decimal amount written as a string such as '10.00', or a whole number"
+            " (a float cannot hold cents exactly)"
+        )
+    return value
+
+
+def _fraction(value: object) -> object:
+    """An alert fraction: a number or a decimal string; never a boolean (YAML's true is not 1)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("a fraction of the limit above 0, such as 0.5 or 1.0")
+    return value
+
+
+_Amount = Annotated[StrictStr | StrictInt, BeforeValidator(_amount)]
+_Fraction = Annotated[StrictStr | StrictInt | StrictFloat, BeforeValidator(_fraction)]
+
+
 class CapConfig(_Strict):
-    limit: StrictStr | StrictInt
+    limit: _Amount
     scope: StrictStr = "global"
     window: Literal["total", "day", "week", "month"] = "total"
     tz: StrictStr = "UTC"
-    max_per_request: StrictStr | StrictInt | None = None
-    alert_at: list[StrictStr | StrictInt | float] = Field(default_factory=list)
+    max_per_request: _Amount | None = None
+    alert_at: list[_Fraction] = Field(default_factory=list)
     name: StrictStr | None = None
 
 
 class GuardConfig(_Strict):
     ledger: StrictStr | None = None
     pricing: StrictStr | None = None
-    hold_ttl: float = Field(default=3600.0, gt=0)
+    # strict: a number of seconds; YAML's true or a quoted "60" is refused, as Guard refuses them
+    hold_ttl: float = Field(default=3600.0, gt=0, strict=True)
     on_unknown: Literal["deny", "allow"] = "deny"
     caps: list[CapConfig] = Field(default_factory=list)
 
@@ -68,7 +100,10 @@ class GuardConfig(_Strict):
             "on_unknown": self.on_unknown,
         }
         if self.pricing is not None:
-            settings["table"] = default_table(self.pricing)
+            try:
+                settings["table"] = default_table(self.pricing)
+            except FalbudgetError as exc:
+                raise type(exc)(f"{self.source}: pricing: {exc}") from None
         settings.update(overrides)
         try:
             return Guard(**settings)
