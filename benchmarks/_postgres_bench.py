@@ -7,7 +7,9 @@ schema. ``admissions_per_second(url, workers, seconds)``: admissions per second 
 processes, each with its own connection, reserve and settle against one shared budget (every
 reservation charges the same global cap, a per-endpoint tracker and the worker's project cap, so
 they all contend for the global cap's row). The schema is dropped afterwards. ``sqlite_*`` do the
-same on a fresh SQLite file. The URL defaults to FALBUDGET_TEST_POSTGRES_URL, else
+same on a fresh SQLite file. ``race(worker, store, workers, seconds)`` is the process race
+both use (bench_guard.py runs a raw-sqlite3 floor through it too). The URL defaults to
+FALBUDGET_BENCH_POSTGRES_URL, else FALBUDGET_TEST_POSTGRES_URL, else
 ``postgresql://postgres@127.0.0.1:5432/test``.
 """
 
@@ -40,7 +42,20 @@ BIG = 10**15  # a cap never reached during a run
 
 
 def default_url() -> str:
-    return os.environ.get("FALBUDGET_TEST_POSTGRES_URL", "").strip() or DEFAULT_URL
+    for name in ("FALBUDGET_BENCH_POSTGRES_URL", "FALBUDGET_TEST_POSTGRES_URL"):
+        url = os.environ.get(name, "").strip()
+        if url:
+            return url
+    return DEFAULT_URL
+
+
+def server_version(url: str, timeout_s: int = 3) -> str:
+    """The version of the server at ``url`` (no schema); raises when none answers in time."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=timeout_s, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
 
 
 def _charges(project: str) -> list[BucketCharge]:
@@ -166,19 +181,27 @@ def _worker(store_url: str, worker: int, seconds: float, barrier: Any, results: 
         results.put((0, repr(exc)))
 
 
-def _admissions_per_second(store_url: str, workers: int, seconds: float) -> float:
-    open_ledger(store_url).close()  # create the store before the race
+Worker = Callable[[str, int, float, Any, Any], None]
+"""``worker(store, n, seconds, barrier, results)``: run for ``seconds`` after the barrier, then
+put ``(count, None)`` (or ``(0, error)``) on ``results``. Top-level, so spawn can import it."""
+
+
+def race(worker: Worker, store: str, workers: int, seconds: float) -> float:
+    """Counts per second of ``workers`` spawned processes running ``worker`` on ``store``
+    together for ``seconds`` (the clock starts when they all are ready)."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
     children = [
-        ctx.Process(target=_worker, args=(store_url, n, seconds, barrier, results))
+        ctx.Process(target=worker, args=(store, n, seconds, barrier, results))
         for n in range(workers)
     ]
     for child in children:
         child.start()
     try:
-        reports = [results.get(timeout=120 + seconds) for _ in children]
+        reports: list[tuple[int, str | None]] = [
+            results.get(timeout=120 + seconds) for _ in children
+        ]
     finally:
         for child in children:
             child.join(timeout=30)
@@ -188,6 +211,11 @@ def _admissions_per_second(store_url: str, workers: int, seconds: float) -> floa
     if errors:
         raise RuntimeError(f"a worker failed: {errors[0]}")
     return sum(count for count, _ in reports) / seconds
+
+
+def _admissions_per_second(store_url: str, workers: int, seconds: float) -> float:
+    open_ledger(store_url).close()  # create the store before the race
+    return race(_worker, store_url, workers, seconds)
 
 
 def admissions_per_second(url: str, workers: int = 8, seconds: float = 3.0) -> float:
