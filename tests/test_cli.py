@@ -131,7 +131,7 @@ def test_quote_table_shows_each_rule_and_the_total(capsys: pytest.CaptureFixture
     )
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"{MAGI} (price table 2026.11.24)"
+    assert lines[0] == f"{MAGI} (price table 2026.11.30)"
     assert rows("\n".join(lines[1:])) == [
         ["rule", "input", "value", "effect", "subtotal"],
         ["base", "0.80", "0.80"],
@@ -193,7 +193,7 @@ def test_quote_json_with_defaults_is_exactly_the_quote(capsys: pytest.CaptureFix
                 "factor": "1",
             },
         ],
-        "table_version": "2026.11.24",
+        "table_version": "2026.11.30",
         "table_sha256": PACKAGED_SHA256,
     }
 
@@ -660,9 +660,16 @@ def test_endpoints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert out.count("\n") == 1
     data = json.loads(out)
-    assert data["table_version"] == "2026.11.24"
+    assert data["table_version"] == "2026.11.30"
     assert data["table_sha256"] == PACKAGED_SHA256
-    (endpoint,) = data["endpoints"]
+    assert [e["name"] for e in data["endpoints"]] == [
+        MAGI,
+        "fal-ai/magi",
+        "fal-ai/magi/extend-video",
+        "fal-ai/magi-distilled",
+        "fal-ai/magi-distilled/extend-video",
+    ]
+    endpoint = data["endpoints"][0]
     assert endpoint["name"] == MAGI
     # cheapest 96 frames, 480p, <= 16 steps: 0.40; dearest 192, 720p, 64: 1.60 x 4 = 6.40
     assert endpoint["price_range"] == {"min": "0.40", "max": "6.40"}
@@ -736,10 +743,17 @@ def test_validate_the_table_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"ok: {PACKAGED}",
-        "table version   2026.11.24 (effective 2026-11-24)",
+        "table version   2026.11.30 (effective 2026-11-24)",
         f"sha256          {PACKAGED_SHA256}",
-        "endpoints       1",
-        f"  {MAGI}  0.40 - 6.40 USD",
+        "endpoints       5",
+        # the names padded to the longest; image to video and its full-price kin: 0.80 x 0.5 =
+        # 0.40 to (0.80 + 4 x 0.20) x 4 = 6.40; distilled: 0.32 x 0.5 = 0.16 to
+        # (0.32 + 4 x 0.08) x 2 (32 steps at most) = 1.28
+        f"  {MAGI}          0.40 - 6.40 USD",
+        "  fal-ai/magi                         0.40 - 6.40 USD",
+        "  fal-ai/magi/extend-video            0.40 - 6.40 USD",
+        "  fal-ai/magi-distilled               0.16 - 1.28 USD",
+        "  fal-ai/magi-distilled/extend-video  0.16 - 1.28 USD",
     ]
 
 

@@ -268,7 +268,7 @@ def test_currency_endpoint_and_table_identity() -> None:
     quote = falbudget.quote(MAGI)
     assert quote.currency == "USD"
     assert quote.endpoint == MAGI
-    assert quote.table_version == "2026.11.24"
+    assert quote.table_version == "2026.11.30"
     assert quote.table_sha256 == hashlib.sha256(REPO_TABLE.read_bytes()).hexdigest()
     assert quote.table_sha256 == hashlib.sha256(packaged_table_path().read_bytes()).hexdigest()
 
@@ -327,7 +327,7 @@ def test_json_form_writes_money_as_strings() -> None:
                 "factor": "2",
             },
         ],
-        "table_version": "2026.11.24",
+        "table_version": "2026.11.30",
         "table_sha256": hashlib.sha256(REPO_TABLE.read_bytes()).hexdigest(),
     }
 
@@ -528,28 +528,37 @@ def test_unknown_endpoint_lists_close_matches() -> None:
     assert isinstance(error, FalbudgetError)
     assert isinstance(error, LookupError)
     assert error.endpoint == "fal-ai/magi/image-to-vide"
-    assert error.close_matches == (MAGI,)
-    assert str(error) == (
-        "unknown endpoint 'fal-ai/magi/image-to-vide'; did you mean 'fal-ai/magi/image-to-video'?"
+    # the closest name first; the table has five MAGI names now, so up to three are offered
+    assert error.close_matches[0] == MAGI
+    assert len(error.close_matches) <= 3
+    assert str(error).startswith(
+        "unknown endpoint 'fal-ai/magi/image-to-vide'; did you mean 'fal-ai/magi/image-to-video'"
     )
 
 
-@pytest.mark.parametrize(
-    "endpoint", ["fal-ai/magi", "FAL-AI/MAGI/IMAGE-TO-VIDEO", "magi", "fal-ai/magi/image-to-vid"]
-)
+@pytest.mark.parametrize("endpoint", ["FAL-AI/MAGI/IMAGE-TO-VIDEO", "fal-ai/magi/image-to-vid"])
 def test_near_misses_suggest_magi(endpoint: str) -> None:
-    # names are matched ignoring case, and a fragment of a known name suggests it
+    # names are matched ignoring case; the nearest name comes first
     with pytest.raises(UnknownEndpoint) as info:
         falbudget.quote(endpoint)
-    assert info.value.close_matches == (MAGI,)
-    assert f"did you mean {MAGI!r}?" in str(info.value)
+    assert info.value.close_matches[0] == MAGI
+    assert f"did you mean {MAGI!r}" in str(info.value)
+
+
+def test_a_fragment_suggests_the_names_containing_it() -> None:
+    # "magi" is like "fal-ai/magi" by difflib (2 x 4 matching / (4 + 11) = 0.53 >= 0.5) and like
+    # no longer name (image-to-video: 8 / 30 = 0.27); then the names containing it, in table
+    # order, up to three in all. ("fal-ai/magi" itself is priced since the MAGI family was added.)
+    with pytest.raises(UnknownEndpoint) as info:
+        falbudget.quote("magi")
+    assert info.value.close_matches == ("fal-ai/magi", MAGI, "fal-ai/magi/extend-video")
 
 
 def test_unknown_endpoint_without_close_match_says_how_many_are_known() -> None:
     with pytest.raises(UnknownEndpoint) as info:
         falbudget.quote("acme/x")
     assert info.value.close_matches == ()
-    assert "the table prices 1 endpoint(s)" in str(info.value)
+    assert "the table prices 5 endpoint(s)" in str(info.value)  # the MAGI family
 
 
 @pytest.mark.parametrize("endpoint", [None, 3, ["fal-ai/magi/image-to-video"], ""])
@@ -575,7 +584,7 @@ def test_fal_budget_pricing_env_replaces_the_default(
 ) -> None:
     other = tmp_path / "other.yaml"
     other.write_text(
-        REPO_TABLE.read_text().replace('table_version: "2026.11.24"', 'table_version: "test-1"')
+        REPO_TABLE.read_text().replace('table_version: "2026.11.30"', 'table_version: "test-1"')
     )
     monkeypatch.setattr(loader, "_cache", {})
     monkeypatch.setenv("FALBUDGET_PRICING", str(other))
@@ -584,7 +593,7 @@ def test_fal_budget_pricing_env_replaces_the_default(
     assert quote.table_sha256 == hashlib.sha256(other.read_bytes()).hexdigest()
     assert default_table().source == str(other)
     monkeypatch.delenv("FALBUDGET_PRICING")
-    assert falbudget.quote(MAGI).table_version == "2026.11.24"
+    assert falbudget.quote(MAGI).table_version == "2026.11.30"
 
 
 def test_default_table_with_a_path_and_its_cache(tmp_path: Path) -> None:

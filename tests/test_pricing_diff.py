@@ -28,6 +28,13 @@ MAGI = "fal-ai/magi/image-to-video"
 REPO_TABLE = Path(__file__).resolve().parents[1] / "pricing.yaml"
 TEXT = REPO_TABLE.read_text()
 PER_SECOND = '        amount: "0.20"\n'
+# the four other endpoints of the packaged table (the rest of the MAGI family), untouched
+OTHERS = [
+    "fal-ai/magi",
+    "fal-ai/magi/extend-video",
+    "fal-ai/magi-distilled",
+    "fal-ai/magi-distilled/extend-video",
+]
 
 ACME = """\
   acme/upscale:
@@ -109,7 +116,7 @@ def test_a_raised_amount_is_a_rise(capsys: pytest.CaptureFixture[str], tmp_path:
         "added": 0,
         "removed": 0,
         "changed": 1,
-        "unchanged": 0,
+        "unchanged": 4,  # the rest of the MAGI family
         "up": 960,
         "down": 0,
         "rises": True,
@@ -122,8 +129,8 @@ def test_a_rise_as_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert code == 1
     assert err == f"falbudget: prices rise: 960 grid points up, in {MAGI}\n"
     lines = out.splitlines()
-    assert lines[0].startswith(f"old: {REPO_TABLE} (table 2026.11.24, sha256 ")
-    assert lines[1].startswith(f"new: {new} (table 2026.11.24, sha256 ")
+    assert lines[0].startswith(f"old: {REPO_TABLE} (table 2026.11.30, sha256 ")
+    assert lines[1].startswith(f"new: {new} (table 2026.11.30, sha256 ")
     assert lines[2:] == [
         "",
         f"{MAGI}: changed",
@@ -132,9 +139,27 @@ def test_a_rise_as_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
         "  largest rise: +0.80 (6.40 -> 7.20) num_frames=169 resolution=720p"
         " num_inference_steps=64",
         "  largest cut:  none",
+        *[line for other in OTHERS for line in ("", f"{other}: unchanged")],
         "",
-        "summary: 1 changed, 0 added, 0 removed, 0 unchanged; grid prices 960 up, 0 down",
+        "summary: 1 changed, 0 added, 0 removed, 4 unchanged; grid prices 960 up, 0 down",
     ]
+
+
+def test_rises_in_several_endpoints_are_named_without_periods(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Three endpoints with one price period each: the line names them and says nothing of
+    periods (there is one per endpoint). Each has 970 grid points, 10 of them at 96 frames
+    where the per-second amount is not used: 3 x 960 = 2880 up."""
+    raised = TEXT.replace('amount: "0.20"', 'amount: "0.25"')
+    assert TEXT.count('amount: "0.20"') == 3
+    new = write(tmp_path, "new.yaml", raised)
+    code, _, err = run(capsys, "pricing", "diff", str(REPO_TABLE), new)
+    assert code == 1
+    assert err == (
+        "falbudget: prices rise: 2880 grid points up, in fal-ai/magi/image-to-video,"
+        " fal-ai/magi, fal-ai/magi/extend-video\n"
+    )
 
 
 def test_a_cut_exits_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -164,15 +189,16 @@ def test_identical_tables_are_all_unchanged(
     assert (period["status"], period["changes"]) == ("unchanged", [])
     grid = period["grid"]
     assert (grid["up"], grid["down"], grid["unchanged"], grid["compared"]) == (0, 0, 970, 970)
-    assert data["endpoints"][0]["status"] == "unchanged"
-    assert data["summary"]["unchanged"] == 1
+    assert [(e["endpoint"], e["status"]) for e in data["endpoints"]] == [
+        (name, "unchanged") for name in [MAGI, *OTHERS]
+    ]
+    assert data["summary"]["unchanged"] == 5
     code, out, err = run(capsys, "pricing", "diff", str(REPO_TABLE), copy)
     assert (code, err) == (0, "")
     assert out.splitlines()[2:] == [
+        *[line for name in [MAGI, *OTHERS] for line in ("", f"{name}: unchanged")],
         "",
-        f"{MAGI}: unchanged",
-        "",
-        "summary: 0 changed, 0 added, 0 removed, 1 unchanged; grid prices 0 up, 0 down",
+        "summary: 0 changed, 0 added, 0 removed, 5 unchanged; grid prices 0 up, 0 down",
     ]
 
 
@@ -183,8 +209,8 @@ def test_some_up_some_down(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     480p: (0.80 + 0.2s) x 0.5 - (0.90 + 0.2s) x 0.4 = 0.04 + 0.02s, times the steps factor;
     the largest, (0.04 + 0.08) x 4 = 0.48, first at 169 frames, 64 steps: 3.20 -> 2.72.
     """
-    text = edited('amount: "0.80"', 'amount: "0.90"')
-    text = edited('"480p": "0.5"', '"480p": "0.4"', text)
+    text = edited('        amount: "0.80"\n', '        amount: "0.90"\n')
+    text = edited('          "480p": "0.5"\n', '          "480p": "0.4"\n', text)
     code, data = diff_json(capsys, str(REPO_TABLE), write(tmp_path, "new.yaml", text))
     assert code == 1
     period = only_period(data)
@@ -216,7 +242,7 @@ def test_endpoint_added_and_removed(capsys: pytest.CaptureFixture[str], tmp_path
     code, data = diff_json(capsys, str(REPO_TABLE), with_acme)
     assert code == 0  # a new endpoint raises no price
     assert [(e["endpoint"], e["status"]) for e in data["endpoints"]] == [
-        (MAGI, "unchanged"),
+        *[(name, "unchanged") for name in [MAGI, *OTHERS]],
         ("acme/upscale", "added"),
     ]
     # acme/upscale's grid: 2 scales (megapixels is not priced)
@@ -234,7 +260,7 @@ def test_endpoint_added_and_removed(capsys: pytest.CaptureFixture[str], tmp_path
     code, out, _ = run(capsys, "pricing", "diff", with_acme, str(REPO_TABLE))
     assert "acme/upscale: removed\n  only in old (2 grid points)\n" in out
     assert out.splitlines()[-1] == (
-        "summary: 0 changed, 0 added, 1 removed, 1 unchanged; grid prices 0 up, 0 down"
+        "summary: 0 changed, 0 added, 1 removed, 5 unchanged; grid prices 0 up, 0 down"
     )
 
 
@@ -242,7 +268,7 @@ def test_a_new_input_value_adds_grid_points(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """1080p at x2: 97 frame counts x 5 step counts = 485 points only in new; the rest stay."""
-    text = edited('enum: ["480p", "720p"]', 'enum: ["480p", "720p", "1080p"]')
+    text = edited('        enum: ["480p", "720p"]\n', '        enum: ["480p", "720p", "1080p"]\n')
     text = edited('"720p": "1"\n', '"720p": "1"\n          "1080p": "2"\n', text)
     code, data = diff_json(capsys, str(REPO_TABLE), write(tmp_path, "new.yaml", text))
     assert code == 0
@@ -524,6 +550,8 @@ def test_the_docs_example_rises_over_two_periods(
     ]
     assert data["summary"]["up"] == 388
     code, _, err = run(capsys, "pricing", "diff", old, new)
-    assert err == "falbudget: prices rise: 388 grid points up (over 2 periods), in acme/video\n"
+    assert err == (
+        "falbudget: prices rise: 388 grid points up (over 2 price periods), in acme/video\n"
+    )
     code, data = diff_json(capsys, old, new, "--at", "2026-11-24")
     assert (code, data["endpoints"][0]["status"]) == (0, "unchanged")

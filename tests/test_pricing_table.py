@@ -385,7 +385,7 @@ def test_an_endpoint_without_rules(tmp_path: Path) -> None:
 
 
 def test_a_missing_top_level_key(tmp_path: Path) -> None:
-    error = refused(tmp_path, edited('table_version: "2026.11.24"\n', ""))
+    error = refused(tmp_path, edited('table_version: "2026.11.30"\n', ""))
     assert (error.endpoint, error.field) == (None, "table_version")
     assert "Field required" in str(error)
 
@@ -463,11 +463,17 @@ def test_amounts_may_be_integers_and_bytes_or_text_parse_the_same() -> None:
 def test_the_repository_table_loads_with_its_metadata() -> None:
     table = load_table(REPO_TABLE)
     assert table.schema_version == 1
-    assert table.table_version == "2026.11.24"
+    assert table.table_version == "2026.11.30"
     assert table.effective_date == "2026-11-24"
     assert table.currency == "USD"
     assert table.source == str(REPO_TABLE)
-    assert list(table.endpoints) == [MAGI]
+    assert list(table.endpoints) == [
+        MAGI,
+        "fal-ai/magi",
+        "fal-ai/magi/extend-video",
+        "fal-ai/magi-distilled",
+        "fal-ai/magi-distilled/extend-video",
+    ]  # image to video, then the rest of the family
     magi = table.endpoint(MAGI)
     assert magi.source_url == "https://fal.ai/models/fal-ai/magi/image-to-video"
     assert magi.price_read_on == "2026-11-24"

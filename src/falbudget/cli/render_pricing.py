@@ -178,7 +178,7 @@ def rise_message(data: Mapping[str, Any]) -> str:
     summary = data["summary"]
     names = [e["endpoint"] for e in data["endpoints"] if any(p["grid"]["up"] for p in e["periods"])]
     periods = sum(1 for e in data["endpoints"] for p in e["periods"] if p["grid"]["up"])
-    over = f" (over {periods} periods)" if periods > 1 else ""
+    over = f" (over {periods} price periods)" if periods > len(names) else ""
     return f"prices rise: {_plural(summary['up'], 'grid point')} up{over}, in {', '.join(names)}"
 
 
