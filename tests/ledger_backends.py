@@ -121,3 +121,28 @@ def hold_then_hang(
     ready.set()
     time.sleep(120)
     os._exit(3)  # pragma: no cover - the test kills the process long before
+
+
+def submit_then_die(
+    url: str,
+    caps: list[tuple[str, str, str]],
+    arguments: dict[str, Any],
+    tags: dict[str, str],
+    now: float,
+    ttl: float,
+    request_id: str,
+) -> None:
+    """A worker that reserves through a Guard (caps as (limit, scope, window); clock fixed at
+    ``now``), learns fal's request id, marks the hold submitted and dies before it can settle:
+    the crash that leaves a submitted hold to expire and be counted as spent at its quote."""
+    from falbudget import Cap, Guard
+
+    guard = Guard(
+        url,
+        [Cap(limit, scope=scope, window=window) for limit, scope, window in caps],
+        clock=lambda: now,
+        hold_ttl=ttl,
+    )
+    hold = guard.reserve(ENDPOINT, arguments, **tags).acquire()
+    hold.mark_submitted(request_id)
+    os._exit(7)  # no settle, no release, no cleanup: the process is gone

@@ -6,7 +6,9 @@ Every expected figure is written out by hand. Times are explicit ``now`` values,
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from falbudget.errors import HoldNotFound, LedgerError
-from falbudget.ledger import Admission, BucketCharge, BucketTotals, Hold, Ledger
+from falbudget.ledger import Adjustment, Admission, BucketCharge, BucketTotals, Hold, Ledger
 from ledger_backends import BACKENDS, ENDPOINT, backend_params, make_ledger_factory
 
 T0 = 1_750_000_000.0
@@ -521,6 +523,249 @@ def test_a_second_ledger_object_sees_the_same_store(ledger_factory: Callable[[],
     assert reserve(second, "h4", 1, charges).refused_by == "g"
 
 
+# -- adjustments (reconciliation with fal's records) ---------------------------------------------
+def test_adjust_a_settled_hold_down_then_up(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000), cap("t", None)]
+    admitted(reserve(ledger, "h", 800_000, charges))
+    settled = ledger.settle("h", None, now=T0 + 5)
+    down = ledger.adjust("h", 650_000, now=T0 + 100, reason="fal billed 0.65", source="file.json")
+    # 650_000 - 800_000 = -150_000 in every bucket of the hold
+    assert down == Adjustment(
+        id=1,
+        hold_id="h",
+        previous=800_000,
+        amount=650_000,
+        delta=-150_000,
+        reason="fal billed 0.65",
+        source="file.json",
+        created_at=T0 + 100,
+    )
+    assert ledger.totals(["g", "t"]) == [
+        BucketTotals("g", 650_000, 0),
+        BucketTotals("t", 650_000, 0),
+    ]
+    hold = ledger.get_hold("h")
+    # the history stays: state, settled amount and times as settle left them
+    assert hold == replace(settled, adjusted_amount=650_000)
+    assert (hold.settled_amount, hold.spent_amount, hold.counts_as_spent) == (
+        800_000,
+        650_000,
+        True,
+    )
+    up = ledger.adjust("h", 900_000, now=T0 + 200, reason="revised", source="api")
+    assert up is not None
+    # 900_000 - 650_000 = +250_000
+    assert (up.id, up.previous, up.amount, up.delta) == (2, 650_000, 900_000, 250_000)
+    assert ledger.totals(["g", "t"]) == [
+        BucketTotals("g", 900_000, 0),
+        BucketTotals("t", 900_000, 0),
+    ]
+    assert ledger.get_hold("h").adjusted_amount == 900_000
+    assert ledger.adjustments("h") == [down, up]
+    assert ledger.adjustments() == [down, up]
+
+
+def test_adjust_an_expired_hold_down_to_zero_in_every_bucket(ledger: Ledger) -> None:
+    charges = [cap("a", 5_000_000), cap("b", 5_000_000), cap("t", None)]
+    admitted(reserve(ledger, "other", 300_000, charges))
+    ledger.settle("other", None, now=T0 + 1)
+    admitted(reserve(ledger, "lost", 600_000, charges, ttl=10))
+    ledger.mark_submitted("lost", "req-lost", now=T0 + 1)
+    ledger.expire(now=T0 + 20)  # the process died: counted as spent at the quote
+    assert ledger.totals(["a"]) == [BucketTotals("a", 900_000, 0)]  # 300_000 + 600_000
+    row = ledger.adjust("lost", 0, now=T0 + 30, reason="never billed", source="billing.csv")
+    assert row is not None and (row.previous, row.amount, row.delta) == (600_000, 0, -600_000)
+    assert ledger.totals(["a", "b", "t"]) == [
+        BucketTotals("a", 300_000, 0),
+        BucketTotals("b", 300_000, 0),
+        BucketTotals("t", 300_000, 0),
+    ]
+    hold = ledger.get_hold("lost")
+    assert (hold.state, hold.settled_amount, hold.adjusted_amount, hold.spent_amount) == (
+        "expired",
+        600_000,
+        0,
+        0,
+    )
+    # the room is back: 5_000_000 - 300_000 = 4_700_000 fits, one more micro does not
+    assert reserve(ledger, "big", 4_700_001, charges).refused_by == "a"
+    admitted(reserve(ledger, "big", 4_700_000, charges))
+
+
+def test_adjust_a_released_hold_that_fal_billed(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "h1", 800_000, charges, idempotency_key="job-1"))
+    ledger.mark_submitted("h1", "req-1", now=T0 + 1)
+    released = ledger.release("h1", now=T0 + 2)
+    assert (released.spent_amount, released.counts_as_spent) == (0, False)
+    row = ledger.adjust("h1", 400_000, now=T0 + 50, reason="billed", source="api")
+    assert row is not None and (row.previous, row.amount, row.delta) == (0, 400_000, 400_000)
+    assert ledger.totals(["g"]) == [BucketTotals("g", 400_000, 0)]
+    hold = ledger.get_hold("h1")
+    assert (hold.state, hold.settled_amount, hold.adjusted_amount) == ("released", None, 400_000)
+    assert (hold.spent_amount, hold.counts_as_spent) == (400_000, True)
+    # fal ran it: a retry with the same key replays it instead of sending it again
+    again = reserve(ledger, "h2", 800_000, charges, idempotency_key="job-1", now=T0 + 60)
+    assert (again.admitted, again.replayed, again.hold) == (True, True, hold)
+    assert ledger.totals(["g"]) == [BucketTotals("g", 400_000, 0)]
+
+
+def test_the_same_adjustment_twice_writes_nothing(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "h", 800_000, charges))
+    ledger.settle("h", 700_000, now=T0 + 1)
+    assert ledger.adjust("h", 700_000, now=T0 + 2, reason="same", source="f") is None
+    first = ledger.adjust("h", 550_000, now=T0 + 3, reason="billed", source="f")
+    assert first is not None
+    assert ledger.adjust("h", 550_000, now=T0 + 4, reason="billed", source="f") is None
+    assert ledger.adjust("h", 550_000, now=T0 + 5, reason="again", source="other") is None
+    assert ledger.adjustments() == [first]
+    assert ledger.totals(["g"]) == [BucketTotals("g", 550_000, 0)]
+    admitted(reserve(ledger, "r", 100, charges))
+    ledger.release("r", now=T0 + 6)
+    assert ledger.adjust("r", 0, now=T0 + 7, reason="nothing billed", source="f") is None
+    assert ledger.adjustments() == [first]
+
+
+def test_an_adjustment_may_go_over_the_limit_and_then_refuses(ledger: Ledger) -> None:
+    charges = [cap("g", 1_000_000)]
+    admitted(reserve(ledger, "h", 800_000, charges))
+    ledger.settle("h", None, now=T0 + 1)
+    assert ledger.adjust("h", 1_100_000, now=T0 + 2, reason="billed", source="f") is not None
+    assert ledger.totals(["g"]) == [BucketTotals("g", 1_100_000, 0)]
+    assert reserve(ledger, "next", 0, charges) == Admission(
+        admitted=False, refused_by="g", totals=BucketTotals("g", 1_100_000, 0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("hold_id", "amount", "reason", "source", "error"),
+    [
+        ("open", 1, "r", "s", LedgerError),
+        ("sent", 1, "r", "s", LedgerError),
+        ("nope", 1, "r", "s", HoldNotFound),
+        ("done", -1, "r", "s", LedgerError),
+        ("done", 0.5, "r", "s", LedgerError),
+        ("done", True, "r", "s", LedgerError),
+        ("done", 2**63, "r", "s", LedgerError),
+        ("done", 1, "", "s", LedgerError),
+        ("done", 1, "r", " ", LedgerError),
+        ("done", 1, None, "s", LedgerError),
+    ],
+    ids=[
+        "held",
+        "submitted",
+        "unknown",
+        "negative",
+        "float",
+        "bool",
+        "over-64-bit",
+        "no-reason",
+        "blank-source",
+        "reason-none",
+    ],
+)
+def test_adjust_refuses_bad_holds_and_values(
+    ledger: Ledger, hold_id: str, amount: Any, reason: Any, source: Any, error: type[Exception]
+) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "open", 100_000, charges))
+    admitted(reserve(ledger, "sent", 200_000, charges))
+    ledger.mark_submitted("sent", "req-sent", now=T0 + 1)
+    admitted(reserve(ledger, "done", 300_000, charges))
+    ledger.settle("done", None, now=T0 + 1)
+    before = [ledger.get_hold(h) for h in ("open", "sent", "done")]
+    with pytest.raises(error) as info:
+        ledger.adjust(hold_id, amount, now=T0 + 2, reason=reason, source=source)
+    if hold_id in ("open", "sent"):
+        assert "settle or release it first" in str(info.value)
+    assert ledger.adjustments() == []
+    assert ledger.totals(["g"]) == [BucketTotals("g", 300_000, 300_000)]
+    assert [ledger.get_hold(h) for h in ("open", "sent", "done")] == before
+
+
+def test_an_adjustment_past_the_largest_total_is_refused(ledger: Ledger) -> None:
+    top = 2**63 - 1  # the largest total a ledger stores
+    admitted(reserve(ledger, "big", top - 10, [cap("t", None)]))
+    admitted(reserve(ledger, "small", 10, [cap("t", None)]))
+    ledger.settle("big", None, now=T0 + 1)
+    ledger.settle("small", None, now=T0 + 1)
+    with pytest.raises(LedgerError, match="would exceed"):
+        ledger.adjust("small", 11, now=T0 + 2, reason="r", source="s")
+    assert ledger.totals(["t"]) == [BucketTotals("t", top, 0)]
+    assert ledger.adjustments() == []
+    assert ledger.get_hold("small").adjusted_amount is None
+
+
+def test_the_audit_trail_is_in_order_and_per_hold(ledger_factory: Callable[[], Ledger]) -> None:
+    first = ledger_factory()
+    charges = [cap("g", 10_000_000)]
+    for hold_id in ("h1", "h2"):
+        admitted(reserve(first, hold_id, 500_000, charges))
+        first.settle(hold_id, None, now=T0 + 1)
+    a = first.adjust("h1", 400_000, now=T0 + 10, reason="one", source="s1")
+    b = first.adjust("h2", 600_000, now=T0 + 11, reason="two", source="s2")
+    second = ledger_factory()
+    c = second.adjust("h1", 450_000, now=T0 + 12, reason="three", source="s3")
+    assert a is not None and b is not None and c is not None
+    assert [x.id for x in (a, b, c)] == [1, 2, 3]
+    assert (c.previous, c.delta) == (400_000, 50_000)
+    assert first.adjustments() == [a, b, c]
+    assert second.adjustments("h1") == [a, c]
+    assert second.adjustments("h2") == [b]
+    assert second.adjustments("nope") == []
+    # 450_000 + 600_000
+    assert first.totals(["g"]) == [BucketTotals("g", 1_050_000, 0)]
+
+
+def test_concurrent_identical_adjustments_write_one_row(
+    ledger_factory: Callable[[], Ledger],
+) -> None:
+    """Two reconcilers applying the same file at once: one adjustment, counted once."""
+    setup = ledger_factory()
+    admitted(reserve(setup, "h", 800_000, [cap("g", 10_000_000)]))
+    setup.settle("h", None, now=T0 + 1)
+    workers = [ledger_factory() for _ in range(6)]
+    barrier = threading.Barrier(len(workers))
+    results: list[Adjustment | None] = []
+    errors: list[BaseException] = []
+
+    def apply(ledger: Ledger) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results.append(ledger.adjust("h", 550_000, now=T0 + 2, reason="r", source="s"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=apply, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    written = [r for r in results if r is not None]
+    assert len(results) == 6 and len(written) == 1
+    assert setup.adjustments() == written
+    assert setup.totals(["g"]) == [BucketTotals("g", 550_000, 0)]
+
+
+def test_holds_by_request_id(ledger: Ledger) -> None:
+    charges = [cap("g", None)]
+    for n in (1, 2, 3):
+        admitted(reserve(ledger, f"h{n}", n, charges, now=T0 + n))
+    ledger.mark_submitted("h3", "req-3", now=T0 + 4)
+    ledger.mark_submitted("h1", "req-1", now=T0 + 4)
+    ledger.settle("h1", None, now=T0 + 5)
+    found = ledger.holds_by_request_id(["req-3", "nope", "req-1", "req-1"])
+    assert found == [ledger.get_hold("h1"), ledger.get_hold("h3")]  # oldest first
+    assert ledger.holds_by_request_id([]) == []
+    assert ledger.holds_by_request_id(["nope"]) == []
+    with pytest.raises(LedgerError):
+        ledger.holds_by_request_id("req-1")
+    many = [f"req-{n}" for n in range(1_200)]  # more than one statement's worth
+    assert [h.id for h in ledger.holds_by_request_id(many)] == ["h1", "h3"]
+
+
 # -- a random walk against a model written for the test -------------------------------------------
 LIMITS: dict[str, int | None] = {"a": 1_000_000, "b": 1_500_000, "t": None}
 EXAMPLES = itertools.count()
@@ -539,6 +784,7 @@ operations = st.lists(
         st.tuples(st.just("submit"), st.integers(0, 30)),
         st.tuples(st.just("renew"), st.integers(0, 30), st.sampled_from([3.0, 30.0])),
         st.tuples(st.just("tick"), st.sampled_from([1.0, 7.0, 30.0])),
+        st.tuples(st.just("adjust"), st.integers(0, 30), st.integers(0, 900_000)),
         st.tuples(st.just("expire")),
     ),
     min_size=4,
@@ -554,7 +800,8 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
     """Each example works in its own bucket and hold namespace on the shared store."""
     ns = f"ex{next(EXAMPLES)}:"
     now = T0
-    model: dict[str, dict[str, Any]] = {}  # hold id -> state, amount, buckets, expires_at, spent
+    model: dict[str, dict[str, Any]] = {}
+    """hold id -> state, amount, buckets, expires_at, spent (as closed), adjusted"""
     by_key: dict[str, str] = {}
     order: list[str] = []
 
@@ -567,8 +814,11 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 closed.add(hold_id)
         return closed
 
+    def spent_of(h: dict[str, Any]) -> int:
+        return int(h["adjusted"] if h["adjusted"] is not None else h["spent"] or 0)
+
     def model_totals(bucket: str) -> tuple[int, int]:
-        settled = sum(h["spent"] or 0 for h in model.values() if bucket in h["buckets"])
+        settled = sum(spent_of(h) for h in model.values() if bucket in h["buckets"])
         held = sum(
             h["amount"]
             for h in model.values()
@@ -579,7 +829,7 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
     # the walk always ends by expiring every hold still open
     for step, op in enumerate([*ops, ("tick", 100.0), ("expire",)]):
         kind = op[0]
-        picks_a_hold = kind in ("settle", "release", "submit", "renew") and order
+        picks_a_hold = kind in ("settle", "release", "submit", "renew", "adjust") and order
         target = ns + order[op[1] % len(order)] if picks_a_hold else None
         if kind == "reserve":
             _, amount, buckets, key, ttl = op
@@ -595,7 +845,10 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 idempotency_key=None if key is None else ns + key,
             )
             existing = by_key.get(key) if key is not None else None
-            if existing is not None and model[existing]["state"] != "released":
+            replays = existing is not None and (
+                model[existing]["state"] != "released" or model[existing]["adjusted"] is not None
+            )
+            if replays:
                 assert (result.admitted, result.replayed) == (True, True)
                 assert result.hold is not None and result.hold.id == ns + existing
                 continue
@@ -616,6 +869,7 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 "buckets": set(buckets),
                 "expires_at": now + ttl,
                 "spent": None,
+                "adjusted": None,
             }
             if existing is None:
                 order.append(hold_id)
@@ -645,10 +899,28 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 ledger.renew(target, now=now, expires_at=now + op[2])
                 if is_open:
                     h["expires_at"] = now + op[2]
+            elif kind == "adjust":
+                if is_open:
+                    with pytest.raises(LedgerError):
+                        ledger.adjust(target, op[2], now=now, reason="walk", source="model")
+                    continue
+                before = spent_of(h)
+                row = ledger.adjust(target, op[2], now=now, reason="walk", source="model")
+                if before == op[2]:
+                    assert row is None
+                else:
+                    assert row is not None
+                    assert (row.hold_id, row.previous, row.amount) == (target, before, op[2])
+                    h["adjusted"] = op[2]
 
     for b in LIMITS:
         assert ledger.totals([ns + b]) == [BucketTotals(ns + b, *model_totals(b))]
     for hold_id, h in model.items():
         row = ledger.get_hold(ns + hold_id)
-        assert (row.state, row.amount, row.settled_amount) == (h["state"], h["amount"], h["spent"])
+        assert (row.state, row.amount, row.settled_amount, row.adjusted_amount) == (
+            h["state"],
+            h["amount"],
+            h["spent"],
+            h["adjusted"],
+        )
         assert set(row.buckets) == {ns + b for b in h["buckets"]}

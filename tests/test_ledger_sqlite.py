@@ -99,8 +99,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "1"
-    assert len(sqlite_ledger.MIGRATIONS) == 1
+    assert schema_version(path) == "2"
+    assert len(sqlite_ledger.MIGRATIONS) == 2
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -125,7 +125,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "1"
+    assert schema_version(path) == "2"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -142,7 +142,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -165,10 +165,66 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "1"
+    assert schema_version(path) == "2"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
+
+
+def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written by the falbudget before adjustments (schema 1) is upgraded to 2 the
+    first time this falbudget opens it: the holds keep their figures and can be reconciled."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:1])
+        SQLiteLedger(path).close()
+    assert schema_version(path) == "1"
+    conn = raw(path)
+    assert "adjusted_amount" not in [row[1] for row in conn.execute("PRAGMA table_info(holds)")]
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO holds (id, endpoint, amount, state, buckets, request_id, created_at, "
+        "expires_at, updated_at, settled_amount) VALUES ('old', 'e', 800000, 'expired', "
+        f"'[\"global|2025-06\"]', 'req-old', {T0}, {T0 + 60}, {T0 + 61}, 800000)"
+    )
+    conn.execute(
+        f"INSERT INTO hold_buckets VALUES ('old', 'global|2025-06', {T0})",
+    )
+    conn.execute("INSERT INTO buckets (key, settled, held) VALUES ('global|2025-06', 800000, 0)")
+    conn.execute("COMMIT")
+    conn.close()
+
+    ledger = SQLiteLedger(path)
+    assert schema_version(path) == "2"
+    old = ledger.get_hold("old")
+    assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
+    assert ledger.holds_by_request_id(["req-old"]) == [old]
+    row = ledger.adjust("old", 550_000, now=T0 + 100, reason="billed", source="test")
+    assert row is not None and row.delta == -250_000  # 550_000 - 800_000
+    assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 550_000, 0)]
+    ledger.close()
+
+
+def test_request_ids_are_looked_up_through_the_index(ledger: SQLiteLedger, path: Path) -> None:
+    add_history(path, closed=1_000, open_later=0)
+    conn = ledger._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert ledger.holds_by_request_id(["req-x"]) == []
+    finally:
+        conn.set_trace_callback(None)
+    check = raw(path)
+    plans = [
+        [row[3] for row in check.execute("EXPLAIN QUERY PLAN " + sql)]
+        for sql in statements
+        if sql.startswith("SELECT")
+    ]
+    check.close()
+    assert len(plans) == 1
+    assert any("holds_by_request_id" in step for step in plans[0]), plans
 
 
 # -- cost independent of history ------------------------------------------------------------------

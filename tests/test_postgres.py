@@ -209,7 +209,7 @@ def test_a_missing_schema_is_created_by_8_processes_starting_at_once(url: str) -
     ledger.close()
 
 
-def _v2_for_test(conn: Any, schema: Any) -> None:
+def _v3_for_test(conn: Any, schema: Any) -> None:
     from psycopg import sql
 
     conn.execute(sql.SQL("ALTER TABLE {}.holds ADD COLUMN note TEXT").format(schema))
@@ -220,19 +220,67 @@ def test_an_older_schema_is_refused_until_migrated(
 ) -> None:
     from falbudget.ledger import postgres
 
-    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 1
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v2_for_test])
-    assert postgres.latest_version() == 2
-    with pytest.raises(LedgerError, match=r"version 1 .*needs version 2.*falbudget ledger migrate"):
+    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 2
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
+    assert postgres.latest_version() == 3
+    with pytest.raises(LedgerError, match=r"version 2 .*needs version 3.*falbudget ledger migrate"):
         opened(url).totals([GLOBAL])
-    assert meta_version(schema_of(url)) == "1"  # opening never upgrades
+    assert meta_version(schema_of(url)) == "2"  # opening never upgrades
 
-    assert postgres.migrate(url) == (1, 2)
-    assert meta_version(schema_of(url)) == "2"
+    assert postgres.migrate(url) == (2, 3)
+    assert meta_version(schema_of(url)) == "3"
     ledger = opened(url)
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 0, 300_000)]
     assert ledger.get_hold("kept").amount == 300_000
-    assert postgres.migrate(url) == (2, 2)
+    assert postgres.migrate(url) == (3, 3)
+
+
+def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
+    url: str, monkeypatch: pytest.MonkeyPatch, opened: Callable[[str], Ledger]
+) -> None:
+    """A schema written by the falbudget before adjustments (version 1) is refused until
+    `falbudget ledger migrate` upgrades it; then its holds keep their figures and can be
+    reconciled."""
+    from psycopg import sql
+
+    from falbudget.cli.app import main
+    from falbudget.ledger import postgres
+
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:1])
+        assert postgres.migrate(url) == (0, 1)
+    schema = sql.Identifier(schema_of(url))
+    with admin_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.holds (id, endpoint, amount, state, buckets, request_id, "
+                "created_at, expires_at, updated_at, settled_amount) VALUES ('old', %s, 800000, "
+                "'expired', ARRAY[%s], 'req-old', %s, %s, %s, 800000)"
+            ).format(schema),
+            (ENDPOINT, GLOBAL, T0, T0 + 60, T0 + 61),
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {}.hold_buckets VALUES ('old', %s, %s)").format(schema),
+            (GLOBAL, T0),
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {}.buckets (key, settled, held) VALUES (%s, 800000, 0)").format(
+                schema
+            ),
+            (GLOBAL,),
+        )
+    with pytest.raises(LedgerError, match=r"version 1 .*needs version 2.*falbudget ledger migrate"):
+        opened(url).get_hold("old")
+    assert main(["ledger", "migrate", url]) == 0
+    assert meta_version(schema_of(url)) == "2"
+    ledger = opened(url)
+    old = ledger.get_hold("old")
+    assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
+    assert ledger.holds_by_request_id(["req-old"]) == [old]
+    row = ledger.adjust("old", 550_000, now=T0 + 100, reason="billed", source="test")
+    assert row is not None and (row.id, row.delta) == (1, -250_000)  # 550_000 - 800_000
+    assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 550_000, 0)]
+    assert ledger.adjustments() == [row]
 
 
 def test_migrate_creates_a_missing_schema(url: str, opened: Callable[[str], Ledger]) -> None:
@@ -260,7 +308,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         with pytest.raises(LedgerError) as info:
             attempt()
         assert not isinstance(info.value, LedgerUnavailable)
-        assert "version 99, newer than this falbudget supports (1)" in str(info.value)
+        assert "version 99, newer than this falbudget supports (2)" in str(info.value)
         assert "upgrade falbudget" in str(info.value)
     assert meta_version(schema_of(url)) == "99"
 
@@ -617,14 +665,14 @@ def test_cli_ledger_migrate(
 
     schema = schema_of(url)
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 1\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 2\n"
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 1\n"
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v2_for_test])
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 2\n"
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
     assert main(["ledger", "migrate", url, "--format", "json"]) == 0
     assert capsys.readouterr().out == (
-        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 1,'
-        ' "to_version": 2, "changed": true}\n'
+        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 2,'
+        ' "to_version": 3, "changed": true}\n'
     )
 
 

@@ -380,6 +380,37 @@ def test_forecast_figures_match_the_guard(guard: Guard, holds: list[Hold]) -> No
     assert forecasts == status
 
 
+def test_adjusted_holds_count_at_their_adjusted_amount(guard: Guard) -> None:
+    """Reconciliation adjusted #5 (the lost 1.60, which fal never billed) to 0 and #4 (cy's
+    released 0.80, which fal billed 0.50 after all) to 0.50: the report counts what the holds
+    count now, as the guard's buckets do."""
+    by_state = {h.state: h for h in guard.ledger.holds()}
+    lost, released = by_state["expired"], by_state["released"]
+    assert guard.ledger.adjust(lost.id, 0, now=NOW, reason="not billed", source="t") is not None
+    assert guard.ledger.adjust(released.id, 500_000, now=NOW, reason="billed", source="t")
+    result = report(guard.ledger.holds())
+    totals = result.totals
+    # 4.80 - 1.60 + 0.50 = 3.70; #4 is a request now (5 + 1), and no longer a released one
+    assert (totals.figures.spent, totals.figures.held) == (Decimal("3.70"), Decimal("2.00"))
+    assert (totals.figures.requests, totals.figures.open) == (6, 2)
+    assert (totals.expired, totals.released) == (1, 0)
+    # alpha 3.40 - 1.60 = 1.80; beta 0.60 + 0.50 = 1.10; untagged #6 0.80
+    assert rows(result, 1) == [
+        ("alpha", "1.80", "1.20", 3, 1),
+        ("beta", "1.10", "0.80", 2, 1),
+        (None, "0.80", "0.00", 1, 0),
+    ]
+    # ann 3.00 - 1.60 = 1.40; cy 0.80 + 0.50 = 1.30; bob 1.00
+    assert rows(result, 2) == [
+        ("ann", "1.40", "0.80", 3, 1),
+        ("cy", "1.30", "0.00", 2, 0),
+        ("bob", "1.00", "1.20", 1, 1),
+    ]
+    status = {(s.cap, s.bucket): (s.spent, s.held) for s in guard.status()}
+    assert {(f.cap, f.bucket): (f.spent, f.held) for f in result.forecasts} == status
+    assert status[caps()[1], "global|month@UTC:2026-11"] == (Decimal("3.70"), Decimal("2.00"))
+
+
 def test_a_window_cap_ends_and_a_total_cap_goes_on(holds: list[Hold]) -> None:
     """After the month rolls over, November's spend no longer counts against the month cap."""
     later = utc(2026, 12, 2, 12)

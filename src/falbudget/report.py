@@ -8,8 +8,11 @@ Definitions (docs/reports.md says the same for people):
 
 * A hold belongs to the moment it was reserved, ``created_at``: the same moment that decides which
   cap window it charges, so a day's figures here match what the guard counted.
-* **spent**: holds settled or expired, at ``settled_amount`` (what was counted as spent).
-  **held**: holds still held or submitted, at the amount held. Released holds count for nothing.
+* **spent**: holds settled or expired, at what they count as spent (``Hold.spent_amount``: the
+  settled amount, or the amount of the hold's last adjustment when reconciliation with fal's
+  records corrected it; a released hold that fal billed after all counts at its adjustment).
+  **held**: holds still held or submitted, at the amount held. Other released holds count for
+  nothing.
 * **burn rate**: what was spent (settled or expired) by holds created in the ``burn_days`` x 24
   hours up to now, divided by ``burn_days``; open holds are left out (their amount is not final).
 * **forecast**: for each cap (each value seen, for a per-value cap), the cap's current window uses
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from falbudget.errors import ConfigurationError, FalbudgetError
-from falbudget.ledger.base import OPEN_STATES, SPENT_STATES
+from falbudget.ledger.base import OPEN_STATES
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,7 +176,8 @@ def history_start(
 @dataclass(frozen=True)
 class Figures:
     """Money and counts of one group: spent/held in USD; requests = holds counted as spent
-    (settled or expired), open = holds held or submitted."""
+    (settled or expired, or adjusted: ``Hold.counts_as_spent``), open = holds held or
+    submitted."""
 
     spent: Decimal
     held: Decimal
@@ -281,9 +285,7 @@ class Report:
 
 
 def _spent(hold: Hold) -> int:
-    if hold.state in SPENT_STATES:
-        return hold.amount if hold.settled_amount is None else hold.settled_amount
-    return 0
+    return hold.spent_amount
 
 
 def _held(hold: Hold) -> int:
@@ -305,7 +307,7 @@ class _Sum:
     def add(self, hold: Hold) -> None:
         self.spent += _spent(hold)
         self.held += _held(hold)
-        self.requests += hold.state in SPENT_STATES
+        self.requests += hold.counts_as_spent
         self.open += hold.state in OPEN_STATES
 
     def figures(self) -> Figures:
@@ -498,7 +500,7 @@ def build_report(
     for hold in in_window:
         total.add(hold)
         expired += hold.state == "expired"
-        released += hold.state == "released"
+        released += hold.state == "released" and not hold.counts_as_spent
     burn = _rate(holds, now, burn_days)
     target = "global" if scope is None else f"{scope[0]}={scope[1]}"
     forecasts = [

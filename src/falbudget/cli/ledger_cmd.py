@@ -1,12 +1,20 @@
-"""`falbudget ledger ...`: the ledger's storage (`ledger migrate`)."""
+"""`falbudget ledger ...`: the ledger's storage (`ledger migrate`) and its audit trail of
+adjustments (`ledger adjustments`)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from falbudget.cli import render
 from falbudget.cli.common import Outcome, Subparsers, UsageError, add_format_option
 from falbudget.errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.ledger.base import Adjustment
 
 MIGRATE_DESCRIPTION = """\
 Bring a PostgreSQL ledger's schema to the version this falbudget uses: create it when it is
@@ -27,8 +35,8 @@ exit codes: 0 the schema is at this falbudget's version, 2 bad input, unreachabl
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "ledger",
-        help="the ledger's storage: create or upgrade its schema",
-        description="Work on the ledger's storage.",
+        help="the ledger's storage (create or upgrade its schema) and its adjustments",
+        description="Work on the ledger's storage; read its audit trail of adjustments.",
     )
     commands = parser.add_subparsers(dest="ledger_command", metavar="COMMAND")
     migrate = commands.add_parser(
@@ -45,11 +53,97 @@ def register(subparsers: Subparsers) -> None:
     )
     add_format_option(migrate)
     migrate.set_defaults(func=run_migrate)
+
+    from falbudget.cli.budget_cmd import add_guard_options
+
+    adjustments = commands.add_parser(
+        "adjustments",
+        help="the audit trail: every correction of a hold's spent amount (reconcile --apply)",
+        description="Every adjustment the ledger recorded, oldest first: the hold, what it"
+        " counted before and after, the difference every bucket of the hold moved by, why and"
+        " from which billing records (see docs/reconcile.md).",
+    )
+    add_guard_options(adjustments)
+    adjustments.add_argument("--hold", metavar="ID", help="only this hold's adjustments")
+    adjustments.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    adjustments.set_defaults(func=run_adjustments)
     parser.set_defaults(func=_missing_command)
 
 
 def _missing_command(args: argparse.Namespace) -> Outcome:
-    raise UsageError("ledger: a command is required: migrate")
+    raise UsageError("ledger: a command is required: migrate, adjustments")
+
+
+def run_adjustments(args: argparse.Namespace) -> Outcome:
+    from falbudget.cli.budget_cmd import guard_from_args
+
+    guard = guard_from_args(args)
+    try:
+        rows = adjustment_rows(guard.ledger.adjustments(args.hold))
+    finally:
+        guard.close()
+    if args.format == "json":
+        return Outcome("\n".join(render.to_json(row) for row in rows))
+    if args.format == "csv":
+        return Outcome(adjustments_csv(rows))
+    return Outcome(adjustments_table(rows))
+
+
+def adjustment_rows(adjustments: Sequence[Adjustment]) -> list[dict[str, Any]]:
+    """Adjustments as JSON-ready rows: money as decimal strings (delta signed), times ISO UTC."""
+    from falbudget.money import format_usd, from_micros
+    from falbudget.reconcile import iso
+
+    def usd(micros: int) -> str:
+        return format_usd(from_micros(micros))
+
+    return [
+        {
+            "id": a.id,
+            "created_at": iso(a.created_at),
+            "hold_id": a.hold_id,
+            "previous": usd(a.previous),
+            "amount": usd(a.amount),
+            "delta": ("-" if a.delta < 0 else "+" if a.delta > 0 else "") + usd(abs(a.delta)),
+            "reason": a.reason,
+            "source": a.source,
+        }
+        for a in adjustments
+    ]
+
+
+_ADJUSTMENT_COLUMNS = ("id", "created_at", "hold_id", "previous", "amount", "delta", "reason")
+
+
+def adjustments_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "(no adjustments)"
+    from tabulate import tabulate
+
+    shown = [
+        {
+            **row,
+            "created_at": row["created_at"][:16].replace("T", " "),
+            "hold_id": row["hold_id"][:8],
+        }
+        for row in rows
+    ]
+    return tabulate(
+        [[str(row[c]) for c in _ADJUSTMENT_COLUMNS] for row in shown],
+        headers=["id", "created (UTC)", "hold", "previous", "amount", "delta", "reason"],
+        colalign=["right", "left", "left", "right", "right", "right", "left"],
+        disable_numparse=True,
+    )
+
+
+def adjustments_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = [*_ADJUSTMENT_COLUMNS, "source"]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[c] for c in columns])
+    return out.getvalue().rstrip("\n")
 
 
 def run_migrate(args: argparse.Namespace) -> Outcome:

@@ -8,8 +8,10 @@ from typing import cast
 
 from falbudget.errors import ConfigurationError
 from falbudget.ledger.base import (
+    ADJUSTABLE_STATES,
     OPEN_STATES,
     SPENT_STATES,
+    Adjustment,
     Admission,
     BucketCharge,
     BucketTotals,
@@ -91,9 +93,11 @@ def _allowed() -> str:
 
 
 __all__ = [
+    "ADJUSTABLE_STATES",
     "LEDGER_ENV",
     "OPEN_STATES",
     "SPENT_STATES",
+    "Adjustment",
     "Admission",
     "BucketCharge",
     "BucketTotals",

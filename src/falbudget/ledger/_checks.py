@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from falbudget.errors import LedgerError
-from falbudget.ledger.base import BucketCharge, HoldState
+from falbudget.ledger.base import ADJUSTABLE_STATES, BucketCharge, Hold, HoldState
 
 MAX_MICROS = 2**63 - 1
 """The largest amount or total a ledger stores (a signed 64-bit integer, as SQL keeps it)."""
@@ -72,3 +72,38 @@ def check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise LedgerError(f"limit must be None or an integer >= 0, got {limit!r}")
     return limit
+
+
+def text(name: str, value: object) -> str:
+    """``value`` as a non-empty string, or LedgerError."""
+    if not isinstance(value, str) or not value.strip():
+        raise LedgerError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def request_ids(values: Sequence[str]) -> tuple[str, ...]:
+    """Distinct request ids, in order; each a string."""
+    if isinstance(values, str):
+        raise LedgerError(f"request_ids must be a sequence of strings, got the string {values!r}")
+    for value in values:
+        if not isinstance(value, str):
+            raise LedgerError(f"a request id must be a string, got {value!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def adjustment_delta(hold: Hold, amount: int) -> int | None:
+    """How much adjusting ``hold`` to count ``amount`` moves its buckets' settled totals; None
+    when it already counts ``amount``. LedgerError for a hold that is still open."""
+    if hold.state not in ADJUSTABLE_STATES:
+        raise LedgerError(
+            f"hold {hold.id!r} is {hold.state}: only a settled, expired or released hold can be"
+            " adjusted; settle or release it first"
+        )
+    previous = hold.spent_amount
+    return None if previous == amount else amount - previous
+
+
+def readmits(hold: Hold) -> bool:
+    """Whether a reservation repeating ``hold``'s idempotency key is admitted afresh (re-opening
+    the row) rather than replayed: only a released hold that fal did not bill (not adjusted)."""
+    return hold.state == "released" and hold.adjusted_amount is None

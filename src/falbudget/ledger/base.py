@@ -56,6 +56,49 @@ class Hold:
     tags: Mapping[str, str] = field(default_factory=dict)
     table_version: str | None = None
     table_sha256: str | None = None
+    adjusted_amount: int | None = None
+    """What the hold counts as spent after its last adjustment (:meth:`Ledger.adjust`, when fal's
+    records showed a different bill), micro-USD; None: never adjusted. ``settled_amount`` keeps
+    what was first counted; the adjustments are the audit trail between the two."""
+
+    @property
+    def counts_as_spent(self) -> bool:
+        """Settled or expired, or adjusted (a released hold that fal billed after all)."""
+        return self.state in SPENT_STATES or self.adjusted_amount is not None
+
+    @property
+    def spent_amount(self) -> int:
+        """What the hold counts as spent now, micro-USD: the last adjustment's amount when it was
+        adjusted, else ``settled_amount`` for a settled or expired hold, else 0 (open holds are
+        held, not spent; released ones spent nothing)."""
+        if self.adjusted_amount is not None:
+            return self.adjusted_amount
+        if self.state in SPENT_STATES:
+            return self.amount if self.settled_amount is None else self.settled_amount
+        return 0
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One correction of a closed hold's spent amount (an audit row, never changed or deleted).
+
+    ``previous`` is what the hold counted as spent before (its ``spent_amount``), ``amount`` what
+    it counts after, ``delta`` = amount - previous: every bucket the hold charged moved its
+    settled total by ``delta`` in the same transaction. ``id`` grows with each adjustment a
+    ledger records; ``source`` says where the evidence came from (a billing file, fal's API)."""
+
+    id: int
+    hold_id: str
+    previous: int
+    amount: int
+    delta: int
+    reason: str
+    source: str
+    created_at: float
+
+
+ADJUSTABLE_STATES: tuple[HoldState, ...] = ("settled", "expired", "released")
+"""States :meth:`Ledger.adjust` accepts: closed holds (an open one is settled or released first)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +142,8 @@ class Ledger(Protocol):
         every charge's bucket and, when all fit, add ``amount`` to each bucket's held total and
         record the hold. A repeated ``idempotency_key`` whose hold is held, submitted, settled or
         expired returns that hold with ``replayed=True`` and charges nothing; one whose hold was
-        released is admitted afresh (the same hold row, re-opened, with this call's values)."""
+        released is admitted afresh (the same hold row, re-opened, with this call's values),
+        unless the released hold was adjusted (fal billed it after all): that one replays."""
         ...
 
     def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
@@ -155,6 +199,29 @@ class Ledger(Protocol):
 
     def claim_alert(self, bucket: str, threshold: str) -> bool:
         """Record that an alert fired for (bucket, threshold); True only the first time."""
+        ...
+
+    def adjust(
+        self, hold_id: str, amount: int, *, now: float, reason: str, source: str
+    ) -> Adjustment | None:
+        """Make a closed hold count ``amount`` as spent (what fal billed), in one transaction:
+        every bucket the hold charged moves its settled total by ``amount - spent_amount``, the
+        hold's ``adjusted_amount`` becomes ``amount`` and an :class:`Adjustment` row records the
+        change (``created_at=now``). ``settled_amount`` and the hold's state stay as they were.
+        A hold that already counts ``amount`` is left alone and None is returned: applying the
+        same correction twice writes nothing. Buckets may go over their limits (the money was
+        spent); the next admission sees it. Raises HoldNotFound, and LedgerError for an open
+        hold (held or submitted: settle or release it first), an amount that is not integer
+        micro-USD >= 0, or an empty reason or source."""
+        ...
+
+    def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
+        """The audit trail, oldest first (by id): every adjustment, or those of one hold."""
+        ...
+
+    def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
+        """The holds whose fal request id is one of ``request_ids`` (read through an index),
+        oldest first; a request id may name no hold or, if a caller reused it, several."""
         ...
 
     def close(self) -> None: ...

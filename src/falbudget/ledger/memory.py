@@ -13,6 +13,7 @@ from falbudget.errors import HoldNotFound, LedgerError
 from falbudget.ledger import _checks
 from falbudget.ledger.base import (
     OPEN_STATES,
+    Adjustment,
     Admission,
     BucketCharge,
     BucketTotals,
@@ -41,6 +42,7 @@ class MemoryLedger:
         expiry is stale and skipped when popped."""
         self._seq = itertools.count()
         self._alerts: set[tuple[str, str]] = set()
+        self._adjustments: list[Adjustment] = []
 
     # -- writes ------------------------------------------------------------------------------
     def reserve(
@@ -68,7 +70,7 @@ class MemoryLedger:
             reopen: Hold | None = None
             if idempotency_key is not None and idempotency_key in self._by_key:
                 existing = self._holds[self._by_key[idempotency_key]]
-                if existing.state != "released":
+                if not _checks.readmits(existing):
                     return Admission(admitted=True, hold=_copy(existing), replayed=True)
                 reopen = existing
             elif hold_id in self._holds:
@@ -166,7 +168,52 @@ class MemoryLedger:
             self._alerts.add((bucket, threshold))
             return True
 
+    def adjust(
+        self, hold_id: str, amount: int, *, now: float, reason: str, source: str
+    ) -> Adjustment | None:
+        """See :meth:`Ledger.adjust`."""
+        amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        reason = _checks.text("reason", reason)
+        source = _checks.text("source", source)
+        with self._lock:
+            hold = self._get(hold_id)
+            delta = _checks.adjustment_delta(hold, amount)
+            if delta is None:
+                return None
+            for key in hold.buckets:
+                if self._settled[key] + self._held.get(key, 0) + delta > _checks.MAX_MICROS:
+                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+            for key in hold.buckets:
+                self._settled[key] += delta
+            self._put(replace(hold, adjusted_amount=amount))
+            row = Adjustment(
+                id=len(self._adjustments) + 1,
+                hold_id=hold.id,
+                previous=amount - delta,
+                amount=amount,
+                delta=delta,
+                reason=reason,
+                source=source,
+                created_at=now,
+            )
+            self._adjustments.append(row)
+            return row
+
     # -- reads -------------------------------------------------------------------------------
+    def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
+        """See :meth:`Ledger.adjustments`."""
+        with self._lock:
+            return [a for a in self._adjustments if hold_id is None or a.hold_id == hold_id]
+
+    def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
+        """See :meth:`Ledger.holds_by_request_id` (a scan: this ledger keeps no index)."""
+        wanted = set(_checks.request_ids(request_ids))
+        with self._lock:
+            rows = [h for h in self._holds.values() if h.request_id in wanted]
+            rows.sort(key=lambda h: (h.created_at, self._order[h.id]))
+            return [_copy(hold) for hold in rows]
+
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""
         with self._lock:

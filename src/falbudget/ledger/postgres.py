@@ -55,6 +55,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger.base import (
+    Adjustment,
     Admission,
     BucketCharge,
     BucketTotals,
@@ -92,7 +93,9 @@ _HOLD_COLUMNS = (
     "tags",
     "table_version",
     "table_sha256",
+    "adjusted_amount",
 )
+_ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _WAITED_TOO_LONG = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
@@ -155,7 +158,30 @@ def _v1_initial(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema))
 
 
-MIGRATIONS: list[Migration] = [_v1_initial]
+def _v2_adjustments(conn: Connection, schema: sql.Identifier) -> None:
+    """Reconciliation with fal's records: a hold's adjusted amount, the audit trail of
+    adjustments, and holds found by fal's request id."""
+    statements = [
+        """ALTER TABLE {s}.holds ADD COLUMN adjusted_amount BIGINT
+            CHECK (adjusted_amount IS NULL OR adjusted_amount >= 0)""",
+        "CREATE INDEX holds_by_request_id ON {s}.holds (request_id) WHERE request_id IS NOT NULL",
+        """CREATE TABLE {s}.adjustments (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            hold_id TEXT NOT NULL REFERENCES {s}.holds (id),
+            previous BIGINT NOT NULL CHECK (previous >= 0),
+            amount BIGINT NOT NULL CHECK (amount >= 0),
+            delta BIGINT NOT NULL CHECK (delta = amount - previous),
+            reason TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX adjustments_by_hold ON {s}.adjustments (hold_id, id)",
+    ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(s=schema))
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
 
@@ -531,7 +557,7 @@ class PostgresLedger:
                     return Admission(admitted=True, hold=hold)
                 by_key, by_id, totals = self._inspect(conn, keys, hold_id, idempotency_key)
                 if by_key is not None:
-                    if by_key.state != "released":
+                    if not _checks.readmits(by_key):
                         return Admission(admitted=True, hold=by_key, replayed=True)
                     reopen = by_key.id
                 elif by_id is not None:
@@ -687,7 +713,98 @@ class PostgresLedger:
 
         return self._run("claim_alert", work)
 
+    def adjust(
+        self, hold_id: str, amount: int, *, now: float, reason: str, source: str
+    ) -> Adjustment | None:
+        """See :meth:`Ledger.adjust`. One transaction: the hold's row is locked first, then its
+        buckets in sorted key order (the order every transaction takes them in)."""
+        amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        reason = _checks.text("reason", reason)
+        source = _checks.text("source", source)
+        s = sql.Identifier(self.schema)
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS)
+
+        def work(conn: Connection) -> Adjustment | None:
+            with conn.transaction():
+                row = conn.execute(
+                    sql.SQL("SELECT {} FROM {}.holds WHERE id = %s FOR UPDATE").format(cols, s),
+                    (hold_id,),
+                ).fetchone()
+                if row is None:
+                    raise HoldNotFound(f"no hold has id {hold_id!r}")
+                hold = _hold(row)
+                delta = _checks.adjustment_delta(hold, amount)
+                if delta is None:
+                    return None
+                totals = conn.execute(
+                    sql.SQL(
+                        "SELECT key, settled + held FROM {}.buckets WHERE key = ANY(%s::text[]) "
+                        "ORDER BY key FOR UPDATE"
+                    ).format(s),
+                    (list(hold.buckets),),
+                ).fetchall()
+                for key, used in totals:
+                    if int(used) + delta > _checks.MAX_MICROS:
+                        raise LedgerError(
+                            f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD"
+                        )
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.buckets SET settled = settled + %s WHERE key = ANY(%s::text[])"
+                    ).format(s),
+                    (delta, list(hold.buckets)),
+                )
+                conn.execute(
+                    sql.SQL("UPDATE {}.holds SET adjusted_amount = %s WHERE id = %s").format(s),
+                    (amount, hold.id),
+                )
+                written = conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.adjustments (hold_id, previous, amount, delta, reason, "
+                        "source, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                    ).format(s, _ADJUSTMENT_COLUMNS),
+                    (hold.id, amount - delta, amount, delta, reason, source, now),
+                ).fetchone()
+                assert written is not None
+                return _adjustment(written)
+
+        return self._run("adjust", work)
+
     # -- reads -------------------------------------------------------------------------------
+    def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
+        """See :meth:`Ledger.adjustments`."""
+        query = sql.SQL("SELECT {} FROM {}.adjustments").format(
+            _ADJUSTMENT_COLUMNS, sql.Identifier(self.schema)
+        )
+        params: dict[str, Any] = {}
+        if hold_id is not None:
+            query += sql.SQL(" WHERE hold_id = %(hold_id)s")
+            params["hold_id"] = hold_id
+        query += sql.SQL(" ORDER BY id")
+
+        def work(conn: Connection) -> list[Adjustment]:
+            return [_adjustment(row) for row in conn.execute(query, params).fetchall()]
+
+        return self._run("adjustments", work)
+
+    def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
+        """See :meth:`Ledger.holds_by_request_id`."""
+        wanted = list(_checks.request_ids(request_ids))
+        if not wanted:
+            return []
+        query = sql.SQL(
+            "SELECT {} FROM {}.holds WHERE request_id = ANY(%s::text[]) ORDER BY created_at, seq"
+        ).format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS),
+            sql.Identifier(self.schema),
+        )
+
+        def work(conn: Connection) -> list[Hold]:
+            return [_hold(row) for row in conn.execute(query, (wanted,)).fetchall()]
+
+        return self._run("holds_by_request_id", work)
+
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""
 
@@ -913,7 +1030,8 @@ class _Queries:
         self.lock_released = self._add(
             "fb_lock_released",
             """WITH r AS (
-                SELECT id FROM {s}.holds WHERE id = %(id)s::text AND state = 'released'
+                SELECT id FROM {s}.holds
+                WHERE id = %(id)s::text AND state = 'released' AND adjusted_amount IS NULL
                 FOR UPDATE
             )
             SELECT 1 / count(*) FROM r""",
@@ -1138,6 +1256,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         tags,
         table_version,
         table_sha256,
+        adjusted_amount,
     ) = row
     return Hold(
         id=hold_id,
@@ -1154,6 +1273,21 @@ def _hold(row: Sequence[Any]) -> Hold:
         tags=dict(tags),
         table_version=table_version,
         table_sha256=table_sha256,
+        adjusted_amount=None if adjusted_amount is None else int(adjusted_amount),
+    )
+
+
+def _adjustment(row: Sequence[Any]) -> Adjustment:
+    adjustment_id, hold_id, previous, amount, delta, reason, source, created_at = row
+    return Adjustment(
+        id=int(adjustment_id),
+        hold_id=hold_id,
+        previous=int(previous),
+        amount=int(amount),
+        delta=int(delta),
+        reason=reason,
+        source=source,
+        created_at=float(created_at),
     )
 
 

@@ -20,6 +20,7 @@ from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger.base import (
     OPEN_STATES,
+    Adjustment,
     Admission,
     BucketCharge,
     BucketTotals,
@@ -79,7 +80,31 @@ def _v1_initial(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial]
+def _v2_adjustments(db: sqlite3.Connection) -> None:
+    """Reconciliation with fal's records: a hold's adjusted amount, the audit trail of
+    adjustments, and holds found by fal's request id."""
+    statements = [
+        """ALTER TABLE holds ADD COLUMN adjusted_amount INTEGER
+            CHECK (adjusted_amount IS NULL
+                OR (typeof(adjusted_amount) = 'integer' AND adjusted_amount >= 0))""",
+        "CREATE INDEX holds_by_request_id ON holds (request_id) WHERE request_id IS NOT NULL",
+        """CREATE TABLE adjustments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hold_id TEXT NOT NULL REFERENCES holds (id),
+            previous INTEGER NOT NULL CHECK (typeof(previous) = 'integer' AND previous >= 0),
+            amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount >= 0),
+            delta INTEGER NOT NULL CHECK (delta = amount - previous),
+            reason TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX adjustments_by_hold ON adjustments (hold_id, id)",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
 
@@ -88,8 +113,12 @@ _INHERITED: list[sqlite3.Connection] = []
 
 _HOLD_COLUMNS = (
     "id, endpoint, amount, state, buckets, created_at, expires_at, updated_at, "
-    "idempotency_key, request_id, settled_amount, tags, table_version, table_sha256"
+    "idempotency_key, request_id, settled_amount, tags, table_version, table_sha256, "
+    "adjusted_amount"
 )
+_ADJUSTMENT_COLUMNS = "id, hold_id, previous, amount, delta, reason, source, created_at"
+_ID_BATCH = 500
+"""Request ids looked up per statement (SQLite allows 32766 parameters; a batch stays small)."""
 _OPEN = "state IN ('held', 'submitted')"
 """Written exactly as in the partial index's WHERE, which SQLite needs to use that index."""
 
@@ -244,7 +273,7 @@ class SQLiteLedger:
                 ).fetchone()
                 if row is not None:
                     existing = _hold(row)
-                    if existing.state != "released":
+                    if not _checks.readmits(existing):
                         return Admission(admitted=True, hold=existing, replayed=True)
                     reopen = existing.id
             if (
@@ -372,7 +401,68 @@ class SQLiteLedger:
             )
             return cursor.rowcount == 1
 
+    def adjust(
+        self, hold_id: str, amount: int, *, now: float, reason: str, source: str
+    ) -> Adjustment | None:
+        """See :meth:`Ledger.adjust`."""
+        amount = _checks.micros("amount", amount)
+        now = _checks.seconds("now", now)
+        reason = _checks.text("reason", reason)
+        source = _checks.text("source", source)
+        with self._transaction(write=True) as db:
+            hold = _get(db, hold_id)
+            delta = _checks.adjustment_delta(hold, amount)
+            if delta is None:
+                return None
+            for key in hold.buckets:
+                found = db.execute(
+                    "SELECT settled + held FROM buckets WHERE key = ?", (key,)
+                ).fetchone()
+                if int(found[0]) + delta > _checks.MAX_MICROS:
+                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+            db.executemany(
+                "UPDATE buckets SET settled = settled + ? WHERE key = ?",
+                [(delta, key) for key in hold.buckets],
+            )
+            db.execute("UPDATE holds SET adjusted_amount = ? WHERE id = ?", (amount, hold.id))
+            cursor = db.execute(
+                "INSERT INTO adjustments (hold_id, previous, amount, delta, reason, source, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (hold.id, amount - delta, amount, delta, reason, source, now),
+            )
+            row = db.execute(
+                f"SELECT {_ADJUSTMENT_COLUMNS} FROM adjustments WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            return _adjustment(row)
+
     # -- reads -------------------------------------------------------------------------------
+    def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
+        """See :meth:`Ledger.adjustments`."""
+        sql, params = f"SELECT {_ADJUSTMENT_COLUMNS} FROM adjustments", []
+        if hold_id is not None:
+            sql += " WHERE hold_id = ?"
+            params.append(hold_id)
+        with self._transaction(write=False) as db:
+            return [_adjustment(row) for row in db.execute(sql + " ORDER BY id", params)]
+
+    def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
+        """See :meth:`Ledger.holds_by_request_id`."""
+        wanted = _checks.request_ids(request_ids)
+        rows: list[Any] = []
+        with self._transaction(write=False) as db:
+            for start in range(0, len(wanted), _ID_BATCH):
+                batch = wanted[start : start + _ID_BATCH]
+                rows.extend(
+                    db.execute(
+                        f"SELECT {_HOLD_COLUMNS}, rowid FROM holds INDEXED BY holds_by_request_id "
+                        f"WHERE request_id IS NOT NULL AND request_id IN "
+                        f"({', '.join('?' * len(batch))})",
+                        batch,
+                    ).fetchall()
+                )
+        rows.sort(key=lambda row: (float(row[5]), int(row[-1])))
+        return [_hold(row[:-1]) for row in rows]
+
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""
         with self._transaction(write=False) as db:
@@ -537,6 +627,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         tags,
         table_version,
         table_sha256,
+        adjusted_amount,
     ) = row
     return Hold(
         id=hold_id,
@@ -553,6 +644,21 @@ def _hold(row: Sequence[Any]) -> Hold:
         tags=json.loads(tags),
         table_version=table_version,
         table_sha256=table_sha256,
+        adjusted_amount=None if adjusted_amount is None else int(adjusted_amount),
+    )
+
+
+def _adjustment(row: Sequence[Any]) -> Adjustment:
+    adjustment_id, hold_id, previous, amount, delta, reason, source, created_at = row
+    return Adjustment(
+        id=int(adjustment_id),
+        hold_id=hold_id,
+        previous=int(previous),
+        amount=int(amount),
+        delta=int(delta),
+        reason=reason,
+        source=source,
+        created_at=float(created_at),
     )
 
 
