@@ -19,6 +19,7 @@ from falbudget.cli import (
     plan_cmd,
     pricing_cmd,
     quote_cmd,
+    reconcile_cmd,
     report_cmd,
 )
 from falbudget.cli.common import (
@@ -41,6 +42,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     plan_cmd.register,
     budget_cmd.register,
     report_cmd.register,
+    reconcile_cmd.register,
     ledger_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""

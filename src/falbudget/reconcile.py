@@ -1,0 +1,771 @@
+"""Reconciliation: the ledger's holds against fal's own per-request billing records.
+
+fal's Platform API lists what it billed, one record per request
+(``GET https://api.fal.ai/v1/models/billing-events``, documented at
+https://fal.ai/docs/platform-apis/v1/models/billing-events). This module reads such records from
+an export file (JSON, JSON Lines or CSV) or fetches them from the API (standard library only),
+matches them to the ledger's holds by fal's request id and sorts every request into one of four
+classes (docs/reconcile.md says the same for people):
+
+* **matched**: the ledger counts what fal billed;
+* **different_amount**: it counts something else (a quote that differed from the bill, a job the
+  guard released although fal billed it, or several holds sharing one request id);
+* **billed_not_in_ledger**: fal billed a request id no hold carries (a request made outside the
+  guard, or one whose process died before the guard learnt its request id);
+* **held_not_billed**: a hold counted as spent whose request fal never billed, among the holds
+  reserved and closed inside the range the records cover.
+
+:func:`apply_corrections` turns each correctable line into a ledger adjustment
+(:meth:`falbudget.ledger.base.Ledger.adjust`): the hold then counts what fal billed (0 when fal
+billed nothing), every bucket it charged moves by the difference, and an audit row says why.
+Money is ``Decimal`` USD as fal gives it, turned into integer micro-USD rounding up (a fraction of
+a micro-USD counts as a whole one, as quotes do): the ledger never counts less than fal billed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import http.client
+import io
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from falbudget.errors import FalbudgetError
+from falbudget.ledger.base import OPEN_STATES, Adjustment, Hold, Ledger
+from falbudget.money import format_usd, from_micros, to_micros
+
+DOCS_URL: Final = "https://fal.ai/docs/platform-apis/v1/models/billing-events"
+DEFAULT_API_URL: Final = "https://api.fal.ai/v1"
+API_URL_ENV: Final = "FALBUDGET_FAL_API_URL"
+"""Overrides the Platform API's base URL (tests point it at a local fake server)."""
+KEY_ENV: Final = "FAL_KEY"
+EVENTS_PATH: Final = "/models/billing-events"
+MAX_RANGE: Final = dt.timedelta(days=90)
+"""fal caps one billing-events query at 90 days."""
+PAGE_LIMIT: Final = 1000
+"""Records asked for per page (fal allows up to 10000)."""
+DEFAULT_TIMEOUT_S: Final = 30.0
+DEFAULT_GRACE_S: Final = 24 * 3600.0
+"""A hold closed less than this before the end of the records (or now) is not zeroed: fal's
+records may not show its request yet."""
+NANO: Final = Decimal("0.000000001")
+
+Kind = Literal["matched", "different_amount", "billed_not_in_ledger", "held_not_billed"]
+KINDS: tuple[Kind, ...] = ("matched", "different_amount", "billed_not_in_ledger", "held_not_billed")
+_ORDER: tuple[Kind, ...] = (
+    "different_amount",
+    "billed_not_in_ledger",
+    "held_not_billed",
+    "matched",
+)
+"""The order of the lines: discrepancies first."""
+InputFormat = Literal["json", "jsonl", "csv"]
+INPUT_FORMATS: tuple[InputFormat, ...] = ("json", "jsonl", "csv")
+_SUFFIXES: dict[str, InputFormat] = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
+
+
+class ReconcileError(FalbudgetError, ValueError):
+    """Billing records that cannot be read: the message names the file, the record or line, the
+    field, the value and what is allowed."""
+
+
+class BillingApiError(FalbudgetError):
+    """fal's billing API could not be asked or refused the request; ``status`` is the HTTP
+    status (None when no answer came). Never carries the API key."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- billing records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BillingRecord:
+    """One billing event: fal's ``request_id``, ``endpoint_id``, ``timestamp`` (epoch s),
+    ``cost`` in USD exactly as fal gave it, ``output_units`` when given, and where it was read
+    (``billing.csv: line 4``)."""
+
+    request_id: str
+    endpoint: str | None
+    timestamp: float
+    cost: Decimal
+    units: Decimal | None
+    where: str
+
+
+@dataclass(frozen=True)
+class BillingRecords:
+    """Records and what they cover: ``origin`` (the file as given, or the API and its range) and
+    the range [since, until) of epoch seconds, None when unknown."""
+
+    records: tuple[BillingRecord, ...]
+    origin: str
+    since: float | None = None
+    until: float | None = None
+
+
+def _bad(where: str, name: str, value: Any, allowed: str) -> ReconcileError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ReconcileError(f"{where}: {name}={shown} is not allowed: {allowed}")
+
+
+def _missing(where: str, name: str, allowed: str) -> ReconcileError:
+    return ReconcileError(f"{where}: {name} is missing: {allowed}")
+
+
+_TIME_ALLOWED = (
+    "an ISO 8601 date or time such as 2026-11-02 or 2026-11-02T10:30:00Z (UTC when no offset"
+    " is given)"
+)
+
+
+def parse_time(text: object, *, name: str = "timestamp", where: str | None = None) -> float:
+    """An ISO 8601 date or time as epoch seconds; without an offset it is UTC. ReconcileError
+    names ``where`` (a record or line) when given."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        if where is not None:
+            raise _bad(where, name, text, _TIME_ALLOWED) from None
+        raise ReconcileError(f"{name}={text!r} is not allowed: {_TIME_ALLOWED}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def iso(epoch: float) -> str:
+    """'2026-11-02T10:30:00Z' (microseconds only when there are some)."""
+    moment = dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
+    spec = "seconds" if moment.microsecond == 0 else "microseconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _nano_usd(value: Any, where: str) -> Decimal:
+    name = "cost_estimate_nano_usd"
+    allowed = "an integer number of nano-USD >= 0 (1500000 is 0.0015 USD)"
+    if isinstance(value, bool):
+        raise _bad(where, name, value, allowed)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit():
+            raise _bad(where, name, value, allowed)
+        value = int(text)
+    if not isinstance(value, int) or value < 0:
+        raise _bad(where, name, value, allowed)
+    return Decimal(value).scaleb(-9)
+
+
+def _decimal(
+    value: Any, name: str, where: str, allowed: str = "a decimal amount of USD >= 0 such as 0.60"
+) -> Decimal:
+    if isinstance(value, bool | float):
+        raise _bad(where, name, value, allowed)
+    try:
+        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise _bad(where, name, value, allowed) from None
+    if not amount.is_finite() or amount < 0:
+        raise _bad(where, name, value, allowed)
+    return amount
+
+
+def record_from_mapping(data: Mapping[str, Any], where: str) -> BillingRecord:
+    """One billing event from its fields (fal's names). ``request_id`` and ``timestamp`` are
+    required, and the cost: ``cost_estimate_nano_usd`` (integer nano-USD, the documented field)
+    or ``cost_total`` (decimal USD); when both are given they must agree. ``endpoint_id`` and
+    ``output_units`` are read when present; other fields are ignored."""
+    if not isinstance(data, Mapping):
+        raise ReconcileError(f"{where}: a billing record must be an object, got {data!r}")
+    request_id = data.get("request_id")
+    if not _present(request_id):
+        raise _missing(where, "request_id", "fal's request id, a non-empty string")
+    if not isinstance(request_id, str):
+        raise _bad(where, "request_id", request_id, "a non-empty string")
+    endpoint = data.get("endpoint_id")
+    if _present(endpoint) and not isinstance(endpoint, str):
+        raise _bad(where, "endpoint_id", endpoint, "a string such as fal-ai/magi/image-to-video")
+    stamp = data.get("timestamp")
+    if not _present(stamp):
+        raise _missing(where, "timestamp", "an ISO 8601 time such as 2026-11-02T10:30:00Z")
+    timestamp = parse_time(stamp, where=where)
+    nano, total = data.get("cost_estimate_nano_usd"), data.get("cost_total")
+    costs = []
+    if _present(nano):
+        costs.append(_nano_usd(nano, where))
+    if _present(total):
+        costs.append(_decimal(total, "cost_total", where))
+    if not costs:
+        raise _missing(
+            where,
+            "the cost",
+            "cost_estimate_nano_usd (integer nano-USD) or cost_total (decimal USD)",
+        )
+    if len(costs) == 2 and costs[0] != costs[1]:
+        raise ReconcileError(
+            f"{where}: cost_estimate_nano_usd={nano!r} ({format_usd(costs[0])} USD) and"
+            f" cost_total={total!r} disagree; fix the export or keep one of them"
+        )
+    units = data.get("output_units")
+    return BillingRecord(
+        request_id=request_id.strip(),
+        endpoint=endpoint.strip() if isinstance(endpoint, str) and endpoint.strip() else None,
+        timestamp=timestamp,
+        cost=costs[0],
+        units=_decimal(units, "output_units", where, "a decimal number >= 0")
+        if _present(units)
+        else None,
+        where=where,
+    )
+
+
+def _json(text: str, origin: str) -> Any:
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise ReconcileError(
+            f"{origin}: line {exc.lineno}: not valid JSON ({exc.msg}); a .json file is one"
+            " document (fal's billing-events answer, or a list of records), a .jsonl file one"
+            " record per line"
+        ) from None
+
+
+def parse_json(text: str, origin: str) -> list[BillingRecord]:
+    """A JSON document: fal's billing-events answer (an object whose ``billing_events`` lists
+    the records; a page with ``has_more: true`` is refused, since the rest is missing) or a
+    list of records."""
+    document = _json(text, origin)
+    if isinstance(document, Mapping):
+        events = document.get("billing_events")
+        if not isinstance(events, list):
+            raise ReconcileError(
+                f"{origin}: billing_events={events!r} is not allowed: a list of billing records"
+                " (the shape of fal's GET /v1/models/billing-events answer)"
+            )
+        if document.get("has_more") is True:
+            raise ReconcileError(
+                f"{origin}: has_more is true: this is one page of a longer answer; fetch every"
+                " page (falbudget reconcile --from-api), or join the pages' billing_events"
+            )
+        return [
+            record_from_mapping(r, f"{origin}: billing_events[{i}]") for i, r in enumerate(events)
+        ]
+    if isinstance(document, list):
+        return [record_from_mapping(r, f"{origin}: [{i}]") for i, r in enumerate(document)]
+    raise ReconcileError(
+        f"{origin}: a {type(document).__name__} is not allowed: fal's billing-events answer (an"
+        " object with billing_events) or a list of records"
+    )
+
+
+def parse_jsonl(text: str, origin: str) -> list[BillingRecord]:
+    """JSON Lines: one record object per line; blank lines are skipped."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{origin}: line {number}"
+        try:
+            data = json.loads(line, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise ReconcileError(f"{where}: not valid JSON ({exc.msg})") from None
+        records.append(record_from_mapping(data, where))
+    return records
+
+
+CSV_COLUMNS: Final = (
+    "request_id",
+    "endpoint_id",
+    "timestamp",
+    "output_units",
+    "cost_estimate_nano_usd",
+)
+"""The columns a CSV export has (a header row names them, in any order); ``cost_total`` may
+stand in for ``cost_estimate_nano_usd``, and other columns are ignored."""
+
+
+def parse_csv(text: str, origin: str) -> list[BillingRecord]:
+    """CSV with a header row naming fal's fields (see :data:`CSV_COLUMNS`); cells are trimmed,
+    an empty cell is a missing value."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [name.strip() for name in reader.fieldnames or []]
+    if not header:
+        raise ReconcileError(f"{origin}: empty file: a header row naming the columns is needed")
+    missing = [name for name in ("request_id", "timestamp") if name not in header]
+    if "cost_estimate_nano_usd" not in header and "cost_total" not in header:
+        missing.append("cost_estimate_nano_usd (or cost_total)")
+    if missing:
+        raise ReconcileError(
+            f"{origin}: line 1: the header lacks {', '.join(missing)}; the columns are"
+            f" {', '.join(CSV_COLUMNS)} (cost_total may replace cost_estimate_nano_usd)"
+        )
+    reader.fieldnames = header
+    records = []
+    for row in reader:
+        where = f"{origin}: line {reader.line_num}"
+        if None in row:
+            raise ReconcileError(f"{where}: more cells than the header has columns")
+        if all(not (value or "").strip() for value in row.values()):
+            continue
+        cells = {
+            key: (value.strip() if isinstance(value, str) else value) for key, value in row.items()
+        }
+        records.append(record_from_mapping(cells, where))
+    return records
+
+
+def input_format_of(path: str) -> InputFormat:
+    """The format a file's name says: .json, .jsonl or .ndjson, .csv."""
+    suffix = Path(path).suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    raise ReconcileError(
+        f"{path}: cannot tell the format from the name: name it .json, .jsonl or .csv, or give"
+        f" --input-format ({', '.join(INPUT_FORMATS)})"
+    )
+
+
+def load_billing_file(path: str, input_format: InputFormat | None = None) -> list[BillingRecord]:
+    """The records of an export file; the format from ``input_format`` or the file's suffix.
+    Errors name the file as given, the record or line, the field and the value."""
+    kind = input_format or input_format_of(path)
+    if kind not in INPUT_FORMATS:
+        raise ReconcileError(
+            f"input format {kind!r} is not allowed: one of {', '.join(INPUT_FORMATS)}"
+        )
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ReconcileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if kind == "json":
+        return parse_json(text, path)
+    if kind == "jsonl":
+        return parse_jsonl(text, path)
+    return parse_csv(text, path)
+
+
+# --- fal's billing API ---------------------------------------------------------------------------
+
+
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The key fal_client would use: FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET."""
+    env = os.environ if environ is None else environ
+    key = env.get(KEY_ENV, "").strip()
+    if key:
+        return key
+    key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
+    if key_id and secret:
+        return f"{key_id}:{secret}"
+    raise BillingApiError(
+        "FAL_KEY is not set: reading fal's billing records needs an admin API key (set FAL_KEY,"
+        " or FAL_KEY_ID and FAL_KEY_SECRET, as for fal_client)"
+    )
+
+
+def api_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """FALBUDGET_FAL_API_URL, else https://api.fal.ai/v1."""
+    env = os.environ if environ is None else environ
+    return env.get(API_URL_ENV, "").strip() or DEFAULT_API_URL
+
+
+def _aware(moment: dt.datetime, name: str) -> dt.datetime:
+    if not isinstance(moment, dt.datetime):
+        raise BillingApiError(f"{name}={moment!r} is not allowed: a datetime with a time zone")
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
+def _scrub(text: str, secret: str) -> str:
+    for part in {secret, *secret.split(":")}:
+        if len(part) >= 4:
+            text = text.replace(part, "***")
+    return text
+
+
+def fetch_billing_events(
+    api_key: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    base_url: str | None = None,
+    endpoints: Sequence[str] = (),
+    page_limit: int = PAGE_LIMIT,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_pages: int = 10_000,
+) -> BillingRecords:
+    """Every billing event fal recorded in [since, until) (naive datetimes are UTC), following
+    the cursor from page to page. ``base_url`` defaults to FALBUDGET_FAL_API_URL, else
+    https://api.fal.ai/v1; ``endpoints`` filters by endpoint id (``endpoint_id=``, 1 to 50).
+
+    Raises BillingApiError (never naming the key) when the range is empty or longer than fal's
+    90 days, when fal cannot be reached within ``timeout_s`` per request, refuses the key (401,
+    403: billing needs an admin key), limits the rate (429), fails (5xx) or answers something
+    that is not a billing-events page; and ReconcileError for a record that cannot be read."""
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise BillingApiError("no API key: set FAL_KEY (an admin key can read billing records)")
+    start, end = _aware(since, "since"), _aware(until, "until")
+    if end <= start:
+        raise BillingApiError(
+            f"the range is empty: until ({iso(end.timestamp())}) must be after"
+            f" since ({iso(start.timestamp())})"
+        )
+    if end - start > MAX_RANGE:
+        raise BillingApiError(
+            f"the range {iso(start.timestamp())} to {iso(end.timestamp())} is longer than the 90"
+            " days fal allows in one query; reconcile it in parts"
+        )
+    endpoints = list(endpoints)
+    if len(endpoints) > 50:
+        raise BillingApiError(f"{len(endpoints)} endpoints are not allowed: fal takes 1 to 50")
+    if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
+        raise BillingApiError(f"page_limit={page_limit!r} is not allowed: an integer >= 1")
+    base = (base_url or api_url_from_env()).rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise BillingApiError(f"base URL {base!r} is not allowed: an http(s):// URL")
+    url = base + EVENTS_PATH
+    params: dict[str, str] = {
+        "start": iso(start.timestamp()),
+        "end": iso(end.timestamp()),
+        "limit": str(page_limit),
+    }
+    if endpoints:
+        params["endpoint_id"] = ",".join(endpoints)
+    records: list[BillingRecord] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    for page in range(1, max_pages + 1):
+        query = dict(params, cursor=cursor) if cursor is not None else params
+        body = _get_json(f"{url}?{urllib.parse.urlencode(query)}", api_key, timeout_s, base)
+        events = body.get("billing_events") if isinstance(body, Mapping) else None
+        if not isinstance(events, list):
+            raise BillingApiError(
+                f"{url}: page {page} is not a billing-events answer (no billing_events list)"
+            )
+        records.extend(
+            record_from_mapping(event, f"fal API page {page}: billing_events[{i}]")
+            for i, event in enumerate(events)
+        )
+        if body.get("has_more") is not True:
+            return BillingRecords(
+                tuple(records),
+                f"fal billing-events API {params['start']} to {params['end']}",
+                start.timestamp(),
+                end.timestamp(),
+            )
+        cursor = body.get("next_cursor")
+        if not isinstance(cursor, str) or not cursor:
+            raise BillingApiError(f"{url}: page {page} says has_more but gives no next_cursor")
+        if cursor in seen:
+            raise BillingApiError(f"{url}: page {page} repeats cursor {cursor!r}; stopping")
+        seen.add(cursor)
+    raise BillingApiError(f"{url}: more than {max_pages} pages; narrow the range")
+
+
+def _get_json(url: str, api_key: str, timeout_s: float, base: str) -> Any:
+    from falbudget import __version__
+
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Authorization": f"Key {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"falbudget/{__version__}",
+        },
+        method="GET",
+    )
+    shown = url.split("?", 1)[0]
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            raw = answer.read()
+    except urllib.error.HTTPError as exc:
+        raise _http_error(exc, shown, api_key) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BillingApiError(
+            f"cannot reach fal's billing API at {base}: {_scrub(str(reason), api_key)}"
+        ) from None
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BillingApiError(f"{shown}: the answer is not JSON") from None
+
+
+def _http_error(exc: urllib.error.HTTPError, url: str, api_key: str) -> BillingApiError:
+    status = exc.code
+    try:
+        detail = exc.read(2000).decode("utf-8", "replace")
+    except OSError:
+        detail = ""
+    finally:
+        exc.close()
+    try:
+        parsed = json.loads(detail)
+        if isinstance(parsed, Mapping) and "detail" in parsed:
+            detail = str(parsed["detail"])
+    except json.JSONDecodeError:
+        pass
+    detail = _scrub(" ".join(detail.split())[:200], api_key)
+    said = f" ({detail})" if detail else ""
+    if status == 401:
+        text = f"fal refused the API key (HTTP 401){said}: check FAL_KEY"
+    elif status == 403:
+        text = (
+            f"the API key may not read billing records (HTTP 403){said}: billing events need an"
+            " admin API key"
+        )
+    elif status == 429:
+        retry = exc.headers.get("Retry-After") if exc.headers else None
+        after = f"; fal asks to retry after {retry} s" if retry else ""
+        text = f"fal's billing API limits the rate (HTTP 429){said}{after}: try again later"
+    elif status >= 500:
+        text = f"fal's billing API failed (HTTP {status}){said}: try again later"
+    else:
+        text = f"fal's billing API refused the request (HTTP {status}){said}"
+    return BillingApiError(f"{url}: {text}", status=status)
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One request of the reconciliation.
+
+    ``holds``: the ledger's holds for the request id (none for billed_not_in_ledger);
+    ``records``: fal's records for it (none for held_not_billed); ``billed`` their cost summed
+    (exact USD) and ``billed_micros`` that rounded up to micro-USD; ``counted`` what the ledger
+    counts (micro-USD: the holds' spent amounts, or the amount held while a hold is open).
+    ``target`` is what --apply makes the hold count (None: nothing to apply, ``note`` says why);
+    ``pending``: a held_not_billed hold closed within the grace period (listed, not a
+    discrepancy, not applied). ``adjustment`` is the audit row written when applied."""
+
+    kind: Kind
+    request_id: str
+    holds: tuple[Hold, ...]
+    records: tuple[BillingRecord, ...]
+    billed: Decimal | None
+    billed_micros: int | None
+    counted: int
+    target: int | None = None
+    note: str | None = None
+    pending: bool = False
+    adjustment: Adjustment | None = None
+
+    @property
+    def discrepancy(self) -> bool:
+        return self.kind != "matched" and not self.pending
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.holds:
+            return self.holds[0].endpoint
+        return next((r.endpoint for r in self.records if r.endpoint), None)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    origin: str
+    ledger_url: str
+    since: float | None
+    until: float | None
+    now: float
+    grace_s: float
+    records: int
+    lines: tuple[Line, ...]
+    applied: bool = False
+    endpoints: tuple[str, ...] = field(default_factory=tuple)
+
+    def count(self, kind: Kind) -> int:
+        return sum(1 for line in self.lines if line.kind == kind)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for line in self.lines if line.pending)
+
+    @property
+    def discrepancies(self) -> int:
+        """Lines that are not matched, leaving out holds within the grace period."""
+        return sum(1 for line in self.lines if line.discrepancy)
+
+    @property
+    def corrections(self) -> list[Line]:
+        """The lines --apply changes: a target and not pending."""
+        return [line for line in self.lines if line.target is not None and not line.pending]
+
+    @property
+    def billed_total(self) -> Decimal:
+        return sum((line.billed for line in self.lines if line.billed is not None), Decimal(0))
+
+
+def covered_range(
+    records: Sequence[BillingRecord], since: float | None, until: float | None
+) -> tuple[float | None, float | None]:
+    """The range the records cover: as given, else from the earliest record's time to the
+    latest's (None, None without records)."""
+    stamps = [r.timestamp for r in records]
+    if since is None and stamps:
+        since = min(stamps)
+    if until is None and stamps:
+        until = max(stamps)
+    return since, until
+
+
+def reconcile(
+    ledger: Ledger,
+    billing: BillingRecords,
+    *,
+    now: float,
+    grace_s: float = DEFAULT_GRACE_S,
+    endpoints: Sequence[str] = (),
+) -> Reconciliation:
+    """Compare ``billing`` with the ledger; reads only. See the module docstring for the four
+    classes. ``endpoints`` (when given) keeps the records and holds of those endpoints only.
+    A hold can be held_not_billed only if it carries a request id, counts a spent amount above
+    0, was reserved at or after ``since`` and closed before ``until`` (the range the records
+    cover, :func:`covered_range`); it is pending when it closed after
+    ``min(until, now) - grace_s``."""
+    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not grace_s >= 0:
+        raise ReconcileError(f"grace={grace_s!r} is not allowed: seconds >= 0")
+    wanted = tuple(dict.fromkeys(endpoints))
+    records = [r for r in billing.records if not wanted or r.endpoint in wanted]
+    since, until = covered_range(records, billing.since, billing.until)
+    by_request: dict[str, list[BillingRecord]] = {}
+    for record in records:
+        by_request.setdefault(record.request_id, []).append(record)
+    holds_of: dict[str, list[Hold]] = {}
+    for hold in ledger.holds_by_request_id(list(by_request)):
+        if hold.request_id is not None:
+            holds_of.setdefault(hold.request_id, []).append(hold)
+    lines = [
+        _billed_line(request_id, tuple(found), tuple(holds_of.get(request_id, ())))
+        for request_id, found in by_request.items()
+    ]
+    if since is not None and until is not None:
+        cutoff = min(until, now) - grace_s
+        for hold in reversed(ledger.holds(since=since, until=until)):
+            if (
+                hold.request_id is None
+                or hold.request_id in by_request
+                or not hold.counts_as_spent
+                or hold.spent_amount == 0
+                or hold.updated_at >= until
+                or (wanted and hold.endpoint not in wanted)
+            ):
+                continue
+            pending = hold.updated_at > cutoff
+            lines.append(
+                Line(
+                    kind="held_not_billed",
+                    request_id=hold.request_id,
+                    holds=(hold,),
+                    records=(),
+                    billed=None,
+                    billed_micros=None,
+                    counted=hold.spent_amount,
+                    target=0,
+                    note="closed within the grace period: fal may not have billed it yet"
+                    if pending
+                    else None,
+                    pending=pending,
+                )
+            )
+    lines.sort(key=lambda line: _ORDER.index(line.kind))  # stable: record order within a class
+    return Reconciliation(
+        origin=billing.origin,
+        ledger_url=ledger.url,
+        since=since,
+        until=until,
+        now=now,
+        grace_s=float(grace_s),
+        records=len(records),
+        lines=tuple(lines),
+        endpoints=wanted,
+    )
+
+
+def _billed_line(
+    request_id: str, records: tuple[BillingRecord, ...], holds: tuple[Hold, ...]
+) -> Line:
+    billed = sum((r.cost for r in records), Decimal(0))
+    micros = to_micros(billed)
+    if not holds:
+        return Line(
+            "billed_not_in_ledger",
+            request_id,
+            holds,
+            records,
+            billed,
+            micros,
+            0,
+            note="no hold carries this request id; nothing to apply",
+        )
+    open_holds = [h for h in holds if h.state in OPEN_STATES]
+    counted = sum(h.amount if h in open_holds else h.spent_amount for h in holds)
+    kind: Kind = "matched" if counted == micros else "different_amount"
+    note: str | None = None
+    target: int | None = None
+    if len(holds) > 1:
+        note = f"{len(holds)} holds carry this request id; correct them by hand"
+    elif open_holds:
+        note = (
+            f"the hold is still {holds[0].state}: settle or release it (or let it expire), then"
+            " reconcile again"
+        )
+    elif kind == "different_amount":
+        target = micros
+    return Line(kind, request_id, holds, records, billed, micros, counted, target, note)
+
+
+def apply_corrections(
+    ledger: Ledger, result: Reconciliation, *, now: float | None = None
+) -> Reconciliation:
+    """Adjust every correctable line's hold to its target (what fal billed, 0 for a hold fal
+    never billed), with an audit row naming the records' origin; lines within the grace period,
+    without a single closed hold, or billed but not in the ledger are left alone. A hold that
+    already counts its target (a second run, or another reconciler got there first) writes
+    nothing. Returns the reconciliation with each applied line's ``adjustment``."""
+    when = result.now if now is None else now
+    lines = []
+    for line in result.lines:
+        if line.target is None or line.pending or len(line.holds) != 1:
+            lines.append(line)
+            continue
+        hold = line.holds[0]
+        counted = format_usd(from_micros(line.counted))
+        if line.kind == "held_not_billed":
+            covered = (
+                f" from {iso(result.since)} to {iso(result.until)}"
+                if result.since is not None and result.until is not None
+                else ""
+            )
+            reason = f"not billed{covered}; counted {counted}"
+            source = result.origin
+        else:
+            billed = "?" if line.billed is None else format_usd(line.billed)
+            reason = f"billed {billed}; counted {counted}"
+            source = "; ".join(r.where for r in line.records)
+        row = ledger.adjust(hold.id, line.target, now=when, reason=reason, source=source)
+        lines.append(replace(line, adjustment=row))
+    return replace(result, lines=tuple(lines), applied=True)

@@ -1,0 +1,274 @@
+"""A local fake of fal's Platform API billing events, for tests of the reconcile fetcher.
+
+One :class:`FakeBilling` is a ``ThreadingHTTPServer`` on ``127.0.0.1`` (free port) serving
+``GET /v1/models/billing-events`` as fal documents it
+(https://fal.ai/docs/platform-apis/v1/models/billing-events):
+
+* ``Authorization: Key <key>`` is required: a missing or wrong key answers 401, a key in
+  ``read_only_keys`` 403 (billing needs an admin key);
+* query ``start`` / ``end`` (ISO 8601, ``end`` excluded; both required here, and at most 90 days
+  apart, else 400), ``limit`` (>= 1; at most ``max_page``), ``cursor`` (base64 of the page
+  number, as fal's ``Mg==`` is page 2), ``endpoint_id`` and ``request_id`` (comma-separated or
+  repeated);
+* the answer ``{"billing_events": [...], "next_cursor": ..., "has_more": ...}``, newest first.
+
+``base_url`` is what ``FALBUDGET_FAL_API_URL`` takes (``http://127.0.0.1:PORT/v1``). Every
+request is recorded (path, query, headers); :meth:`fail` scripts error answers, :meth:`delay` a
+slow one. Everything is reset by :meth:`reset`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ADMIN_KEY = "fb-admin-key-0123"
+EVENTS_PATH = "/v1/models/billing-events"
+MAX_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass
+class Failure:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int | None = None  # how many requests still get it (None: all)
+
+
+def cursor_for(page: int) -> str:
+    return base64.b64encode(str(page).encode()).decode()
+
+
+def event(
+    request_id: str,
+    timestamp: str,
+    nano_usd: int,
+    endpoint: str = "fal-ai/magi/image-to-video",
+    units: float = 1,
+) -> dict[str, Any]:
+    """A billing event as fal's documentation shows one."""
+    return {
+        "request_id": request_id,
+        "endpoint_id": endpoint,
+        "timestamp": timestamp,
+        "output_units": units,
+        "unit_price": 0.8,
+        "percent_discount": None,
+        "cost_estimate_nano_usd": nano_usd,
+    }
+
+
+def _parse_time(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeBilling
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up: expected in the timeout test
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.fake._dispatch(self)
+
+    def send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if isinstance(payload, str):
+            data, ctype = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            data, ctype = json.dumps(payload).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FakeBilling:
+    """The fake billing API. Use as a context manager, or call start()/stop().
+
+    Knobs (restored by :meth:`reset`): ``events`` (served newest first), ``key``,
+    ``read_only_keys``, ``max_page`` (the most records a page holds), ``echo_key`` (error details
+    repeat the Authorization header, to test that the client scrubs it), ``next_cursor_override``
+    (a fixed next_cursor, to script a broken server), :meth:`fail`, :meth:`delay`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.fake = self
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.reset()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> FakeBilling:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"fakebilling:{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._wake.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> FakeBilling:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.events: list[dict[str, Any]] = []
+            self.key = ADMIN_KEY
+            self.read_only_keys: set[str] = set()
+            self.max_page = 10_000
+            self.echo_key = False
+            self.next_cursor_override: str | None = None
+            self.raw_answer: bytes | None = None
+            self._failures: list[Failure] = []
+            self._delay = False
+            self._requests: list[Recorded] = []
+            old, self._wake = self._wake, threading.Event()
+        old.set()
+
+    def fail(
+        self,
+        status: int,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests (or all) with ``status``."""
+        if body is None:
+            body = {"detail": f"fake error {status}"}
+        with self._lock:
+            self._failures.append(Failure(status, body, dict(headers or {}), times))
+
+    def delay(self) -> None:
+        """Answer nothing until the next reset()/stop() (a client timeout fires first)."""
+        with self._lock:
+            self._delay = True
+
+    @property
+    def requests(self) -> list[Recorded]:
+        with self._lock:
+            return list(self._requests)
+
+    # -- serving ------------------------------------------------------------------------------
+    def _dispatch(self, handler: _Handler) -> None:
+        parts = urlsplit(handler.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        with self._lock:
+            self._requests.append(Recorded(handler.command, parts.path, query, headers))
+            delay, wake = self._delay, self._wake
+            failure = self._failures[0] if self._failures else None
+            if failure is not None and failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.pop(0)
+        if delay:
+            wake.wait(timeout=30)
+        if parts.path != EVENTS_PATH:
+            handler.send(404, {"detail": "Not Found"})
+            return
+        auth = headers.get("authorization", "")
+        if auth != f"Key {self.key}" and auth.removeprefix("Key ") not in self.read_only_keys:
+            detail = f"Invalid API key: {auth}" if self.echo_key else "Invalid API key"
+            handler.send(401, {"detail": detail})
+            return
+        if auth.removeprefix("Key ") in self.read_only_keys:
+            handler.send(403, {"detail": "The key lacks billing:usage:read"})
+            return
+        if failure is not None:
+            body = failure.body
+            if self.echo_key and isinstance(body, dict):
+                body = {**body, "detail": f"{body.get('detail')} for {auth}"}
+            handler.send(failure.status, body, failure.headers)
+            return
+        if self.raw_answer is not None:
+            handler.send(200, self.raw_answer.decode())
+            return
+        try:
+            start = _parse_time(query["start"][0])
+            end = _parse_time(query["end"][0])
+            limit = int(query.get("limit", ["50"])[0])
+            page = 1
+            if "cursor" in query:
+                page = int(base64.b64decode(query["cursor"][0], validate=True).decode())
+        except (KeyError, ValueError, binascii.Error):
+            handler.send(400, {"detail": f"bad query {parts.query!r}"})
+            return
+        if limit < 1 or page < 1:
+            handler.send(400, {"detail": "limit and page must be >= 1"})
+            return
+        if end - start > dt.timedelta(days=MAX_DAYS):
+            handler.send(400, {"detail": "Date range cannot exceed 90 days"})
+            return
+        endpoints = {e for v in query.get("endpoint_id", []) for e in v.split(",") if e}
+        request_ids = {r for v in query.get("request_id", []) for r in v.split(",") if r}
+        with self._lock:
+            events = [
+                e
+                for e in self.events
+                if start <= _parse_time(e["timestamp"]) < end
+                and (not endpoints or e.get("endpoint_id") in endpoints)
+                and (not request_ids or e.get("request_id") in request_ids)
+            ]
+            size = min(limit, self.max_page)
+            override = self.next_cursor_override
+        events.sort(key=lambda e: _parse_time(e["timestamp"]), reverse=True)
+        chunk = events[(page - 1) * size : page * size]
+        has_more = page * size < len(events)
+        next_cursor = override if override is not None else cursor_for(page + 1)
+        handler.send(
+            200,
+            {
+                "billing_events": chunk,
+                "next_cursor": next_cursor if has_more else None,
+                "has_more": has_more,
+            },
+        )
