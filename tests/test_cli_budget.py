@@ -36,6 +36,7 @@ import pytest
 
 from falbudget import Cap, Guard
 from falbudget.guard.core import Hold
+from falbudget.ledger import open_ledger
 from falbudget.pricing.loader import default_table
 from test_cli import ACME_TABLE, MAGI, assert_usage_error, clean_env, installed_script, run
 from test_guard import Clock, utc
@@ -67,8 +68,8 @@ CAPS = [
 ]
 
 HISTORY_COLUMNS = [
-    "id", "created_at", "endpoint", "amount", "state", "settled_amount", "request_id",
-    "expires_at", "idempotency_key", "table_version", "tags",
+    "id", "created_at", "endpoint", "amount", "state", "settled_amount", "adjusted_amount",
+    "request_id", "expires_at", "idempotency_key", "table_version", "tags",
 ]  # fmt: skip
 
 
@@ -297,7 +298,8 @@ def test_history_table_newest_first(capsys: pytest.CaptureFixture[str], seeded: 
     out = ok(run(capsys, "budget", "history", "--ledger", seeded.url))
     rows = table_rows(out)
     assert rows[0] == [
-        "created_at", "endpoint", "amount", "state", "settled_amount", "request_id", "tags"
+        "created_at", "endpoint", "amount", "state", "settled_amount", "adjusted_amount",
+        "request_id", "tags",
     ]  # fmt: skip
     assert all(row[1] == MAGI for row in rows[1:])
     assert [row[:1] + row[2:] for row in rows[1:]] == [
@@ -327,6 +329,7 @@ def test_history_json_lines(capsys: pytest.CaptureFixture[str], seeded: Seeded) 
         "amount": "1.20",  # money is a decimal string, never a float
         "state": "settled",
         "settled_amount": "1.10",
+        "adjusted_amount": None,
         "request_id": "req-f",
         "created_at": "2026-11-24T08:00:00+00:00",
         "updated_at": "2026-11-24T08:00:00+00:00",
@@ -350,13 +353,32 @@ def test_history_csv(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None
     assert table[0] == HISTORY_COLUMNS
     assert len(table) == 7
     assert table[1] == [
-        seeded.ids[6], "2026-11-24T08:00:00+00:00", MAGI, "1.20", "settled", "1.10", "req-f",
-        "2126-11-24T08:00:00+00:00", "", TABLE_VERSION, "project=beta user=bob",
+        seeded.ids[6], "2026-11-24T08:00:00+00:00", MAGI, "1.20", "settled", "1.10", "",
+        "req-f", "2126-11-24T08:00:00+00:00", "", TABLE_VERSION, "project=beta user=bob",
     ]  # fmt: skip
     assert table[2] == [
-        seeded.ids[5], "2026-11-23T13:00:00+00:00", MAGI, "1.60", "released", "", "",
+        seeded.ids[5], "2026-11-23T13:00:00+00:00", MAGI, "1.60", "released", "", "", "",
         "2126-11-23T13:00:00+00:00", "", TABLE_VERSION, "user=bob",
     ]  # fmt: skip
+
+
+def test_history_shows_what_reconcile_corrected(
+    capsys: pytest.CaptureFixture[str], seeded: Seeded
+) -> None:
+    """Hold 6 settled at 1.10; fal billed 0.95, so an adjustment makes it count 0.95. History
+    keeps both: the settled amount as it was, and the corrected one beside it."""
+    ledger = open_ledger(seeded.url)
+    try:
+        ledger.adjust(seeded.ids[6], 950_000, now=1.0e9, reason="billed 0.95", source="test")
+    finally:
+        ledger.close()
+    rows = history_json(capsys, "--ledger", seeded.url)
+    assert [(r["settled_amount"], r["adjusted_amount"]) for r in rows[:2]] == [
+        ("1.10", "0.95"),
+        (None, None),
+    ]
+    out = ok(run(capsys, "budget", "history", "--ledger", seeded.url, "--limit", "1"))
+    assert table_rows(out)[1][3:7] == ["settled", "1.10", "0.95", "req-f"]
 
 
 @pytest.mark.parametrize(

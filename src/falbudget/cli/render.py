@@ -404,6 +404,10 @@ def history_rows(holds: Sequence[LedgerHold]) -> list[dict[str, Any]]:
             "settled_amount": (
                 None if h.settled_amount is None else format_usd(from_micros(h.settled_amount))
             ),
+            # what reconcile --apply corrected it to (the ledger counts this), else None
+            "adjusted_amount": (
+                None if h.adjusted_amount is None else format_usd(from_micros(h.adjusted_amount))
+            ),
             "request_id": h.request_id,
             "created_at": _iso(h.created_at),
             "updated_at": _iso(h.updated_at),
@@ -416,7 +420,15 @@ def history_rows(holds: Sequence[LedgerHold]) -> list[dict[str, Any]]:
     ]
 
 
-_HISTORY_COLUMNS = ("created_at", "endpoint", "amount", "state", "settled_amount", "request_id")
+_HISTORY_COLUMNS = (
+    "created_at",
+    "endpoint",
+    "amount",
+    "state",
+    "settled_amount",
+    "adjusted_amount",
+    "request_id",
+)
 
 
 def history_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -425,7 +437,7 @@ def history_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return _tabulate(
         [[*(row[c] or "" for c in _HISTORY_COLUMNS), _tags_text(row["tags"])] for row in rows],
         [*_HISTORY_COLUMNS, "tags"],
-        ["left", "left", "right", "left", "right", "left", "left"],
+        ["left", "left", "right", "left", "right", "right", "left", "left"],
     )
 
 
