@@ -7,11 +7,17 @@ configuration, else --ledger URL, else FALBUDGET_LEDGER, else the default SQLite
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import TYPE_CHECKING
 
 from falbudget.cli import render
-from falbudget.cli.common import FORMATS, Outcome, Subparsers, UsageError, add_format_option
+from falbudget.cli.common import (
+    FORMATS,
+    Outcome,
+    Subparsers,
+    UsageError,
+    add_format_option,
+    parse_when,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard
@@ -112,23 +118,8 @@ def run_status(args: argparse.Namespace) -> Outcome:
     return Outcome(render.status_table(data))
 
 
-def _when(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{option}={text!r} is not allowed: an ISO date or time such as 2026-11-24"
-            " or 2026-11-24T13:00+01:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
-
-
 def run_history(args: argparse.Namespace) -> Outcome:
-    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    since, until = parse_when(args.since, "--since"), parse_when(args.until, "--until")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit={args.limit} is not allowed: 1 or more")
     scope = None

@@ -8,6 +8,7 @@ A command module has a ``register(subparsers)`` function that adds its parser(s)
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -111,3 +112,20 @@ def parse_amount(text: str) -> Decimal:
     if amount < 0:
         raise argparse.ArgumentTypeError(f"AMOUNT={text!r} is not allowed: it must not be negative")
     return amount
+
+
+def parse_when(text: str | None, option: str, tz: dt.tzinfo = dt.UTC) -> float | None:
+    """An ISO date or time given to ``option`` (--since, --until, --now) as POSIX seconds; a
+    date or time without an offset is read in ``tz``. None stays None."""
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option}={text!r} is not allowed: an ISO date or time such as 2026-11-24"
+            " or 2026-11-24T13:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.timestamp()

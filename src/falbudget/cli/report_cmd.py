@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
-from falbudget.cli.common import Outcome, Subparsers, UsageError
+from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
 from falbudget.cli.render import to_json
 from falbudget.money import format_usd
 
@@ -104,24 +104,6 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(func=run_report)
 
 
-def _moment(text: str | None, option: str, tz: str) -> float | None:
-    """An ISO date or time; without an offset it is read in ``tz``."""
-    if text is None:
-        return None
-    from falbudget.report import zone
-
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{option}={text!r} is not allowed: an ISO date or time such as 2026-11-24"
-            " or 2026-11-24T13:00+01:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone(tz))
-    return moment.timestamp()
-
-
 def run_report(args: argparse.Namespace) -> Outcome:
     from falbudget import report as rp
 
@@ -132,13 +114,13 @@ def run_report(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--burn-days={args.burn_days} is not allowed: 1 or more")
     if args.chart and args.format != "table":
         raise UsageError("--chart draws in the terminal: it goes with --format table only")
-    now = _moment(args.now, "--now", args.tz)
+    now = parse_when(args.now, "--now", _zone(args.tz))
     now = time.time() if now is None else now
     since, until = rp.default_window(
         now,
         args.tz,
-        since=_moment(args.since, "--since", args.tz),
-        until=_moment(args.until, "--until", args.tz),
+        since=parse_when(args.since, "--since", _zone(args.tz)),
+        until=parse_when(args.until, "--until", _zone(args.tz)),
     )
     guard = guard_from_args(args)
     try:
@@ -358,3 +340,9 @@ def report_csv(report: Report) -> str:
                 ]
             )
     return out.getvalue().rstrip("\n")
+
+
+def _zone(tz: str) -> dt.tzinfo:
+    from falbudget.report import zone
+
+    return zone(tz)
