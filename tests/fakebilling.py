@@ -14,7 +14,8 @@ One :class:`FakeBilling` is a ``ThreadingHTTPServer`` on ``127.0.0.1`` (free por
 
 ``base_url`` is what ``FALBUDGET_FAL_API_URL`` takes (``http://127.0.0.1:PORT/v1``). Every
 request is recorded (path, query, headers); :meth:`fail` scripts error answers, :meth:`delay` a
-slow one. Everything is reset by :meth:`reset`.
+slow one, ``redirect_to`` a redirect and ``drip_s`` an answer that trickles in. Everything is
+reset by :meth:`reset`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import binascii
 import datetime as dt
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -96,7 +98,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.fake._dispatch(self)
 
-    def send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        drip_s: float = 0.0,
+    ) -> None:
+        """Answer ``payload`` (JSON, or a string as text); ``drip_s`` > 0 writes it one byte
+        at a time with that pause between bytes."""
         if isinstance(payload, str):
             data, ctype = payload.encode(), "text/plain; charset=utf-8"
         else:
@@ -107,7 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if drip_s <= 0:
+            self.wfile.write(data)
+            return
+        for byte in data:
+            if self.server.fake.stopping.is_set():
+                return
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(drip_s)
 
 
 class FakeBilling:
@@ -116,7 +134,11 @@ class FakeBilling:
     Knobs (restored by :meth:`reset`): ``events`` (served newest first), ``key``,
     ``read_only_keys``, ``max_page`` (the most records a page holds), ``echo_key`` (error details
     repeat the Authorization header, to test that the client scrubs it), ``next_cursor_override``
-    (a fixed next_cursor, to script a broken server), :meth:`fail`, :meth:`delay`.
+    (a fixed next_cursor, to script a broken server), ``raw_answer`` (bytes served as the
+    answer), ``redirect_to`` (every request answers 302 with this Location), ``drip_s`` (answers
+    are written one byte at a time, this many seconds apart), ``repeat_last`` (each page after
+    the first starts with the previous page's last event again, as a timestamp cursor can),
+    :meth:`fail`, :meth:`delay`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -127,6 +149,7 @@ class FakeBilling:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self.stopping = threading.Event()
         self.reset()
 
     @property
@@ -145,6 +168,7 @@ class FakeBilling:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._server.shutdown()
@@ -167,6 +191,9 @@ class FakeBilling:
             self.echo_key = False
             self.next_cursor_override: str | None = None
             self.raw_answer: bytes | None = None
+            self.redirect_to: str | None = None
+            self.drip_s = 0.0
+            self.repeat_last = False
             self._failures: list[Failure] = []
             self._delay = False
             self._requests: list[Recorded] = []
@@ -206,6 +233,7 @@ class FakeBilling:
             self._requests.append(Recorded(handler.command, parts.path, query, headers))
             delay, wake = self._delay, self._wake
             failure = self._failures[0] if self._failures else None
+            redirect, drip = self.redirect_to, self.drip_s
             if failure is not None and failure.times is not None:
                 failure.times -= 1
                 if failure.times <= 0:
@@ -214,6 +242,9 @@ class FakeBilling:
             wake.wait(timeout=30)
         if parts.path != EVENTS_PATH:
             handler.send(404, {"detail": "Not Found"})
+            return
+        if redirect is not None:
+            handler.send(302, {"detail": "moved"}, {"Location": redirect})
             return
         auth = headers.get("authorization", "")
         if auth != f"Key {self.key}" and auth.removeprefix("Key ") not in self.read_only_keys:
@@ -230,7 +261,7 @@ class FakeBilling:
             handler.send(failure.status, body, failure.headers)
             return
         if self.raw_answer is not None:
-            handler.send(200, self.raw_answer.decode())
+            handler.send(200, self.raw_answer.decode(), drip_s=drip)
             return
         try:
             start = _parse_time(query["start"][0])
@@ -260,8 +291,11 @@ class FakeBilling:
             ]
             size = min(limit, self.max_page)
             override = self.next_cursor_override
+            repeat = self.repeat_last
         events.sort(key=lambda e: _parse_time(e["timestamp"]), reverse=True)
         chunk = events[(page - 1) * size : page * size]
+        if repeat and page > 1:
+            chunk = [events[(page - 1) * size - 1], *chunk]
         has_more = page * size < len(events)
         next_cursor = override if override is not None else cursor_for(page + 1)
         handler.send(
@@ -271,4 +305,5 @@ class FakeBilling:
                 "next_cursor": next_cursor if has_more else None,
                 "has_more": has_more,
             },
+            drip_s=drip,
         )

@@ -610,6 +610,55 @@ def test_adjust_a_released_hold_that_fal_billed(ledger: Ledger) -> None:
     assert ledger.totals(["g"]) == [BucketTotals("g", 400_000, 0)]
 
 
+def test_a_released_hold_adjusted_back_to_zero_is_released_again(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "h1", 800_000, charges, idempotency_key="job-1"))
+    ledger.mark_submitted("h1", "req-1", now=T0 + 1)
+    ledger.release("h1", now=T0 + 2)
+    up = ledger.adjust("h1", 400_000, now=T0 + 50, reason="billed", source="a.csv")
+    down = ledger.adjust("h1", 0, now=T0 + 51, reason="not billed after all", source="b.csv")
+    assert up is not None and down is not None
+    assert (down.previous, down.amount, down.delta) == (400_000, 0, -400_000)
+    hold = ledger.get_hold("h1")
+    # fal billed nothing: not a request, as before the first adjustment
+    assert (hold.state, hold.adjusted_amount, hold.spent_amount, hold.counts_as_spent) == (
+        "released",
+        0,
+        0,
+        False,
+    )
+    assert ledger.totals(["g"]) == [BucketTotals("g", 0, 0)]  # + 400_000 - 400_000
+    # so its key is admitted afresh, on the same row, without the old adjusted amount
+    again = admitted(reserve(ledger, "h2", 700_000, charges, idempotency_key="job-1", now=T0 + 60))
+    assert (again.id, again.state, again.amount, again.adjusted_amount) == (
+        "h1",
+        "held",
+        700_000,
+        None,
+    )
+    assert ledger.get_hold("h1").adjusted_amount is None
+    assert ledger.totals(["g"]) == [BucketTotals("g", 0, 700_000)]
+    settled = ledger.settle("h1", None, now=T0 + 61)
+    # counted at its new settlement, in the hold and in its bucket alike
+    assert (settled.spent_amount, settled.counts_as_spent) == (700_000, True)
+    assert ledger.totals(["g"]) == [BucketTotals("g", 700_000, 0)]
+    assert ledger.adjustments("h1") == [up, down]  # the audit trail of its first life stays
+
+
+def test_a_hold_adjusted_to_zero_no_longer_counts_as_a_request(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "lost", 600_000, charges, ttl=10, idempotency_key="job-2"))
+    ledger.mark_submitted("lost", "req-lost", now=T0 + 1)
+    ledger.expire(now=T0 + 20)
+    assert ledger.get_hold("lost").counts_as_spent
+    ledger.adjust("lost", 0, now=T0 + 30, reason="never billed", source="billing.csv")
+    hold = ledger.get_hold("lost")
+    assert (hold.state, hold.spent_amount, hold.counts_as_spent) == ("expired", 0, False)
+    # an expired hold is not re-admitted: fal accepted the request; its key replays
+    replay = reserve(ledger, "next", 600_000, charges, idempotency_key="job-2", now=T0 + 40)
+    assert (replay.admitted, replay.replayed, replay.hold) == (True, True, hold)
+
+
 def test_the_same_adjustment_twice_writes_nothing(ledger: Ledger) -> None:
     charges = [cap("g", 10_000_000)]
     admitted(reserve(ledger, "h", 800_000, charges))
@@ -846,7 +895,7 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
             )
             existing = by_key.get(key) if key is not None else None
             replays = existing is not None and (
-                model[existing]["state"] != "released" or model[existing]["adjusted"] is not None
+                model[existing]["state"] != "released" or (model[existing]["adjusted"] or 0) > 0
             )
             if replays:
                 assert (result.admitted, result.replayed) == (True, True)

@@ -206,6 +206,26 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     ledger.close()
 
 
+def test_adjusting_a_hold_whose_bucket_row_was_deleted_by_hand_names_the_bucket(
+    ledger: SQLiteLedger, path: Path
+) -> None:
+    assert reserve(ledger, "h")
+    ledger.settle("h", None, now=T0 + 1)
+    conn = raw(path)
+    conn.execute("DELETE FROM buckets WHERE key = 'project=demo|2025-06'")
+    conn.close()
+    with pytest.raises(LedgerError) as info:
+        ledger.adjust("h", 500_000, now=T0 + 2, reason="billed", source="test")
+    assert str(info.value) == (
+        "bucket 'project=demo|2025-06' of hold 'h' is missing from the ledger (deleted by hand?):"
+        " the hold cannot be adjusted until the bucket row is restored"
+    )
+    assert ledger.adjustments() == []
+    assert ledger.get_hold("h").adjusted_amount is None
+    # the other bucket did not move: 800_000 as settled
+    assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 800_000, 0)]
+
+
 def test_request_ids_are_looked_up_through_the_index(ledger: SQLiteLedger, path: Path) -> None:
     add_history(path, closed=1_000, open_later=0)
     conn = ledger._conn

@@ -283,6 +283,33 @@ def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
     assert ledger.adjustments() == [row]
 
 
+def test_adjusting_a_hold_whose_bucket_row_was_deleted_by_hand_names_the_bucket(
+    url: str, opened: Callable[[str], Ledger]
+) -> None:
+    from psycopg import sql
+
+    ledger = opened(url)
+    charges = [BucketCharge(GLOBAL, CAP), BucketCharge("project=demo|2025-06", None)]
+    admitted(reserve(ledger, "h", PRICE, charges))
+    ledger.settle("h", None, now=T0 + 1)
+    with admin_connection() as conn:
+        conn.execute(
+            sql.SQL("DELETE FROM {}.buckets WHERE key = 'project=demo|2025-06'").format(
+                sql.Identifier(schema_of(url))
+            )
+        )
+    with pytest.raises(LedgerError) as info:
+        ledger.adjust("h", 500_000, now=T0 + 2, reason="billed", source="test")
+    assert str(info.value).endswith(
+        "bucket 'project=demo|2025-06' of hold 'h' is missing from the ledger (deleted by hand?):"
+        " the hold cannot be adjusted until the bucket row is restored"
+    )
+    assert ledger.adjustments() == []
+    assert ledger.get_hold("h").adjusted_amount is None
+    # the other bucket did not move: 800_000 as settled
+    assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, PRICE, 0)]
+
+
 def test_migrate_creates_a_missing_schema(url: str, opened: Callable[[str], Ledger]) -> None:
     from falbudget.ledger import postgres
 

@@ -19,11 +19,13 @@ from fakebilling import ADMIN_KEY, FakeBilling, cursor_for, event
 from falbudget import Cap, Guard
 from falbudget.cli.app import main
 from falbudget.ledger import BucketCharge, BucketTotals, Ledger, MemoryLedger, open_ledger
+from falbudget.money import format_usd, from_micros, to_micros
 from falbudget.reconcile import (
     BillingApiError,
     BillingRecord,
     BillingRecords,
     ReconcileError,
+    ZeroingRefused,
     apply_corrections,
     fetch_billing_events,
     load_billing_file,
@@ -166,6 +168,11 @@ def test_nano_and_total_may_both_be_given_when_they_agree() -> None:
             '{"billing_events": [], "has_more": true, "next_cursor": "Mg=="}',
             "json",
             "f: has_more is true: this is one page of a longer answer",
+        ),
+        (
+            '{"billing_events": [], "has_more": "true", "next_cursor": "Mg=="}',
+            "json",
+            "f: has_more='true' is not allowed: true or false (a JSON boolean, as fal gives it)",
         ),
         ('{"events": []}', "json", "f: billing_events=None is not allowed"),
         ('"hello"', "json", "f: a str is not allowed: fal's billing-events answer"),
@@ -904,9 +911,11 @@ def test_cli_table_json_and_csv_of_a_difference(
         "grace_hours": "1.5",
         "endpoints": [],
         "records": 2,
+        "duplicates": 0,
         "requests": 2,
         "billed": "1.95",
         "applied": False,
+        "zeroing_refused": None,
         "counts": {
             "matched": 1,
             "different_amount": 1,
@@ -1050,3 +1059,658 @@ def test_cli_from_api_against_the_fake_server(
     monkeypatch.setenv("FAL_KEY_SECRET", "key-secret")
     fake_billing.key = "key-id:key-secret"  # as fal_client sends FAL_KEY_ID and FAL_KEY_SECRET
     assert main(argv) == 0
+
+
+# -- review 15: --endpoint narrows the holds, never the records ----------------------------------
+def test_endpoint_narrows_the_holds_and_the_requests_without_a_hold_never_the_records() -> None:
+    ledger = MemoryLedger()
+    _hold(ledger, "a", 800_000, at(2, 10), request_id="req-a", close="settle")
+    _hold(ledger, "b", 1_200_000, at(2, 11), request_id="req-b", close="settle")
+    _hold(ledger, "c", 800_000, at(2, 12), request_id="req-c", close="settle")  # not billed
+    _hold(ledger, "f", 500_000, at(2, 13), request_id="req-f", close="settle", endpoint=FLUX)
+    records = (
+        BillingRecord("req-a", None, at(2, 10, 1), Decimal("0.80"), None, "x: 1"),  # no endpoint
+        BillingRecord("req-b", "fal-ai/magi", at(2, 11, 1), Decimal("1.20"), None, "x: 2"),
+        BillingRecord("req-n", None, at(2, 14), Decimal("0.10"), None, "x: 3"),  # no hold
+        BillingRecord("req-x", FLUX, at(2, 15), Decimal("0.40"), None, "x: 4"),  # no hold, flux
+    )
+    result = reconcile(
+        ledger, BillingRecords(records, "x", at(1), at(4)), now=at(10), endpoints=[ENDPOINT]
+    )
+    assert [(line.kind, line.request_id, line.target) for line in result.lines] == [
+        # its endpoint is unknown: it may be a guarded endpoint's, so it is reported
+        ("billed_not_in_ledger", "req-n", None),
+        ("held_not_billed", "req-c", 0),
+        # matched by request id, whatever (or whether) fal names the endpoint
+        ("matched", "req-a", None),
+        ("matched", "req-b", None),
+    ]
+    # f (flux, not billed) is left out with its endpoint, req-x (flux, no hold) too
+    assert result.records == 3  # req-a, req-b, req-n
+    assert result.zeroing_refused is None  # 1 hold to zero, 2 matched
+
+
+def test_cli_endpoint_with_an_export_without_endpoint_ids_zeroes_nothing(
+    small: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = small
+    path.write_text(
+        "request_id,timestamp,cost_estimate_nano_usd\n"
+        "req-1,2026-11-02T10:01:00Z,800000000\n"
+        "req-2,2026-11-02T11:01:00Z,1200000000\n"
+    )
+    argv = ["reconcile", str(path), "--ledger", url, "--since", "2026-11-01", "--until"]
+    argv += ["2026-11-04", "--now", "2026-11-10", "--endpoint", ENDPOINT, "--apply"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "matched 2, different amount 0, billed but not in the ledger 0, held but never" in out
+    assert err == ""
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    # 0.80 + 1.20, as settled
+    assert ledger.totals(["global|total"]) == [BucketTotals("global|total", 2_000_000, 0)]
+    ledger.close()
+
+
+def test_cli_from_api_fetches_every_endpoint_and_matches_by_request_id(
+    small: tuple[str, Path],
+    fake_billing: FakeBilling,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, _ = small
+    monkeypatch.setenv("FALBUDGET_FAL_API_URL", fake_billing.base_url)
+    monkeypatch.setenv("FAL_KEY", ADMIN_KEY)
+    fake_billing.events = [  # fal names the endpoint otherwise than the guard did
+        event("req-1", stamp(2, 10, 1), 800_000_000, endpoint="fal-ai/magi/i2v"),
+        event("req-2", stamp(2, 11, 1), 1_200_000_000, endpoint="fal-ai/magi/i2v"),
+    ]
+    argv = ["reconcile", "--from-api", "--since", "2026-11-01", "--until", "2026-11-04"]
+    argv += ["--ledger", url, "--now", "2026-11-10", "--endpoint", ENDPOINT, "--apply"]
+    assert main(argv) == 0
+    assert "matched 2," in capsys.readouterr().out
+    assert "endpoint_id" not in fake_billing.requests[0].query
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+
+
+# -- review 15: --apply does not zero holds on thin evidence -------------------------------------
+@pytest.fixture
+def three_holds() -> MemoryLedger:
+    """req-a 0.80, req-b 1.20 and req-c 0.80, reserved on Nov 2 at 10, 11 and 12, settled."""
+    ledger = MemoryLedger()
+    _hold(ledger, "a", 800_000, at(2, 10), request_id="req-a", close="settle")
+    _hold(ledger, "b", 1_200_000, at(2, 11), request_id="req-b", close="settle")
+    _hold(ledger, "c", 800_000, at(2, 12), request_id="req-c", close="settle")
+    return ledger
+
+
+def test_apply_refuses_to_zero_on_thin_evidence(three_holds: MemoryLedger) -> None:
+    ledger = three_holds
+    span = "2026-11-01T01:00:00Z to 2026-11-04T00:00:00Z"  # the first hour is left out
+
+    def nov(*records: BillingRecord) -> BillingRecords:
+        return BillingRecords(records, "nov.csv", at(1), at(4))
+
+    empty = reconcile(ledger, nov(), now=at(10))
+    assert empty.zeroing_refused == "there are no billing records, and 3 holds would be zeroed"
+    assert empty.zeroing == 3
+    # another team's key: records, none of this ledger's
+    other = reconcile(ledger, nov(record("req-zz", "0.50", at(2, 9))), now=at(10))
+    assert other.zeroing_refused == (
+        f"no billing record matches a hold reserved from {span}, and 3 holds would be zeroed"
+    )
+    # a partial export: 1 hold matched (req-a, billed 0.70), 2 would be zeroed
+    partial = reconcile(ledger, nov(record("req-a", "0.70", at(2, 10, 1))), now=at(10))
+    assert partial.zeroing_refused == (
+        f"2 holds would be zeroed but the records match only 1 reserved from {span}"
+    )
+    for result in (empty, other, partial):
+        with pytest.raises(ZeroingRefused, match="refusing to zero holds on thin evidence: "):
+            apply_corrections(ledger, result)
+    # nothing changed, not even req-a's different amount
+    assert ledger.adjustments() == []
+    assert ledger.totals(["all"]) == [BucketTotals("all", 2_800_000, 0)]  # 0.80 + 1.20 + 0.80
+
+    # 2 matched, 1 to zero: the evidence is enough
+    enough = reconcile(
+        ledger,
+        nov(record("req-a", "0.80", at(2, 10, 1)), record("req-b", "1.20", at(2, 11, 1))),
+        now=at(10),
+    )
+    assert enough.zeroing_refused is None
+    # --allow-zeroing applies the partial one: a 0.70, b 0, c 0
+    apply_corrections(ledger, partial, allow_zeroing=True)
+    assert [(a.hold_id, a.amount) for a in ledger.adjustments()] == [
+        ("a", 700_000),
+        ("b", 0),  # held but never billed: oldest first
+        ("c", 0),
+    ]
+    assert ledger.totals(["all"]) == [BucketTotals("all", 700_000, 0)]
+
+
+def test_a_refusal_needs_holds_to_zero(three_holds: MemoryLedger) -> None:
+    # records of every hold: nothing to zero, nothing refused; holds in the first hour of the
+    # range are never zeroed (clock differences) and count as no evidence either way
+    ledger = three_holds
+    billing = BillingRecords(
+        (
+            record("req-a", "0.80", at(2, 10, 1)),
+            record("req-b", "1.20", at(2, 11, 1)),
+            record("req-c", "0.75", at(2, 12, 1)),
+        ),
+        "nov.csv",
+        at(2, 11, 30),  # req-a and req-b are before the range, req-c inside its first hour
+        at(4),
+    )
+    result = reconcile(ledger, billing, now=at(10))
+    assert (result.zeroing, result.zeroing_refused) == (0, None)
+    apply_corrections(ledger, result)
+    assert [(a.hold_id, a.amount) for a in ledger.adjustments()] == [("c", 750_000)]
+
+
+def test_holds_reserved_in_the_first_hour_of_the_range_are_not_zeroed() -> None:
+    ledger = MemoryLedger()
+    _hold(ledger, "early", 800_000, at(2, 0, 30), request_id="req-early", close="settle")
+    _hold(ledger, "later", 800_000, at(2, 1, 1), request_id="req-later", close="settle")
+    _hold(ledger, "ok1", 800_000, at(2, 5), request_id="req-ok1", close="settle")
+    _hold(ledger, "ok2", 800_000, at(2, 6), request_id="req-ok2", close="settle")
+    billing = BillingRecords(
+        (record("req-ok1", "0.80", at(2, 5, 1)), record("req-ok2", "0.80", at(2, 6, 1))),
+        "nov.csv",
+        at(2),
+        at(4),
+    )
+    result = reconcile(ledger, billing, now=at(10))
+    # reserved 00:30, within an hour of the range's start: its record may lie before it
+    assert [line.request_id for line in result.lines if line.kind == "held_not_billed"] == [
+        "req-later"  # 01:01 is past the first hour
+    ]
+
+
+def test_cli_apply_refuses_a_header_only_export_and_allow_zeroing_overrides(
+    small: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = small
+    path.write_text("request_id,timestamp,cost_total\n")
+    argv = ["reconcile", str(path), "--ledger", url, "--since", "2026-11-01", "--until"]
+    argv += ["2026-11-04", "--now", "2026-11-10"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-4:] == [
+        "held but never billed  req-1         h1      settled  2026-11-02 10:00      0.80"
+        "            --apply --allow-zeroing sets 0.00",
+        "held but never billed  req-2         h2      settled  2026-11-02 11:00      1.20"
+        "            --apply --allow-zeroing sets 0.00",
+        "",
+        "--apply refuses to run: there are no billing records, and 2 holds would be zeroed;"
+        " with --allow-zeroing it would correct 2 holds (each change recorded as an adjustment)",
+    ]
+    assert err == (
+        "falbudget: 2 discrepancies with fal's billing records; --apply refuses without"
+        " --allow-zeroing (it would zero 2)\n"
+    )
+    assert main([*argv, "--apply"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "falbudget: error: --apply refused, nothing was changed: there are no billing records,"
+        " and 2 holds would be zeroed. An empty, partial or wrong export, another team's API key"
+        " or a range the records do not cover looks like this; check the records, or give"
+        " --allow-zeroing to zero them anyway\n"
+    )
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+    assert main([*argv, "--apply", "--allow-zeroing"]) == 1
+    assert "applied 2 corrections" in capsys.readouterr().out
+    ledger = open_ledger(url)
+    assert [(a.hold_id, a.amount) for a in ledger.adjustments()] == [("h1", 0), ("h2", 0)]
+    ledger.close()
+
+
+def test_cli_apply_refuses_an_empty_api_answer(
+    small: tuple[str, Path],
+    fake_billing: FakeBilling,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, _ = small
+    monkeypatch.setenv("FALBUDGET_FAL_API_URL", fake_billing.base_url)
+    monkeypatch.setenv("FAL_KEY", ADMIN_KEY)  # the key of a team that billed nothing
+    argv = ["reconcile", "--from-api", "--since", "2026-11-01", "--until", "2026-11-04"]
+    assert main([*argv, "--ledger", url, "--now", "2026-11-10", "--apply"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("falbudget: error: --apply refused, nothing was changed")
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+
+
+# -- review 15: a record repeated exactly counts once --------------------------------------------
+def test_cli_a_record_repeated_exactly_counts_once_and_different_ones_add_up(
+    small: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = small
+    path.write_text(
+        "request_id,endpoint_id,timestamp,cost_estimate_nano_usd\n"
+        f"req-1,{ENDPOINT},2026-11-02T10:01:00Z,800000000\n"
+        f"req-1,{ENDPOINT},2026-11-02T10:01:00Z,800000000\n"  # the same event twice
+        f"req-2,{ENDPOINT},2026-11-02T11:01:00Z,600000000\n"  # two events of one request
+        f"req-2,{ENDPOINT},2026-11-02T11:02:00Z,600000000\n"
+    )
+    argv = ["reconcile", str(path), "--ledger", url, "--now", "2026-11-10"]
+    assert main([*argv, "--apply"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:2] == [
+        f"3 billing records (2 requests, 2.00 USD billed) from {path}",  # 0.80 + 0.60 + 0.60
+        "1 more record repeated another exactly and counted once (see the notes)",
+    ]
+    assert "matched 2, different amount 0" in out and err == ""
+    assert main([*argv, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["records"], data["duplicates"], data["billed"]) == (3, 1, "2.00")
+    lines = {line["request_id"]: line for line in data["lines"]}
+    assert lines["req-1"]["note"] == f"{path}: line 3 repeats {path}: line 2 exactly: counted once"
+    assert lines["req-1"]["records"] == [f"{path}: line 2"]
+    assert lines["req-2"]["records"] == [f"{path}: line 4", f"{path}: line 5"]
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+
+
+def test_a_record_repeated_at_a_page_boundary_counts_once(fake_billing: FakeBilling) -> None:
+    fake_billing.events = [event(f"r{n}", stamp(2, n), 800_000_000) for n in (1, 2, 3)]
+    fake_billing.repeat_last = True  # page 2 starts with page 1's last event again
+    got = fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=fake_billing.base_url, page_limit=2)
+    # newest first: r3 r2 | r2 r1
+    assert [r.request_id for r in got.records] == ["r3", "r2", "r2", "r1"]
+    ledger = MemoryLedger()
+    for n in (1, 2, 3):
+        _hold(ledger, f"h{n}", 800_000, at(2, n) - 60, request_id=f"r{n}", close="settle")
+    result = reconcile(ledger, got, now=at(10))
+    assert [(line.kind, line.request_id, line.billed_micros) for line in result.lines] == [
+        ("matched", "r3", 800_000),
+        ("matched", "r2", 800_000),  # not 1.60
+        ("matched", "r1", 800_000),
+    ]
+    assert (result.records, result.duplicates) == (3, 1)
+
+
+# -- review 15: the fetcher ----------------------------------------------------------------------
+def test_the_fetcher_follows_no_redirect(fake_billing: FakeBilling) -> None:
+    with FakeBilling() as elsewhere:
+        fake_billing.redirect_to = f"{elsewhere.base_url}/models/billing-events?x=1"
+        with pytest.raises(BillingApiError) as info:
+            fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=fake_billing.base_url)
+        assert elsewhere.requests == []  # the key never went there
+    assert info.value.status == 302
+    assert str(info.value) == (
+        f"{fake_billing.base_url}/models/billing-events: fal's billing API answered with a"
+        f" redirect (HTTP 302 to {elsewhere.base_url}/models/billing-events): falbudget follows"
+        " none, since the API key would go with it; set FALBUDGET_FAL_API_URL to the address"
+        " that answers"
+    )
+
+
+def test_the_fetcher_sends_the_key_over_plain_http_to_this_machine_only(
+    fake_billing: FakeBilling,
+) -> None:
+    # 0.0.0.0 reaches this machine's fake too, but it is not a loopback address
+    with pytest.raises(BillingApiError, match="is not allowed: an https:// URL"):
+        fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=f"http://0.0.0.0:{fake_billing.port}")
+    assert fake_billing.requests == []
+
+
+@pytest.mark.parametrize("value", ['"true"', "1", "null"])
+def test_the_fetcher_refuses_a_has_more_that_is_not_a_boolean(
+    fake_billing: FakeBilling, value: str
+) -> None:
+    fake_billing.raw_answer = (
+        f'{{"billing_events": [], "has_more": {value}, "next_cursor": "Mg=="}}'.encode()
+    )
+    with pytest.raises(BillingApiError) as info:
+        fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=fake_billing.base_url)
+    shown = {'"true"': "'true'", "1": "1", "null": "None"}[value]
+    assert str(info.value) == (
+        f"{fake_billing.base_url}/models/billing-events: page 1: has_more={shown} is not"
+        " allowed: true or false (a JSON boolean, as fal gives it)"
+    )
+
+
+def test_the_fetcher_bounds_the_whole_request_and_the_answer_size(
+    fake_billing: FakeBilling, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_billing.events = [event(f"r{n}", stamp(2, n), 1) for n in range(5)]
+    monkeypatch.setattr("falbudget.reconcile.MAX_ANSWER_BYTES", 100)
+    with pytest.raises(BillingApiError) as info:
+        fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=fake_billing.base_url)
+    assert str(info.value) == (
+        f"{fake_billing.base_url}/models/billing-events: the answer is larger than 100 bytes;"
+        " ask for smaller pages"
+    )
+    monkeypatch.undo()
+    # every byte arrives within the timeout, the answer (over 100 bytes) does not
+    fake_billing.raw_answer = json.dumps({"billing_events": [], "has_more": False}).encode()
+    fake_billing.raw_answer += b" " * 60
+    fake_billing.drip_s = 0.05
+    with pytest.raises(BillingApiError) as info:
+        fetch_billing_events(ADMIN_KEY, NOV1, NOV8, base_url=fake_billing.base_url, timeout_s=0.5)
+    assert str(info.value) == (
+        f"cannot reach fal's billing API at {fake_billing.base_url}: no complete answer within"
+        " 0.5 s"
+    )
+
+
+# -- review 15: bad input is one line and exit 2, never a traceback ------------------------------
+BIG = "9" * 5000
+TOO_LARGE = "is not allowed: at most 9223372036854.775807 USD, the most a ledger counts"
+NANO_TOO_LARGE = (
+    "is not allowed: at most 9223372036854775807000 nano-USD (9223372036854.775807 USD, the"
+    " most a ledger counts)"
+)
+RECORD = '"request_id": "req-1", "timestamp": "2026-11-02T10:00:00Z"'
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "extra", "message"),
+    [
+        (
+            "big.json",
+            f'[{{{RECORD}, "cost_estimate_nano_usd": {BIG}}}]',
+            [],
+            f"big.json: [0]: cost_estimate_nano_usd=Decimal('{'9' * 68}... {NANO_TOO_LARGE}",
+        ),
+        (
+            "big.jsonl",
+            f'{{{RECORD}, "cost_estimate_nano_usd": {BIG}}}\n',
+            [],
+            f"big.jsonl: line 1: cost_estimate_nano_usd=Decimal('{'9' * 68}... {NANO_TOO_LARGE}",
+        ),
+        (
+            "big.csv",
+            f"request_id,timestamp,cost_estimate_nano_usd\nreq-1,2026-11-02,{BIG}\n",
+            [],
+            f"big.csv: line 2: cost_estimate_nano_usd='{'9' * 76}... {NANO_TOO_LARGE}",
+        ),
+        (
+            "nano.csv",  # one nano-USD more than a ledger counts
+            "request_id,timestamp,cost_estimate_nano_usd\nreq-1,2026-11-02,9223372036854775807001\n",
+            [],
+            f"nano.csv: line 2: cost_estimate_nano_usd='9223372036854775807001' {NANO_TOO_LARGE}",
+        ),
+        (
+            "total.json",
+            f'[{{{RECORD}, "cost_total": {BIG}}}]',
+            [],
+            f"total.json: [0]: cost_total=Decimal('{'9' * 68}... {TOO_LARGE}",
+        ),
+        (
+            "huge.json",
+            f'[{{{RECORD}, "cost_total": "1e999999"}}]',
+            [],
+            f"huge.json: [0]: cost_total='1e999999' {TOO_LARGE}",
+        ),
+        (
+            "huge2.json",
+            f'[{{{RECORD}, "cost_total": 1e999999}}]',
+            [],
+            f"huge2.json: [0]: cost_total=Decimal('1E+999999') {TOO_LARGE}",
+        ),
+        (
+            "e30.json",
+            f'[{{{RECORD}, "cost_total": "1e30"}}]',
+            [],
+            f"e30.json: [0]: cost_total='1e30' {TOO_LARGE}",
+        ),
+        (
+            "max.csv",  # one micro-USD more than a ledger counts
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02,9223372036854.775808\n",
+            [],
+            f"max.csv: line 2: cost_total='9223372036854.775808' {TOO_LARGE}",
+        ),
+        (
+            "fine.csv",  # 41 decimal places
+            f"request_id,timestamp,cost_total\nreq-1,2026-11-02,0.{'0' * 40}1\n",
+            [],
+            "fine.csv: line 2: cost_total='0.00000000000000000000000000000000000000001' is not"
+            " allowed: at most 40 decimal places (nano-USD need 9)",
+        ),
+        (
+            "under.csv",
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02,1_000\n",
+            [],
+            "under.csv: line 2: cost_total='1_000' is not allowed: a decimal amount of USD >= 0",
+        ),
+        (
+            "deep.json",
+            "[" * 100_000 + "]" * 100_000,
+            [],
+            "deep.json: not readable JSON (nested too deeply); a .json file is one document",
+        ),
+        (
+            "deep.jsonl",
+            "[" * 100_000 + "]" * 100_000 + "\n",
+            [],
+            "deep.jsonl: line 1: not readable JSON (nested too deeply)",
+        ),
+        (
+            "twice.json",
+            f'[{{{RECORD}, "cost_total": "0.5", "cost_total": "0.7"}}]',
+            [],
+            "twice.json: [0]: cost_total is given 2 times ('0.5' and '0.7'): each field may"
+            " appear once",
+        ),
+        (
+            "twice.jsonl",
+            f'{{{RECORD}, "cost_total": "0.5", "request_id": "req-2"}}\n',
+            [],
+            "twice.jsonl: line 1: request_id is given 2 times ('req-1' and 'req-2'): each field"
+            " may appear once",
+        ),
+        (
+            "page.json",
+            '{"billing_events": [], "has_more": false, "has_more": true}',
+            [],
+            "page.json: has_more is given 2 times (False and True): each field may appear once",
+        ),
+        (
+            "twice.csv",
+            "request_id,timestamp,cost_total,cost_total\nreq-1,2026-11-02,0.5,0.7\n",
+            [],
+            "twice.csv: line 1: the column cost_total is given 2 times: each column may appear"
+            " once",
+        ),
+        (
+            "sum.csv",  # each record fits, not their sum
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02,5000000000000\n"
+            "req-1,2026-11-03,5000000000000\n",
+            [],
+            "request req-1: its records (sum.csv: line 2, sum.csv: line 3) add up to"
+            f" 10000000000000.00 USD: {TOO_LARGE.removeprefix('is not allowed: ')}",
+        ),
+        (
+            "old.csv",
+            "request_id,timestamp,cost_total\nreq-1,0001-01-01,0.5\n",
+            [],
+            "old.csv: line 2: timestamp='0001-01-01' is not allowed: a time from 1970 to 8999",
+        ),
+        (
+            "ok.csv",
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02T10:00:00Z,0.80\n",
+            ["--grace", "1e1000000"],
+            "--grace='1e1000000' is not allowed: a number of hours from 0 to 8784 (366 days)",
+        ),
+        (
+            "ok.csv",
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02T10:00:00Z,0.80\n",
+            ["--grace", "1e400"],
+            "--grace='1e400' is not allowed: a number of hours from 0 to 8784 (366 days)",
+        ),
+        (
+            "ok.csv",
+            "request_id,timestamp,cost_total\nreq-1,2026-11-02T10:00:00Z,0.80\n",
+            ["--now", "0001-01-01"],
+            "--now='0001-01-01' is not allowed: a time from 1970 to 8999",
+        ),
+    ],
+)
+def test_cli_bad_records_and_options_are_one_line_without_a_traceback(
+    small: tuple[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    text: str,
+    extra: list[str],
+    message: str,
+) -> None:
+    url, _ = small
+    (tmp_path / name).write_text(text)
+    argv = ["reconcile", name, "--ledger", url, "--apply", *extra]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)  # the file as given is its name
+        assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"falbudget: error: {message}"), err
+    assert err.count("\n") == 1
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+
+
+def test_the_library_refuses_a_grace_period_it_cannot_use(
+    scenario: tuple[MemoryLedger, BillingRecords],
+) -> None:
+    ledger, billing = scenario
+    for grace in (1e400, float("nan"), 366 * 24 * 3600 + 1):
+        with pytest.raises(ReconcileError, match=r"is not allowed: seconds from 0 to 31622400"):
+            reconcile(ledger, billing, now=at(10), grace_s=grace)
+    # 366 days = 31_622_400 s is the most
+    assert reconcile(ledger, billing, now=at(10), grace_s=31_622_400).grace_s == 31_622_400
+
+
+# -- review 15: every correction is checked before the first -------------------------------------
+def test_apply_checks_every_bucket_before_the_first_adjustment() -> None:
+    ledger = MemoryLedger()
+    _hold(ledger, "h1", 800_000, at(2, 10), request_id="req-1", close="settle")
+    _hold(ledger, "h2", 800_000, at(2, 11), request_id="req-2", close="settle")
+    top = "9223372036854.775807"  # 2**63 - 1 micro-USD: the most one record may give
+    records = (record("req-1", "0.70", at(2, 10, 1)), record("req-2", top, at(2, 11, 1)))
+    result = reconcile(ledger, BillingRecords(records, "big.csv"), now=at(10))
+    assert [line.target for line in result.corrections] == [700_000, 2**63 - 1]
+    # 'all' would hold 1_600_000 - 100_000 + (2**63 - 1 - 800_000) = 2**63 - 1 + 700_000
+    with pytest.raises(ReconcileError) as info:
+        apply_corrections(ledger, result)
+    assert str(info.value) == (
+        "the corrections would take bucket 'all' past 9223372036854775807 micro-USD, the largest"
+        " total a ledger keeps; nothing was changed"
+    )
+    assert ledger.adjustments() == []
+    assert ledger.get_hold("h1").adjusted_amount is None
+
+
+def test_cli_a_cost_past_the_ledger_stops_before_any_correction(
+    small: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = small
+    path.write_text(
+        "request_id,timestamp,cost_total\n"
+        "req-1,2026-11-02T10:01:00Z,0.70\n"  # a correction that would come first
+        "req-2,2026-11-02T11:01:00Z,10000000000000\n"
+    )
+    assert main(["reconcile", str(path), "--ledger", url, "--apply"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"falbudget: error: {path}: line 3: cost_total='10000000000000' {TOO_LARGE}\n"
+    ledger = open_ledger(url)
+    assert ledger.adjustments() == []
+    ledger.close()
+
+
+def test_apply_leaves_a_hold_that_another_reconciler_changed_since(
+    scenario: tuple[MemoryLedger, BillingRecords],
+) -> None:
+    ledger, billing = scenario
+    seen = reconcile(ledger, billing, now=at(10))  # b: counted 0.80, fal billed 0.65
+    newer = ledger.adjust("b", 700_000, now=at(10), reason="billed 0.70", source="newer.json")
+    applied = apply_corrections(ledger, seen)
+    b = next(line for line in applied.lines if line.request_id == "req-b")
+    assert (b.stale, b.adjustment) == (True, None)
+    assert b.note == (
+        "the hold changed after it was read (it counts 0.70 now (settled)): not corrected;"
+        " reconcile again"
+    )
+    assert ledger.get_hold("b").adjusted_amount == 700_000  # the newer correction stands
+    assert [a.hold_id for a in ledger.adjustments()] == ["b", "i", "c"]
+    assert ledger.adjustments()[0] == newer
+    # i and c were applied; b is no longer a correction but a discrepancy for a person
+    assert [line.request_id for line in applied.corrections] == ["req-i", "req-c"]
+
+
+# -- review 15: money, exact whatever the digits -------------------------------------------------
+def test_rounding_up_to_the_micro_is_exact_whatever_the_digits() -> None:
+    # 1 micro-USD and 1e-35 USD: a fraction of a micro-USD more, so 2 (28-digit arithmetic
+    # rounded the product to exactly 1 micro-USD first)
+    assert to_micros(Decimal("0.00000100000000000000000000000000001")) == 2
+    # 123_456_789 USD and 1e-22 USD: 123_456_789_000_000 micro-USD and a fraction
+    assert to_micros(Decimal("123456789.0000000000000000000001")) == 123_456_789_000_001
+    assert to_micros(Decimal("-0.0000015")) == -1  # the ceiling of -1.5 micro-USD
+    assert to_micros(Decimal("1E-999999999")) == 1
+    assert to_micros(Decimal("0E+999999999")) == 0
+    assert format_usd(Decimal("0.00000100000000000000000000000000001")) == (
+        "0.00000100000000000000000000000000001"
+    )
+    assert format_usd(Decimal("1E+30")) == "1000000000000000000000000000000.00"
+    assert from_micros(2**63 - 1) == Decimal("9223372036854.775807")
+    # a request billed 0.2 and 1e-31 USD: 200_000 micro-USD and a fraction, so 200_001 (a
+    # 28-digit sum is 0.2000000000000000000000000000 exactly)
+    ledger = MemoryLedger()
+    tiny = "0.0000000000000000000000000000001"
+    result = reconcile(
+        ledger,
+        BillingRecords((record("r", "0.2", at(2)), record("r", tiny, at(2, 1))), "t"),
+        now=at(10),
+    )
+    assert [(line.billed, line.billed_micros) for line in result.lines] == [
+        (Decimal("0.2000000000000000000000000000001"), 200_001)
+    ]
+
+
+def test_apply_leaves_a_hold_reopened_under_its_idempotency_key_since() -> None:
+    ledger = MemoryLedger()
+    assert ledger.reserve(
+        hold_id="r",
+        endpoint=ENDPOINT,
+        amount=800_000,
+        charges=[BucketCharge("all", None)],
+        now=at(2, 10),
+        expires_at=at(2, 10) + 600,
+        idempotency_key="job-1",
+    ).admitted
+    ledger.mark_submitted("r", "req-r", now=at(2, 10) + 1)
+    ledger.release("r", now=at(2, 10) + 60)  # it failed, as far as the guard knew
+    _hold(ledger, "ok", 800_000, at(2, 11), request_id="req-ok", close="settle")
+    records = (record("req-r", "0.30", at(2, 10, 5)), record("req-ok", "0.80", at(2, 11, 1)))
+    seen = reconcile(ledger, BillingRecords(records, "nov.csv", at(1), at(4)), now=at(10))
+    assert [(line.request_id, line.target) for line in seen.corrections] == [("req-r", 300_000)]
+    # meanwhile the caller retries with the same key: the released row is re-opened
+    retry = ledger.reserve(
+        hold_id="r2",
+        endpoint=ENDPOINT,
+        amount=800_000,
+        charges=[BucketCharge("all", None)],
+        now=at(10),
+        expires_at=at(10) + 600,
+        idempotency_key="job-1",
+    )
+    assert retry.hold is not None and (retry.hold.id, retry.hold.state) == ("r", "held")
+    applied = apply_corrections(ledger, seen)
+    line = next(line for line in applied.lines if line.request_id == "req-r")
+    assert (line.stale, line.adjustment) == (True, None)
+    assert line.note == (
+        "the hold changed after it was read (it counts 0.00 now (held)): not corrected;"
+        " reconcile again"
+    )
+    assert ledger.adjustments() == []

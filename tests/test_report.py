@@ -390,25 +390,32 @@ def test_adjusted_holds_count_at_their_adjusted_amount(guard: Guard) -> None:
     assert guard.ledger.adjust(released.id, 500_000, now=NOW, reason="billed", source="t")
     result = report(guard.ledger.holds())
     totals = result.totals
-    # 4.80 - 1.60 + 0.50 = 3.70; #4 is a request now (5 + 1), and no longer a released one
+    # 4.80 - 1.60 + 0.50 = 3.70; #4 is a request now and no longer a released one, #5 (fal
+    # billed nothing) no longer one: #1 #2 #3 #4 #6
     assert (totals.figures.spent, totals.figures.held) == (Decimal("3.70"), Decimal("2.00"))
-    assert (totals.figures.requests, totals.figures.open) == (6, 2)
+    assert (totals.figures.requests, totals.figures.open) == (5, 2)
     assert (totals.expired, totals.released) == (1, 0)
-    # alpha 3.40 - 1.60 = 1.80; beta 0.60 + 0.50 = 1.10; untagged #6 0.80
+    # alpha 3.40 - 1.60 = 1.80 (#1 #2); beta 0.60 + 0.50 = 1.10 (#3 #4); untagged #6 0.80
     assert rows(result, 1) == [
-        ("alpha", "1.80", "1.20", 3, 1),
+        ("alpha", "1.80", "1.20", 2, 1),
         ("beta", "1.10", "0.80", 2, 1),
         (None, "0.80", "0.00", 1, 0),
     ]
-    # ann 3.00 - 1.60 = 1.40; cy 0.80 + 0.50 = 1.30; bob 1.00
+    # ann 3.00 - 1.60 = 1.40 (#1 #3); cy 0.80 + 0.50 = 1.30 (#4 #6); bob 1.00 (#2)
     assert rows(result, 2) == [
-        ("ann", "1.40", "0.80", 3, 1),
+        ("ann", "1.40", "0.80", 2, 1),
         ("cy", "1.30", "0.00", 2, 0),
         ("bob", "1.00", "1.20", 1, 1),
     ]
     status = {(s.cap, s.bucket): (s.spent, s.held) for s in guard.status()}
     assert {(f.cap, f.bucket): (f.spent, f.held) for f in result.forecasts} == status
     assert status[caps()[1], "global|month@UTC:2026-11"] == (Decimal("3.70"), Decimal("2.00"))
+    # a later record shows fal billed #4 nothing after all: released again, not a request
+    assert guard.ledger.adjust(released.id, 0, now=NOW, reason="not billed", source="t")
+    again = report(guard.ledger.holds()).totals
+    # 3.70 - 0.50 = 3.20; #1 #2 #3 #6
+    assert (again.figures.spent, again.figures.requests) == (Decimal("3.20"), 4)
+    assert (again.expired, again.released) == (1, 1)
 
 
 def test_a_window_cap_ends_and_a_total_cap_goes_on(holds: list[Hold]) -> None:

@@ -15,11 +15,18 @@ classes (docs/reconcile.md says the same for people):
 * **held_not_billed**: a hold counted as spent whose request fal never billed, among the holds
   reserved and closed inside the range the records cover.
 
+Holds are matched by request id against every record (``endpoints`` narrows the holds and the
+billed-but-not-in-ledger lines, never the records), and a record repeated exactly (in request id,
+endpoint, time, cost and units) counts once; different records of one request are summed.
+
 :func:`apply_corrections` turns each correctable line into a ledger adjustment
 (:meth:`falbudget.ledger.base.Ledger.adjust`): the hold then counts what fal billed (0 when fal
-billed nothing), every bucket it charged moves by the difference, and an audit row says why.
-Money is ``Decimal`` USD as fal gives it, turned into integer micro-USD rounding up (a fraction of
-a micro-USD counts as a whole one, as quotes do): the ledger never counts less than fal billed.
+billed nothing), every bucket it charged moves by the difference, and an audit row says why. It
+checks every correction before the first adjustment, refuses to zero holds on thin evidence (no
+record matched a hold of the range, or more holds would be zeroed than matched) unless told to,
+and leaves a hold that changed since it was read. Money is ``Decimal`` USD as fal gives it,
+turned into integer micro-USD rounding up, exactly (a fraction of a micro-USD counts as a whole
+one, as quotes do): the ledger never counts less than fal billed.
 """
 
 from __future__ import annotations
@@ -28,20 +35,34 @@ import csv
 import datetime as dt
 import http.client
 import io
+import ipaddress
 import json
 import os
+import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from falbudget.errors import FalbudgetError
+from falbudget.errors import FalbudgetError, HoldNotFound, LedgerError
+from falbudget.ledger._checks import MAX_MICROS
 from falbudget.ledger.base import OPEN_STATES, Adjustment, Hold, Ledger
-from falbudget.money import format_usd, from_micros, to_micros
+from falbudget.money import format_usd, from_micros, normalize, to_micros
 
 DOCS_URL: Final = "https://fal.ai/docs/platform-apis/v1/models/billing-events"
 DEFAULT_API_URL: Final = "https://api.fal.ai/v1"
@@ -54,10 +75,34 @@ MAX_RANGE: Final = dt.timedelta(days=90)
 PAGE_LIMIT: Final = 1000
 """Records asked for per page (fal allows up to 10000)."""
 DEFAULT_TIMEOUT_S: Final = 30.0
+"""The most one request to fal's API may take, answer body included."""
+MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024
+"""The largest answer read from fal's API (a page of 1000 records is about 300 KB)."""
 DEFAULT_GRACE_S: Final = 24 * 3600.0
 """A hold closed less than this before the end of the records (or now) is not zeroed: fal's
 records may not show its request yet."""
+MAX_GRACE_S: Final = 366 * 24 * 3600.0
+"""The longest grace period (366 days): longer ones would only ever postpone."""
+START_MARGIN_S: Final = 3600.0
+"""Holds reserved in the first hour of the range are never zeroed: with the clocks of this
+machine and fal's apart, their records may lie just before the range."""
 NANO: Final = Decimal("0.000000001")
+MAX_USD: Final = from_micros(MAX_MICROS)
+"""The largest cost a record may give: the most a ledger counts (2**63 - 1 micro-USD)."""
+MAX_NANO: Final = MAX_MICROS * 1000
+"""The same in nano-USD."""
+MAX_PLACES: Final = 40
+"""The most decimal places a cost may have (trailing zeros aside); nano-USD need 9."""
+_BIG_INT: Final = 40
+"""A JSON integer of more digits is read as a Decimal, never int() (refused as too large)."""
+_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A decimal number as written in a file (no underscores, no NaN, no other digits)."""
+_EXACT: Final = Context(
+    prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact, Overflow]
+)
+"""Sums of costs are exact (a cost has at most 13 + MAX_PLACES digits)."""
+_EARLIEST: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 Kind = Literal["matched", "different_amount", "billed_not_in_ledger", "held_not_billed"]
 KINDS: tuple[Kind, ...] = ("matched", "different_amount", "billed_not_in_ledger", "held_not_billed")
@@ -81,6 +126,11 @@ _SUFFIXES: dict[str, InputFormat] = {
 class ReconcileError(FalbudgetError, ValueError):
     """Billing records that cannot be read: the message names the file, the record or line, the
     field, the value and what is allowed."""
+
+
+class ZeroingRefused(ReconcileError):
+    """--apply would zero holds on thin evidence (:attr:`Reconciliation.zeroing_refused` says
+    why); nothing was changed. ``allow_zeroing=True`` (--allow-zeroing) zeroes them anyway."""
 
 
 class BillingApiError(FalbudgetError):
@@ -150,6 +200,11 @@ def parse_time(text: object, *, name: str = "timestamp", where: str | None = Non
         raise ReconcileError(f"{name}={text!r} is not allowed: {_TIME_ALLOWED}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
+    if not _EARLIEST <= moment < _LATEST:
+        allowed = "a time from 1970 to 8999"
+        if where is not None:
+            raise _bad(where, name, text, allowed)
+        raise ReconcileError(f"{name}={text!r} is not allowed: {allowed}")
     return moment.timestamp()
 
 
@@ -164,25 +219,45 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
+_TOO_LARGE = f"at most {format_usd(MAX_USD)} USD, the most a ledger counts"
+
+
 def _nano_usd(value: Any, where: str) -> Decimal:
     name = "cost_estimate_nano_usd"
     allowed = "an integer number of nano-USD >= 0 (1500000 is 0.0015 USD)"
+    too_large = f"at most {MAX_NANO} nano-USD ({format_usd(MAX_USD)} USD, the most a ledger counts)"
+    given = value  # as written, for the messages
     if isinstance(value, bool):
         raise _bad(where, name, value, allowed)
     if isinstance(value, str):
         text = value.strip()
         if not text.isascii() or not text.isdigit():
             raise _bad(where, name, value, allowed)
+        if len(text.lstrip("0")) > len(str(MAX_NANO)):  # before int(): no 4300-digit limit
+            raise _bad(where, name, value, too_large)
         value = int(text)
+    if isinstance(value, Decimal) and value.is_finite() and value > MAX_NANO:
+        raise _bad(where, name, value, too_large)  # a JSON integer of more than _BIG_INT digits
     if not isinstance(value, int) or value < 0:
-        raise _bad(where, name, value, allowed)
-    return Decimal(value).scaleb(-9)
+        raise _bad(where, name, given, allowed)
+    if value > MAX_NANO:
+        raise _bad(where, name, given, too_large)
+    return Decimal((0, Decimal(value).as_tuple().digits, -9))  # exact, unlike scaleb
 
 
 def _decimal(
-    value: Any, name: str, where: str, allowed: str = "a decimal amount of USD >= 0 such as 0.60"
+    value: Any,
+    name: str,
+    where: str,
+    allowed: str = "a decimal amount of USD >= 0 such as 0.60",
+    *,
+    money: bool = True,
 ) -> Decimal:
+    """A decimal number >= 0 as written (a string or a JSON number, never a float); for money
+    (``money``) at most MAX_USD and MAX_PLACES decimal places, so that sums stay exact."""
     if isinstance(value, bool | float):
+        raise _bad(where, name, value, allowed)
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
         raise _bad(where, name, value, allowed)
     try:
         amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
@@ -190,6 +265,14 @@ def _decimal(
         raise _bad(where, name, value, allowed) from None
     if not amount.is_finite() or amount < 0:
         raise _bad(where, name, value, allowed)
+    if amount.is_zero():
+        return Decimal(0)  # -0 and 0E-50 are 0
+    if money:
+        if amount > MAX_USD:
+            raise _bad(where, name, value, _TOO_LARGE)
+        exponent = normalize(amount).as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > MAX_PLACES:
+            raise _bad(where, name, value, f"at most {MAX_PLACES} decimal places (nano-USD need 9)")
     return amount
 
 
@@ -199,7 +282,11 @@ def record_from_mapping(data: Mapping[str, Any], where: str) -> BillingRecord:
     or ``cost_total`` (decimal USD); when both are given they must agree. ``endpoint_id`` and
     ``output_units`` are read when present; other fields are ignored."""
     if not isinstance(data, Mapping):
-        raise ReconcileError(f"{where}: a billing record must be an object, got {data!r}")
+        shown = repr(data)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ReconcileError(f"{where}: a billing record must be an object, got {shown}")
+    if isinstance(data, _Repeated):
+        raise data.error(where)
     request_id = data.get("request_id")
     if not _present(request_id):
         raise _missing(where, "request_id", "fal's request id, a non-empty string")
@@ -235,22 +322,78 @@ def record_from_mapping(data: Mapping[str, Any], where: str) -> BillingRecord:
         endpoint=endpoint.strip() if isinstance(endpoint, str) and endpoint.strip() else None,
         timestamp=timestamp,
         cost=costs[0],
-        units=_decimal(units, "output_units", where, "a decimal number >= 0")
+        units=_decimal(units, "output_units", where, "a decimal number >= 0", money=False)
         if _present(units)
         else None,
         where=where,
     )
 
 
+class _Repeated(dict[str, Any]):
+    """A JSON object that gave a key more than once (json keeps the last value silently):
+    ``repeated`` names the first such key and every value it was given."""
+
+    repeated: tuple[str, tuple[Any, ...]]
+
+    def error(self, where: str) -> ReconcileError:
+        key, values = self.repeated
+        shown = " and ".join(
+            repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..." for v in values
+        )
+        return ReconcileError(
+            f"{where}: {key} is given {len(values)} times ({shown}): each field may appear once"
+        )
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    key = next(k for k, _ in pairs if counts[k] > 1)
+    repeated = _Repeated(found)
+    repeated.repeated = (key, tuple(v for k, v in pairs if k == key))
+    return repeated
+
+
+def _json_int(text: str) -> int | Decimal:
+    return int(text) if len(text.lstrip("-")) <= _BIG_INT else Decimal(text)
+
+
+def _loads(text: str) -> Any:
+    """JSON with exact numbers (Decimal, never float; long integers as Decimal, never int()) and
+    repeated keys kept visible (:class:`_Repeated`). Raises ValueError or RecursionError."""
+    return json.loads(text, parse_float=Decimal, parse_int=_json_int, object_pairs_hook=_object)
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}: not valid JSON ({exc.msg})"
+    if isinstance(exc, RecursionError):
+        return "not readable JSON (nested too deeply)"
+    return f"not readable JSON ({exc})"
+
+
 def _json(text: str, origin: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
+        return _loads(text)
+    except (ValueError, RecursionError) as exc:
         raise ReconcileError(
-            f"{origin}: line {exc.lineno}: not valid JSON ({exc.msg}); a .json file is one"
-            " document (fal's billing-events answer, or a list of records), a .jsonl file one"
-            " record per line"
+            f"{origin}: {_json_problem(exc)}; a .json file is one document (fal's billing-events"
+            " answer, or a list of records), a .jsonl file one record per line"
         ) from None
+
+
+def _has_more(document: Mapping[str, Any], origin: str) -> bool:
+    """A billing-events answer's has_more: a JSON boolean (absent: false, for files)."""
+    if isinstance(document, _Repeated):
+        raise document.error(origin)
+    more = document.get("has_more", False)
+    if not isinstance(more, bool):
+        raise _bad(origin, "has_more", more, "true or false (a JSON boolean, as fal gives it)")
+    return more
 
 
 def parse_json(text: str, origin: str) -> list[BillingRecord]:
@@ -265,7 +408,7 @@ def parse_json(text: str, origin: str) -> list[BillingRecord]:
                 f"{origin}: billing_events={events!r} is not allowed: a list of billing records"
                 " (the shape of fal's GET /v1/models/billing-events answer)"
             )
-        if document.get("has_more") is True:
+        if _has_more(document, origin):
             raise ReconcileError(
                 f"{origin}: has_more is true: this is one page of a longer answer; fetch every"
                 " page (falbudget reconcile --from-api), or join the pages' billing_events"
@@ -289,9 +432,11 @@ def parse_jsonl(text: str, origin: str) -> list[BillingRecord]:
             continue
         where = f"{origin}: line {number}"
         try:
-            data = json.loads(line, parse_float=Decimal)
+            data = _loads(line)
         except json.JSONDecodeError as exc:
             raise ReconcileError(f"{where}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ReconcileError(f"{where}: {_json_problem(exc)}") from None
         records.append(record_from_mapping(data, where))
     return records
 
@@ -314,6 +459,13 @@ def parse_csv(text: str, origin: str) -> list[BillingRecord]:
     header = [name.strip() for name in reader.fieldnames or []]
     if not header:
         raise ReconcileError(f"{origin}: empty file: a header row naming the columns is needed")
+    named = [name for name in header if name]
+    for name in dict.fromkeys(named):
+        if named.count(name) > 1:
+            raise ReconcileError(
+                f"{origin}: line 1: the column {name} is given {named.count(name)} times: each"
+                " column may appear once"
+            )
     missing = [name for name in ("request_id", "timestamp") if name not in header]
     if "cost_estimate_nano_usd" not in header and "cost_total" not in header:
         missing.append("cost_estimate_nano_usd (or cost_total)")
@@ -397,6 +549,48 @@ def _aware(moment: dt.datetime, name: str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base: str) -> None:
+    """https:// anywhere; http:// only to this machine (a local fake in tests): the admin key
+    must not cross a network in clear text."""
+    try:
+        parts = urllib.parse.urlsplit(base)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if (
+        parts is not None
+        and host
+        and (parts.scheme == "https" or (parts.scheme == "http" and _loopback(host)))
+    ):
+        return
+    raise BillingApiError(
+        f"base URL {base!r} is not allowed: an https:// URL (http:// only to this machine:"
+        " 127.0.0.1, localhost or [::1]; the admin key must not cross a network in clear text)"
+    )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib would send the Authorization header (the admin key) to
+    wherever a 3xx points. The 3xx then reaches :func:`_http_error` as an HTTPError."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirects())
+
+
 def _scrub(text: str, secret: str) -> str:
     for part in {secret, *secret.split(":")}:
         if len(part) >= 4:
@@ -417,12 +611,20 @@ def fetch_billing_events(
 ) -> BillingRecords:
     """Every billing event fal recorded in [since, until) (naive datetimes are UTC), following
     the cursor from page to page. ``base_url`` defaults to FALBUDGET_FAL_API_URL, else
-    https://api.fal.ai/v1; ``endpoints`` filters by endpoint id (``endpoint_id=``, 1 to 50).
+    https://api.fal.ai/v1; ``endpoints`` has fal filter by endpoint id (``endpoint_id=``, 1 to
+    50; a request fal bills under another endpoint name is then missing, and its hold would look
+    unbilled: the CLI fetches every endpoint and narrows the holds instead).
+
+    Records are returned as fal gives them (a record repeated at a page boundary too:
+    :func:`reconcile` counts an exact repeat once). No redirect is followed (the key would go
+    with it); ``base_url`` must be https://, or http:// to this machine.
 
     Raises BillingApiError (never naming the key) when the range is empty or longer than fal's
-    90 days, when fal cannot be reached within ``timeout_s`` per request, refuses the key (401,
-    403: billing needs an admin key), limits the rate (429), fails (5xx) or answers something
-    that is not a billing-events page; and ReconcileError for a record that cannot be read."""
+    90 days, when a request to fal does not complete within ``timeout_s`` (answer included) or
+    its answer is larger than MAX_ANSWER_BYTES, when fal refuses the key (401, 403: billing
+    needs an admin key), limits the rate (429), fails (5xx), redirects (3xx) or answers
+    something that is not a billing-events page (``has_more`` not a boolean included); and
+    ReconcileError for a record that cannot be read."""
     if not isinstance(api_key, str) or not api_key.strip():
         raise BillingApiError("no API key: set FAL_KEY (an admin key can read billing records)")
     start, end = _aware(since, "since"), _aware(until, "until")
@@ -441,9 +643,16 @@ def fetch_billing_events(
         raise BillingApiError(f"{len(endpoints)} endpoints are not allowed: fal takes 1 to 50")
     if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
         raise BillingApiError(f"page_limit={page_limit!r} is not allowed: an integer >= 1")
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= 3600
+    ):
+        raise BillingApiError(
+            f"timeout_s={timeout_s!r} is not allowed: seconds, above 0, at most 3600"
+        )
     base = (base_url or api_url_from_env()).rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        raise BillingApiError(f"base URL {base!r} is not allowed: an http(s):// URL")
+    _check_base_url(base)
     url = base + EVENTS_PATH
     params: dict[str, str] = {
         "start": iso(start.timestamp()),
@@ -463,11 +672,15 @@ def fetch_billing_events(
             raise BillingApiError(
                 f"{url}: page {page} is not a billing-events answer (no billing_events list)"
             )
+        try:
+            more = _has_more(body, f"{url}: page {page}")
+        except ReconcileError as exc:
+            raise BillingApiError(str(exc)) from None
         records.extend(
             record_from_mapping(event, f"fal API page {page}: billing_events[{i}]")
             for i, event in enumerate(events)
         )
-        if body.get("has_more") is not True:
+        if not more:
             return BillingRecords(
                 tuple(records),
                 f"fal billing-events API {params['start']} to {params['end']}",
@@ -496,20 +709,53 @@ def _get_json(url: str, api_key: str, timeout_s: float, base: str) -> Any:
         method="GET",
     )
     shown = url.split("?", 1)[0]
+    deadline = time.monotonic() + timeout_s
+    late = BillingApiError(
+        f"cannot reach fal's billing API at {base}: no complete answer within {timeout_s:g} s"
+    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-            raw = answer.read()
+        with _OPENER.open(request, timeout=timeout_s) as answer:
+            raw = _read_answer(answer, deadline, shown, late)
     except urllib.error.HTTPError as exc:
         raise _http_error(exc, shown, api_key) from None
+    except TimeoutError:
+        raise late from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise BillingApiError(
             f"cannot reach fal's billing API at {base}: {_scrub(str(reason), api_key)}"
         ) from None
     try:
-        return json.loads(raw.decode("utf-8"), parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BillingApiError(f"{shown}: the answer is not JSON") from None
+
+
+def _read_answer(answer: Any, deadline: float, shown: str, late: BillingApiError) -> bytes:
+    """The body, read piece by piece until ``deadline`` (time.monotonic()) and at most
+    MAX_ANSWER_BYTES: a socket timeout alone bounds each read, not an answer that trickles."""
+    too_big = BillingApiError(
+        f"{shown}: the answer is larger than {MAX_ANSWER_BYTES} bytes; ask for smaller pages"
+    )
+    length = answer.headers.get("Content-Length") if answer.headers else None
+    if length is not None and length.strip().isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise too_big
+    sock = getattr(getattr(answer.fp, "raw", None), "_sock", None)  # to bound each read
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise late
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = answer.read1(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise too_big
+        chunks.append(chunk)
 
 
 def _http_error(exc: urllib.error.HTTPError, url: str, api_key: str) -> BillingApiError:
@@ -535,6 +781,14 @@ def _http_error(exc: urllib.error.HTTPError, url: str, api_key: str) -> BillingA
             f"the API key may not read billing records (HTTP 403){said}: billing events need an"
             " admin API key"
         )
+    elif 300 <= status < 400:
+        location = exc.headers.get("Location") if exc.headers else None
+        target = f" to {_scrub(location.split('?', 1)[0], api_key)[:200]}" if location else ""
+        text = (
+            f"fal's billing API answered with a redirect (HTTP {status}{target}): falbudget"
+            f" follows none, since the API key would go with it; set {API_URL_ENV} to the"
+            " address that answers"
+        )
     elif status == 429:
         retry = exc.headers.get("Retry-After") if exc.headers else None
         after = f"; fal asks to retry after {retry} s" if retry else ""
@@ -554,12 +808,14 @@ class Line:
     """One request of the reconciliation.
 
     ``holds``: the ledger's holds for the request id (none for billed_not_in_ledger);
-    ``records``: fal's records for it (none for held_not_billed); ``billed`` their cost summed
-    (exact USD) and ``billed_micros`` that rounded up to micro-USD; ``counted`` what the ledger
-    counts (micro-USD: the holds' spent amounts, or the amount held while a hold is open).
+    ``records``: fal's records for it (none for held_not_billed; a record repeated exactly is
+    kept once and the note says so); ``billed`` their cost summed (exact USD) and
+    ``billed_micros`` that rounded up to micro-USD; ``counted`` what the ledger counts
+    (micro-USD: the holds' spent amounts, or the amount held while a hold is open).
     ``target`` is what --apply makes the hold count (None: nothing to apply, ``note`` says why);
     ``pending``: a held_not_billed hold closed within the grace period (listed, not a
-    discrepancy, not applied). ``adjustment`` is the audit row written when applied."""
+    discrepancy, not applied). ``adjustment`` is the audit row written when applied; ``stale``:
+    --apply left the hold alone because it changed after it was read (``note`` says how)."""
 
     kind: Kind
     request_id: str
@@ -572,6 +828,7 @@ class Line:
     note: str | None = None
     pending: bool = False
     adjustment: Adjustment | None = None
+    stale: bool = False
 
     @property
     def discrepancy(self) -> bool:
@@ -586,6 +843,11 @@ class Line:
 
 @dataclass(frozen=True)
 class Reconciliation:
+    """The comparison. ``records``: the distinct records of the lines listed, ``duplicates``:
+    the exact repeats among them, counted once. ``zeroing_refused`` says why --apply refuses to
+    zero the held_not_billed holds (None: it may): the records matched no hold reserved in the
+    range, or fewer holds than would be zeroed."""
+
     origin: str
     ledger_url: str
     since: float | None
@@ -596,6 +858,8 @@ class Reconciliation:
     lines: tuple[Line, ...]
     applied: bool = False
     endpoints: tuple[str, ...] = field(default_factory=tuple)
+    duplicates: int = 0
+    zeroing_refused: str | None = None
 
     def count(self, kind: Kind) -> int:
         return sum(1 for line in self.lines if line.kind == kind)
@@ -611,12 +875,23 @@ class Reconciliation:
 
     @property
     def corrections(self) -> list[Line]:
-        """The lines --apply changes: a target and not pending."""
-        return [line for line in self.lines if line.target is not None and not line.pending]
+        """The lines --apply changes: a target, not pending, and not left alone by --apply
+        because the hold changed after it was read (``stale``)."""
+        return [
+            line
+            for line in self.lines
+            if line.target is not None and not line.pending and not line.stale
+        ]
+
+    @property
+    def zeroing(self) -> int:
+        """The holds --apply would zero (held_not_billed, past the grace period)."""
+        return sum(1 for line in self.corrections if line.kind == "held_not_billed")
 
     @property
     def billed_total(self) -> Decimal:
-        return sum((line.billed for line in self.lines if line.billed is not None), Decimal(0))
+        with localcontext(_EXACT):
+            return sum((line.billed for line in self.lines if line.billed is not None), Decimal(0))
 
 
 def covered_range(
@@ -632,6 +907,31 @@ def covered_range(
     return since, until
 
 
+def _check_grace(grace_s: object) -> float:
+    if (
+        isinstance(grace_s, bool)
+        or not isinstance(grace_s, int | float)
+        or not 0 <= grace_s <= MAX_GRACE_S
+    ):
+        raise ReconcileError(
+            f"grace={grace_s!r} is not allowed: seconds from 0 to {MAX_GRACE_S:.0f} (366 days)"
+        )
+    return float(grace_s)
+
+
+def _wanted(
+    holds: Sequence[Hold], records: Sequence[BillingRecord], wanted: tuple[str, ...]
+) -> bool:
+    """Whether a billed request is listed under ``--endpoint``: by its holds' endpoint when it
+    has holds (fal may spell the endpoint otherwise, or leave it out), else by its records'
+    (a record without an endpoint is kept: it cannot be told apart)."""
+    if not wanted:
+        return True
+    if holds:
+        return any(h.endpoint in wanted for h in holds)
+    return any(r.endpoint is None or r.endpoint in wanted for r in records)
+
+
 def reconcile(
     ledger: Ledger,
     billing: BillingRecords,
@@ -641,38 +941,57 @@ def reconcile(
     endpoints: Sequence[str] = (),
 ) -> Reconciliation:
     """Compare ``billing`` with the ledger; reads only. See the module docstring for the four
-    classes. ``endpoints`` (when given) keeps the records and holds of those endpoints only.
-    A hold can be held_not_billed only if it carries a request id, counts a spent amount above
-    0, was reserved at or after ``since`` and closed before ``until`` (the range the records
-    cover, :func:`covered_range`); it is pending when it closed after
-    ``min(until, now) - grace_s``."""
-    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not grace_s >= 0:
-        raise ReconcileError(f"grace={grace_s!r} is not allowed: seconds >= 0")
+    classes. Holds are matched by request id against every record; ``endpoints`` (when given)
+    keeps the lines of those endpoints only (:func:`_wanted`). A record repeated exactly (same
+    request id, endpoint, timestamp, cost and units) counts once.
+
+    A hold can be held_not_billed only if it carries a request id no record names, counts a
+    spent amount above 0, was reserved at or after ``since`` + START_MARGIN_S and closed before
+    ``until`` (the range the records cover, :func:`covered_range`); it is pending when it closed
+    after ``min(until, now) - grace_s``. ``zeroing_refused`` is set when the records match no
+    hold reserved in that part of the range, or fewer than --apply would zero. Raises
+    ReconcileError when the records of one request add up to more than a ledger counts."""
+    grace = _check_grace(grace_s)
     wanted = tuple(dict.fromkeys(endpoints))
-    records = [r for r in billing.records if not wanted or r.endpoint in wanted]
-    since, until = covered_range(records, billing.since, billing.until)
     by_request: dict[str, list[BillingRecord]] = {}
-    for record in records:
+    repeats: dict[str, list[str]] = {}
+    first_of: dict[tuple[object, ...], BillingRecord] = {}
+    for record in billing.records:
+        identity = (record.request_id, record.endpoint, record.timestamp, record.cost, record.units)
+        first = first_of.get(identity)
+        if first is not None:
+            repeats.setdefault(record.request_id, []).append(
+                f"{record.where} repeats {first.where} exactly: counted once"
+            )
+            continue
+        first_of[identity] = record
         by_request.setdefault(record.request_id, []).append(record)
+    since, until = covered_range(list(first_of.values()), billing.since, billing.until)
     holds_of: dict[str, list[Hold]] = {}
     for hold in ledger.holds_by_request_id(list(by_request)):
         if hold.request_id is not None:
             holds_of.setdefault(hold.request_id, []).append(hold)
-    lines = [
-        _billed_line(request_id, tuple(found), tuple(holds_of.get(request_id, ())))
-        for request_id, found in by_request.items()
-    ]
+    lines: list[Line] = []
+    duplicates = 0
+    for request_id, found in by_request.items():
+        holds = tuple(holds_of.get(request_id, ()))
+        if not _wanted(holds, found, wanted):
+            continue
+        repeated = repeats.get(request_id, [])
+        duplicates += len(repeated)
+        lines.append(_billed_line(request_id, tuple(found), holds, repeated))
+    refused: str | None = None
     if since is not None and until is not None:
-        cutoff = min(until, now) - grace_s
-        for hold in reversed(ledger.holds(since=since, until=until)):
-            if (
-                hold.request_id is None
-                or hold.request_id in by_request
-                or not hold.counts_as_spent
-                or hold.spent_amount == 0
-                or hold.updated_at >= until
-                or (wanted and hold.endpoint not in wanted)
-            ):
+        cutoff = min(until, now) - grace
+        start = since + START_MARGIN_S
+        matched = 0
+        for hold in reversed(ledger.holds(since=start, until=until) if start < until else []):
+            if hold.request_id is None or (wanted and hold.endpoint not in wanted):
+                continue
+            if hold.request_id in by_request:
+                matched += 1
+                continue
+            if not hold.counts_as_spent or hold.spent_amount == 0 or hold.updated_at >= until:
                 continue
             pending = hold.updated_at > cutoff
             lines.append(
@@ -691,6 +1010,8 @@ def reconcile(
                     pending=pending,
                 )
             )
+        zeroing = sum(1 for line in lines if line.kind == "held_not_billed" and not line.pending)
+        refused = _zeroing_check(zeroing, matched, len(first_of), since, until)
     lines.sort(key=lambda line: _ORDER.index(line.kind))  # stable: record order within a class
     return Reconciliation(
         origin=billing.origin,
@@ -698,18 +1019,53 @@ def reconcile(
         since=since,
         until=until,
         now=now,
-        grace_s=float(grace_s),
-        records=len(records),
+        grace_s=grace,
+        records=sum(len(line.records) for line in lines),
         lines=tuple(lines),
         endpoints=wanted,
+        duplicates=duplicates,
+        zeroing_refused=refused,
     )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _zeroing_check(
+    zeroing: int, matched: int, records: int, since: float, until: float
+) -> str | None:
+    """Why zeroing ``zeroing`` holds is not safe on this evidence, or None. An empty or
+    partial export, another team's API key or a wrong range all look like "held but never
+    billed" for every hold; real unbilled requests (fal's own failures) are a minority."""
+    if not zeroing:
+        return None
+    holds = _plural(zeroing, "hold")
+    span = f"{iso(since + START_MARGIN_S)} to {iso(until)}"
+    if not records:
+        return f"there are no billing records, and {holds} would be zeroed"
+    if not matched:
+        return f"no billing record matches a hold reserved from {span}, and {holds} would be zeroed"
+    if zeroing > matched:
+        return f"{holds} would be zeroed but the records match only {matched} reserved from {span}"
+    return None
+
+
 def _billed_line(
-    request_id: str, records: tuple[BillingRecord, ...], holds: tuple[Hold, ...]
+    request_id: str,
+    records: tuple[BillingRecord, ...],
+    holds: tuple[Hold, ...],
+    repeated: Sequence[str] = (),
 ) -> Line:
-    billed = sum((r.cost for r in records), Decimal(0))
+    with localcontext(_EXACT):
+        billed = sum((r.cost for r in records), Decimal(0))
+    if billed > MAX_USD:
+        raise ReconcileError(
+            f"request {request_id}: its records ({', '.join(r.where for r in records)}) add up to"
+            f" {format_usd(billed)} USD: {_TOO_LARGE}"
+        )
     micros = to_micros(billed)
+    notes = list(repeated)
     if not holds:
         return Line(
             "billed_not_in_ledger",
@@ -719,53 +1075,152 @@ def _billed_line(
             billed,
             micros,
             0,
-            note="no hold carries this request id; nothing to apply",
+            note="; ".join(["no hold carries this request id; nothing to apply", *notes]),
         )
     open_holds = [h for h in holds if h.state in OPEN_STATES]
     counted = sum(h.amount if h in open_holds else h.spent_amount for h in holds)
     kind: Kind = "matched" if counted == micros else "different_amount"
-    note: str | None = None
     target: int | None = None
     if len(holds) > 1:
-        note = f"{len(holds)} holds carry this request id; correct them by hand"
+        notes.insert(0, f"{len(holds)} holds carry this request id; correct them by hand")
     elif open_holds:
-        note = (
+        notes.insert(
+            0,
             f"the hold is still {holds[0].state}: settle or release it (or let it expire), then"
-            " reconcile again"
+            " reconcile again",
         )
     elif kind == "different_amount":
         target = micros
+    note = "; ".join(notes) if notes else None
     return Line(kind, request_id, holds, records, billed, micros, counted, target, note)
 
 
+def _same(seen: Hold, now: Hold) -> bool:
+    """Whether a hold still counts as it did when the reconciliation read it."""
+    return (seen.state, seen.settled_amount, seen.adjusted_amount, seen.amount) == (
+        now.state,
+        now.settled_amount,
+        now.adjusted_amount,
+        now.amount,
+    )
+
+
+def _reread(ledger: Ledger, hold_id: str) -> Hold | None:
+    """The hold as the ledger has it now; None when it is gone (deleted by hand)."""
+    try:
+        return ledger.get_hold(hold_id)
+    except HoldNotFound:
+        return None
+
+
+def _stale(line: Line, now: Hold | None) -> Line:
+    if now is None:
+        why = "the hold is gone"
+    else:
+        why = f"it counts {format_usd(from_micros(now.spent_amount))} now ({now.state})"
+    return replace(
+        line,
+        stale=True,
+        note=f"the hold changed after it was read ({why}): not corrected; reconcile again",
+    )
+
+
 def apply_corrections(
-    ledger: Ledger, result: Reconciliation, *, now: float | None = None
+    ledger: Ledger,
+    result: Reconciliation,
+    *,
+    now: float | None = None,
+    allow_zeroing: bool = False,
 ) -> Reconciliation:
     """Adjust every correctable line's hold to its target (what fal billed, 0 for a hold fal
     never billed), with an audit row naming the records' origin; lines within the grace period,
-    without a single closed hold, or billed but not in the ledger are left alone. A hold that
-    already counts its target (a second run, or another reconciler got there first) writes
-    nothing. Returns the reconciliation with each applied line's ``adjustment``."""
+    without a single closed hold, or billed but not in the ledger are left alone.
+
+    Everything is checked before the first adjustment, and nothing is changed when a check
+    fails: ZeroingRefused when ``result.zeroing_refused`` (unless ``allow_zeroing``), and
+    ReconcileError when a target is not a ledger amount or the corrections would take a bucket
+    past the largest total a ledger keeps. Each hold is read again first: one that already
+    counts its target (a second run, or another reconciler got there first) writes nothing, and
+    one that changed otherwise since ``result`` read it is left alone (``stale``). Returns the
+    reconciliation with each applied line's ``adjustment``."""
     when = result.now if now is None else now
-    lines = []
-    for line in result.lines:
-        if line.target is None or line.pending or len(line.holds) != 1:
-            lines.append(line)
-            continue
-        hold = line.holds[0]
-        counted = format_usd(from_micros(line.counted))
-        if line.kind == "held_not_billed":
-            covered = (
-                f" from {iso(result.since)} to {iso(result.until)}"
-                if result.since is not None and result.until is not None
-                else ""
+    lines = list(result.lines)
+    fixes = [
+        i
+        for i, line in enumerate(lines)
+        if line.target is not None and not line.pending and len(line.holds) == 1
+    ]
+    if (
+        result.zeroing_refused is not None
+        and not allow_zeroing
+        and any(lines[i].kind == "held_not_billed" for i in fixes)
+    ):
+        raise ZeroingRefused(
+            f"refusing to zero holds on thin evidence: {result.zeroing_refused}; nothing was"
+            " changed"
+        )
+    for i in fixes:
+        target = lines[i].target
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= MAX_MICROS:
+            raise ReconcileError(
+                f"request {lines[i].request_id}: target={target!r} is not allowed: micro-USD from"
+                f" 0 to {MAX_MICROS}; nothing was changed"
             )
-            reason = f"not billed{covered}; counted {counted}"
-            source = result.origin
-        else:
-            billed = "?" if line.billed is None else format_usd(line.billed)
-            reason = f"billed {billed}; counted {counted}"
-            source = "; ".join(r.where for r in line.records)
-        row = ledger.adjust(hold.id, line.target, now=when, reason=reason, source=source)
-        lines.append(replace(line, adjustment=row))
+    fresh = {h.id: h for h in ledger.holds_by_request_id([lines[i].request_id for i in fixes])}
+    plan: list[int] = []
+    moves: dict[str, int] = {}
+    for i in fixes:
+        line, seen = lines[i], lines[i].holds[0]
+        hold = fresh.get(seen.id) or _reread(ledger, seen.id)  # re-opened: no request id now
+        if hold is not None and hold.spent_amount == line.target:
+            continue  # already in place
+        if hold is None or not _same(seen, hold):
+            lines[i] = _stale(line, hold)
+            continue
+        assert line.target is not None
+        for key in hold.buckets:
+            moves[key] = moves.get(key, 0) + line.target - hold.spent_amount
+        plan.append(i)
+    for total in ledger.totals(list(moves)):
+        if total.settled + total.held + moves[total.key] > MAX_MICROS:
+            raise ReconcileError(
+                f"the corrections would take bucket {total.key!r} past {MAX_MICROS} micro-USD,"
+                " the largest total a ledger keeps; nothing was changed"
+            )
+    done = 0
+    for i in plan:
+        line, seen = lines[i], lines[i].holds[0]
+        assert line.target is not None
+        current = _reread(ledger, seen.id)
+        if current is not None and current.spent_amount == line.target:
+            continue
+        if current is None or not _same(seen, current):
+            lines[i] = _stale(line, current)
+            continue
+        try:
+            row = ledger.adjust(seen.id, line.target, now=when, **_why(line, result))
+        except LedgerError as exc:
+            raise ReconcileError(
+                f"request {line.request_id} (hold {seen.id}): {exc}; {_plural(done, 'correction')}"
+                " before it applied, the rest not"
+            ) from None
+        done += row is not None
+        lines[i] = replace(line, adjustment=row)
     return replace(result, lines=tuple(lines), applied=True)
+
+
+def _why(line: Line, result: Reconciliation) -> dict[str, str]:
+    """The audit row's reason and source."""
+    counted = format_usd(from_micros(line.counted))
+    if line.kind == "held_not_billed":
+        covered = (
+            f" from {iso(result.since)} to {iso(result.until)}"
+            if result.since is not None and result.until is not None
+            else ""
+        )
+        return {"reason": f"not billed{covered}; counted {counted}", "source": result.origin}
+    billed = "?" if line.billed is None else format_usd(line.billed)
+    return {
+        "reason": f"billed {billed}; counted {counted}",
+        "source": "; ".join(r.where for r in line.records),
+    }

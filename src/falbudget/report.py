@@ -176,8 +176,8 @@ def history_start(
 @dataclass(frozen=True)
 class Figures:
     """Money and counts of one group: spent/held in USD; requests = holds counted as spent
-    (settled or expired, or adjusted: ``Hold.counts_as_spent``), open = holds held or
-    submitted."""
+    (``Hold.counts_as_spent``: settled or expired, unless reconciliation adjusted it to 0; a
+    released hold adjusted above 0), open = holds held or submitted."""
 
     spent: Decimal
     held: Decimal

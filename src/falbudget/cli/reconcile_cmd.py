@@ -36,7 +36,9 @@ API (--from-api, with the admin key in FAL_KEY). Four classes: matched; differen
 but not in the ledger; held but never billed (holds reserved and closed inside the range the
 records cover). --apply corrects the ledger with an audit row for each change: a different
 amount becomes what fal billed, a hold fal never billed becomes 0 (once it closed more than
---grace hours before the end of the records). Running it again changes nothing."""
+--grace hours before the end of the records). It refuses to zero holds when the records match
+no hold of the range, or fewer than it would zero (an empty, partial or wrong export looks like
+that): --allow-zeroing overrides. Running it again changes nothing."""
 
 EPILOG = """\
 examples:
@@ -45,7 +47,8 @@ examples:
   FAL_KEY=... falbudget reconcile --from-api --since 2026-11-01 --until 2026-12-01 --apply
 
 exit codes: 0 everything matched, 1 discrepancies found (also when --apply corrected them),
-2 bad input, an unreadable file, or fal's API or the ledger failed
+2 bad input, an unreadable file, --apply refused (nothing changed), or fal's API or the ledger
+failed
 docs: docs/reconcile.md"""
 
 
@@ -90,7 +93,8 @@ def register(subparsers: Subparsers) -> None:
         "--endpoint",
         action="append",
         metavar="ENDPOINT",
-        help="only this endpoint's records and holds (repeat for several)",
+        help="only this endpoint's holds, and billed requests without a hold (repeat for"
+        " several); records are matched to holds by request id whatever their endpoint",
     )
     add_guard_options(parser)
     parser.add_argument(
@@ -99,11 +103,17 @@ def register(subparsers: Subparsers) -> None:
         help="correct the ledger: each change is an adjustment with an audit row",
     )
     parser.add_argument(
+        "--allow-zeroing",
+        action="store_true",
+        help="with --apply: zero holds fal never billed even when the records match no hold of"
+        " the range, or fewer holds than would be zeroed",
+    )
+    parser.add_argument(
         "--grace",
         metavar="HOURS",
         default="24",
         help="a hold closed less than HOURS before the end of the range (or now) is not zeroed"
-        " yet: fal may not have billed it (default 24)",
+        " yet: fal may not have billed it (default 24, at most 8784: 366 days)",
     )
     parser.add_argument(
         "--now",
@@ -125,13 +135,19 @@ def _moment(text: str | None, option: str) -> float | None:
     return None if text is None else parse_time(text, name=option)
 
 
+MAX_GRACE_HOURS = 366 * 24
+
+
 def _grace_seconds(text: str) -> float:
     try:
         hours = Decimal(text.strip())
     except InvalidOperation:
         hours = Decimal("NaN")
-    if not hours.is_finite() or hours < 0:
-        raise UsageError(f"--grace={text!r} is not allowed: a number of hours >= 0 such as 24")
+    if not hours.is_finite() or not 0 <= hours <= MAX_GRACE_HOURS:  # compared before any product
+        raise UsageError(
+            f"--grace={text!r} is not allowed: a number of hours from 0 to {MAX_GRACE_HOURS}"
+            " (366 days) such as 24"
+        )
     return float(hours * 3600)
 
 
@@ -149,11 +165,12 @@ def _billing(args: argparse.Namespace, now: float) -> BillingRecords:
         if since is None:
             raise UsageError("--from-api needs --since DATE (and --until, default now)")
         key = rc.api_key_from_env()
+        # every endpoint's records: --endpoint narrows the holds, never the records (a request
+        # fal bills under another endpoint name must still match its hold)
         return rc.fetch_billing_events(
             key,
             dt.datetime.fromtimestamp(since, tz=dt.UTC),
             dt.datetime.fromtimestamp(now if until is None else until, tz=dt.UTC),
-            endpoints=args.endpoint or (),
         )
     if args.file is None:
         raise UsageError("give a FILE of billing records, or --from-api --since DATE")
@@ -174,7 +191,9 @@ def run_reconcile(args: argparse.Namespace) -> Outcome:
             guard.ledger, billing, now=now, grace_s=grace, endpoints=args.endpoint or ()
         )
         if args.apply:
-            result = rc.apply_corrections(guard.ledger, result)
+            if result.zeroing_refused is not None and result.zeroing and not args.allow_zeroing:
+                raise UsageError(refusal_message(result))
+            result = rc.apply_corrections(guard.ledger, result, allow_zeroing=args.allow_zeroing)
     finally:
         guard.close()
     if args.format == "json":
@@ -206,6 +225,15 @@ def _hours(seconds: float) -> str:
     return format(hours.normalize(), "f") if hours else "0"
 
 
+def refusal_message(result: Reconciliation) -> str:
+    """The one line of --apply refusing to zero holds on thin evidence."""
+    return (
+        f"--apply refused, nothing was changed: {result.zeroing_refused}. An empty, partial or"
+        " wrong export, another team's API key or a range the records do not cover looks like"
+        " this; check the records, or give --allow-zeroing to zero them anyway"
+    )
+
+
 def summary_message(result: Reconciliation) -> str:
     """The stderr line of exit 1: how many discrepancies, and what --apply did or would do."""
     found = result.discrepancies
@@ -214,6 +242,8 @@ def summary_message(result: Reconciliation) -> str:
     if result.applied:
         written = sum(1 for line in fixes if line.adjustment is not None)
         text += f"; --apply corrected {written}"
+    elif fixes and result.zeroing_refused is not None and result.zeroing:
+        text += f"; --apply refuses without --allow-zeroing (it would zero {result.zeroing})"
     elif fixes:
         text += f"; --apply would correct {len(fixes)}"
     left = found - len(fixes)
@@ -222,13 +252,18 @@ def summary_message(result: Reconciliation) -> str:
     return text
 
 
-def _action(line: Line, applied: bool) -> str:
-    """What --apply does or did with the line, in a few words."""
+def _action(line: Line, applied: bool, refused: bool = False) -> str:
+    """What --apply does or did with the line, in a few words (``refused``: zeroing needs
+    --allow-zeroing)."""
     target = _usd(line.target)
     if line.pending:
         return "none yet: within the grace period"
+    if line.stale:
+        return "none: the hold changed meanwhile"
     if line.target is not None:
         if not applied:
+            if refused and line.kind == "held_not_billed":
+                return f"--apply --allow-zeroing sets {target}"
             return f"--apply sets {target}"
         if line.adjustment is not None:
             return f"set to {target} (adjustment {line.adjustment.id})"
@@ -242,7 +277,7 @@ def _action(line: Line, applied: bool) -> str:
     return f"none: hold still {line.holds[0].state}"
 
 
-def line_data(line: Line, applied: bool) -> dict[str, Any]:
+def line_data(line: Line, applied: bool, refused: bool = False) -> dict[str, Any]:
     """One request as JSON-ready data: money as decimal strings, times ISO 8601 UTC."""
     first = line.holds[0] if line.holds else None
     difference = (
@@ -265,7 +300,7 @@ def line_data(line: Line, applied: bool) -> dict[str, Any]:
         "records": [r.where for r in line.records],
         "target": _usd(line.target),
         "pending": line.pending,
-        "action": _action(line, applied),
+        "action": _action(line, applied, refused),
         "note": line.note,
         "adjustment": None
         if adjustment is None
@@ -299,16 +334,18 @@ def reconcile_data(result: Reconciliation) -> dict[str, Any]:
         "grace_hours": _hours(result.grace_s),
         "endpoints": list(result.endpoints),
         "records": result.records,
+        "duplicates": result.duplicates,
         "requests": sum(1 for line in result.lines if line.records),
         "billed": format_usd(result.billed_total),
         "applied": result.applied,
+        "zeroing_refused": result.zeroing_refused,
         "counts": {
             **{kind: result.count(kind) for kind in LABELS},
             "pending": result.pending,
             "discrepancies": result.discrepancies,
             "corrections": len(result.corrections),
         },
-        "lines": [line_data(line, result.applied) for line in result.lines],
+        "lines": [line_data(line, result.applied, _refused(result)) for line in result.lines],
     }
 
 
@@ -337,7 +374,7 @@ def reconcile_csv(result: Reconciliation) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(_CSV_COLUMNS)
     for line in result.lines:
-        data = line_data(line, result.applied)
+        data = line_data(line, result.applied, _refused(result))
         adjustment = data["adjustment"]
         row = {
             **data,
@@ -347,6 +384,10 @@ def reconcile_csv(result: Reconciliation) -> str:
         }
         writer.writerow(["" if row[c] is None else row[c] for c in _CSV_COLUMNS])
     return out.getvalue().rstrip("\n")
+
+
+def _refused(result: Reconciliation) -> bool:
+    return result.zeroing_refused is not None and not result.applied
 
 
 def _when(epoch: float | None) -> str:
@@ -365,6 +406,11 @@ def reconcile_table(result: Reconciliation) -> str:
         f" request{'' if requests == 1 else 's'}, {format_usd(result.billed_total)} USD billed)"
         f" from {result.origin}",
     ]
+    if result.duplicates:
+        head.append(
+            f"{result.duplicates} more record{'' if result.duplicates == 1 else 's'} repeated"
+            " another exactly and counted once (see the notes)"
+        )
     if result.since is not None and result.until is not None:
         cutoff = _when(min(result.until, result.now) - result.grace_s)
         head.append(
@@ -386,7 +432,7 @@ def reconcile_table(result: Reconciliation) -> str:
             _when(line.holds[0].created_at) if line.holds else "",
             _usd(line.counted) if line.holds else "",
             _usd(line.billed_micros) or "",
-            _action(line, result.applied),
+            _action(line, result.applied, _refused(result)),
         ]
         for line in result.lines
         if line.kind != "matched"
@@ -415,9 +461,21 @@ def reconcile_table(result: Reconciliation) -> str:
             )
         else:
             parts.append("nothing to correct")
+        stale = sum(1 for line in result.lines if line.stale)
+        if stale:
+            parts[-1] += (
+                f"; {stale} hold{' was' if stale == 1 else 's were'} left alone: changed by"
+                " someone else after they were read (reconcile again)"
+            )
     elif fixes:
-        parts.append(
+        text = (
             f"--apply would correct {len(fixes)} hold{'' if len(fixes) == 1 else 's'}"
             " (each change recorded as an adjustment)"
         )
+        if result.zeroing_refused is not None and result.zeroing:
+            text = (
+                f"--apply refuses to run: {result.zeroing_refused}; with --allow-zeroing it"
+                + text.removeprefix("--apply")
+            )
+        parts.append(text)
     return "\n\n".join(parts)

@@ -105,5 +105,20 @@ def adjustment_delta(hold: Hold, amount: int) -> int | None:
 
 def readmits(hold: Hold) -> bool:
     """Whether a reservation repeating ``hold``'s idempotency key is admitted afresh (re-opening
-    the row) rather than replayed: only a released hold that fal did not bill (not adjusted)."""
-    return hold.state == "released" and hold.adjusted_amount is None
+    the row) rather than replayed: only a released hold that fal did not bill (never adjusted,
+    or adjusted back to 0: :attr:`Hold.counts_as_spent` is false)."""
+    return hold.state == "released" and not hold.counts_as_spent
+
+
+def missing_buckets(hold: Hold, found: Sequence[str]) -> LedgerError | None:
+    """The error for a hold whose bucket rows are not all in the store (``found``: the keys that
+    are), naming the first missing one; None when every bucket is there. Only a row deleted by
+    hand can be missing: adjusting the hold would move some of its buckets and not others."""
+    present = set(found)
+    missing = [key for key in hold.buckets if key not in present]
+    if not missing:
+        return None
+    return LedgerError(
+        f"bucket {missing[0]!r} of hold {hold.id!r} is missing from the ledger (deleted by hand?):"
+        " the hold cannot be adjusted until the bucket row is restored"
+    )

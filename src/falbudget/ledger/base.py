@@ -63,8 +63,14 @@ class Hold:
 
     @property
     def counts_as_spent(self) -> bool:
-        """Settled or expired, or adjusted (a released hold that fal billed after all)."""
-        return self.state in SPENT_STATES or self.adjusted_amount is not None
+        """Whether the hold counts as a billed request: settled or expired, unless an adjustment
+        says otherwise. An adjusted hold counts when its adjusted amount is above 0 (fal billed
+        it: a released hold that fal billed after all counts too) and not when it was adjusted
+        to 0 (fal billed nothing: a released hold adjusted up and back to 0 is released again,
+        and its idempotency key may be admitted afresh)."""
+        if self.adjusted_amount is not None:
+            return self.adjusted_amount > 0
+        return self.state in SPENT_STATES
 
     @property
     def spent_amount(self) -> int:
@@ -142,8 +148,9 @@ class Ledger(Protocol):
         every charge's bucket and, when all fit, add ``amount`` to each bucket's held total and
         record the hold. A repeated ``idempotency_key`` whose hold is held, submitted, settled or
         expired returns that hold with ``replayed=True`` and charges nothing; one whose hold was
-        released is admitted afresh (the same hold row, re-opened, with this call's values),
-        unless the released hold was adjusted (fal billed it after all): that one replays."""
+        released is admitted afresh (the same hold row, re-opened with this call's values and no
+        adjusted amount; its past adjustments stay in the audit trail), unless the released hold
+        was adjusted above 0 (fal billed it after all): that one replays."""
         ...
 
     def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:

@@ -744,6 +744,9 @@ class PostgresLedger:
                     ).format(s),
                     (list(hold.buckets),),
                 ).fetchall()
+                missing = _checks.missing_buckets(hold, [str(key) for key, _ in totals])
+                if missing is not None:
+                    raise missing
                 for key, used in totals:
                     if int(used) + delta > _checks.MAX_MICROS:
                         raise LedgerError(
@@ -1026,12 +1029,14 @@ class _Queries:
             SELECT %(id)s::text, k, %(now)s::float8 FROM unnest(%(buckets)s::text[]) AS k""",
         )
         # A released hold re-admitted under its idempotency key: locked first, and still
-        # released (else division by zero aborts, and the caller replays it).
+        # released and not billed (never adjusted, or adjusted back to 0: _checks.readmits); else
+        # division by zero aborts, and the caller replays it.
         self.lock_released = self._add(
             "fb_lock_released",
             """WITH r AS (
                 SELECT id FROM {s}.holds
-                WHERE id = %(id)s::text AND state = 'released' AND adjusted_amount IS NULL
+                WHERE id = %(id)s::text AND state = 'released'
+                    AND coalesce(adjusted_amount, 0) = 0
                 FOR UPDATE
             )
             SELECT 1 / count(*) FROM r""",
@@ -1043,7 +1048,7 @@ class _Queries:
                 expires_at = %(expires_at)s::float8, updated_at = %(now)s::float8,
                 idempotency_key = %(idempotency_key)s::text, tags = %(tags)s::jsonb,
                 table_version = %(table_version)s::text, table_sha256 = %(table_sha256)s::text,
-                request_id = NULL, settled_amount = NULL
+                request_id = NULL, settled_amount = NULL, adjusted_amount = NULL
             WHERE id = %(id)s::text""",
         )
         self.unlink_hold = self._add(

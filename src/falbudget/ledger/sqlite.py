@@ -328,7 +328,7 @@ class SQLiteLedger:
                     "UPDATE holds SET endpoint = ?, amount = ?, state = 'held', buckets = ?, "
                     "created_at = ?, expires_at = ?, updated_at = ?, idempotency_key = ?, "
                     "tags = ?, table_version = ?, table_sha256 = ?, request_id = NULL, "
-                    "settled_amount = NULL WHERE id = ?",
+                    "settled_amount = NULL, adjusted_amount = NULL WHERE id = ?",
                     (*values, reopen),
                 )
                 db.execute("DELETE FROM hold_buckets WHERE hold_id = ?", (reopen,))
@@ -414,11 +414,18 @@ class SQLiteLedger:
             delta = _checks.adjustment_delta(hold, amount)
             if delta is None:
                 return None
+            used: dict[str, int] = {}
             for key in hold.buckets:
                 found = db.execute(
                     "SELECT settled + held FROM buckets WHERE key = ?", (key,)
                 ).fetchone()
-                if int(found[0]) + delta > _checks.MAX_MICROS:
+                if found is not None:
+                    used[key] = int(found[0])
+            missing = _checks.missing_buckets(hold, list(used))
+            if missing is not None:
+                raise missing
+            for key, total in used.items():
+                if total + delta > _checks.MAX_MICROS:
                     raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
             db.executemany(
                 "UPDATE buckets SET settled = settled + ? WHERE key = ?",
