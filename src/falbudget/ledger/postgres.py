@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 import psycopg
@@ -54,6 +54,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
+from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
     Adjustment,
     Admission,
@@ -629,7 +630,7 @@ class PostgresLedger:
         batch.call(q.get_key_or_id, {"key": idempotency_key, "id": hold_id})
         batch.call(q.totals, {"keys": list(keys)})
         *_, found, totals, _ = batch.sql("COMMIT").run(conn)
-        holds = [_hold(row) for row in found]
+        holds = [hold_from_row(row) for row in found]
         by_key = next(
             (
                 h
@@ -688,7 +689,7 @@ class PostgresLedger:
             rows = changed or current
             if not rows:
                 raise HoldNotFound(f"no hold has id {params['id']!r}")
-            return _hold(rows[0])
+            return hold_from_row(rows[0])
 
         return self._run(action, work)
 
@@ -699,7 +700,7 @@ class PostgresLedger:
 
         def work(conn: Connection) -> list[Hold]:
             (rows,) = _Batch().call(self._q.expire, {"now": now}).run(conn)
-            return [_hold(row) for row in rows]
+            return [hold_from_row(row) for row in rows]
 
         return self._run("expire", work)
 
@@ -733,7 +734,7 @@ class PostgresLedger:
                 ).fetchone()
                 if row is None:
                     raise HoldNotFound(f"no hold has id {hold_id!r}")
-                hold = _hold(row)
+                hold = hold_from_row(row)
                 delta = _checks.adjustment_delta(hold, amount)
                 if delta is None:
                     return None
@@ -770,7 +771,7 @@ class PostgresLedger:
                     (hold.id, amount - delta, amount, delta, reason, source, now),
                 ).fetchone()
                 assert written is not None
-                return _adjustment(written)
+                return adjustment_from_row(written)
 
         return self._run("adjust", work)
 
@@ -787,7 +788,7 @@ class PostgresLedger:
         query += sql.SQL(" ORDER BY id")
 
         def work(conn: Connection) -> list[Adjustment]:
-            return [_adjustment(row) for row in conn.execute(query, params).fetchall()]
+            return [adjustment_from_row(row) for row in conn.execute(query, params).fetchall()]
 
         return self._run("adjustments", work)
 
@@ -804,7 +805,7 @@ class PostgresLedger:
         )
 
         def work(conn: Connection) -> list[Hold]:
-            return [_hold(row) for row in conn.execute(query, (wanted,)).fetchall()]
+            return [hold_from_row(row) for row in conn.execute(query, (wanted,)).fetchall()]
 
         return self._run("holds_by_request_id", work)
 
@@ -815,7 +816,7 @@ class PostgresLedger:
             (rows,) = _Batch().call(self._q.get_hold, {"id": hold_id}).run(conn)
             if not rows:
                 raise HoldNotFound(f"no hold has id {hold_id!r}")
-            return _hold(rows[0])
+            return hold_from_row(rows[0])
 
         return self._run("get_hold", work)
 
@@ -895,7 +896,7 @@ class PostgresLedger:
             params["limit"] = limit
 
         def work(conn: Connection) -> list[Hold]:
-            return [_hold(row) for row in conn.execute(query, params).fetchall()]
+            return [hold_from_row(row) for row in conn.execute(query, params).fetchall()]
 
         return self._run("holds", work)
 
@@ -1245,57 +1246,6 @@ def migrate(url: str) -> tuple[int, int]:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _hold(row: Sequence[Any]) -> Hold:
-    (
-        hold_id,
-        endpoint,
-        amount,
-        state,
-        buckets,
-        created_at,
-        expires_at,
-        updated_at,
-        idempotency_key,
-        request_id,
-        settled_amount,
-        tags,
-        table_version,
-        table_sha256,
-        adjusted_amount,
-    ) = row
-    return Hold(
-        id=hold_id,
-        endpoint=endpoint,
-        amount=int(amount),
-        state=cast(HoldState, state),
-        buckets=tuple(buckets),
-        created_at=float(created_at),
-        expires_at=float(expires_at),
-        updated_at=float(updated_at),
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        settled_amount=None if settled_amount is None else int(settled_amount),
-        tags=dict(tags),
-        table_version=table_version,
-        table_sha256=table_sha256,
-        adjusted_amount=None if adjusted_amount is None else int(adjusted_amount),
-    )
-
-
-def _adjustment(row: Sequence[Any]) -> Adjustment:
-    adjustment_id, hold_id, previous, amount, delta, reason, source, created_at = row
-    return Adjustment(
-        id=int(adjustment_id),
-        hold_id=hold_id,
-        previous=int(previous),
-        amount=int(amount),
-        delta=int(delta),
-        reason=reason,
-        source=source,
-        created_at=float(created_at),
-    )
-
-
 def _sqlstate(exc: BaseException) -> str | None:
     state = getattr(exc, "sqlstate", None)
     return state if isinstance(state, str) else None

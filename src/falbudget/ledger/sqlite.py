@@ -14,10 +14,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, cast
+from typing import Any
 
 from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
+from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
     OPEN_STATES,
     Adjustment,
@@ -440,7 +441,7 @@ class SQLiteLedger:
             row = db.execute(
                 f"SELECT {_ADJUSTMENT_COLUMNS} FROM adjustments WHERE id = ?", (cursor.lastrowid,)
             ).fetchone()
-            return _adjustment(row)
+            return adjustment_from_row(row)
 
     # -- reads -------------------------------------------------------------------------------
     def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
@@ -450,7 +451,7 @@ class SQLiteLedger:
             sql += " WHERE hold_id = ?"
             params.append(hold_id)
         with self._transaction(write=False) as db:
-            return [_adjustment(row) for row in db.execute(sql + " ORDER BY id", params)]
+            return [adjustment_from_row(row) for row in db.execute(sql + " ORDER BY id", params)]
 
     def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
         """See :meth:`Ledger.holds_by_request_id`."""
@@ -619,54 +620,7 @@ def _expire(db: sqlite3.Connection, now: float) -> list[Hold]:
 
 
 def _hold(row: Sequence[Any]) -> Hold:
-    (
-        hold_id,
-        endpoint,
-        amount,
-        state,
-        buckets,
-        created_at,
-        expires_at,
-        updated_at,
-        idempotency_key,
-        request_id,
-        settled_amount,
-        tags,
-        table_version,
-        table_sha256,
-        adjusted_amount,
-    ) = row
-    return Hold(
-        id=hold_id,
-        endpoint=endpoint,
-        amount=int(amount),
-        state=cast(HoldState, state),
-        buckets=tuple(json.loads(buckets)),
-        created_at=float(created_at),
-        expires_at=float(expires_at),
-        updated_at=float(updated_at),
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        settled_amount=None if settled_amount is None else int(settled_amount),
-        tags=json.loads(tags),
-        table_version=table_version,
-        table_sha256=table_sha256,
-        adjusted_amount=None if adjusted_amount is None else int(adjusted_amount),
-    )
-
-
-def _adjustment(row: Sequence[Any]) -> Adjustment:
-    adjustment_id, hold_id, previous, amount, delta, reason, source, created_at = row
-    return Adjustment(
-        id=int(adjustment_id),
-        hold_id=hold_id,
-        previous=int(previous),
-        amount=int(amount),
-        delta=int(delta),
-        reason=reason,
-        source=source,
-        created_at=float(created_at),
-    )
+    return hold_from_row(row, decode=json.loads)
 
 
 def _create_private(path: str) -> None:
