@@ -23,13 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import json
 import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from localserver import Handler, LocalServer
 
 ADMIN_KEY = "fb-admin-key-0123"
 EVENTS_PATH = "/v1/models/billing-events"
@@ -80,55 +79,11 @@ def _parse_time(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeBilling
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that timed out and hung up: expected in the timeout test
+class _Handler(Handler):
+    text_type = "text/plain; charset=utf-8"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.fake._dispatch(self)
-
-    def send(
-        self,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        drip_s: float = 0.0,
-    ) -> None:
-        """Answer ``payload`` (JSON, or a string as text); ``drip_s`` > 0 writes it one byte
-        at a time with that pause between bytes."""
-        if isinstance(payload, str):
-            data, ctype = payload.encode(), "text/plain; charset=utf-8"
-        else:
-            data, ctype = json.dumps(payload).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if drip_s <= 0:
-            self.wfile.write(data)
-            return
-        for byte in data:
-            if self.server.fake.stopping.is_set():
-                return
-            self.wfile.write(bytes([byte]))
-            self.wfile.flush()
-            time.sleep(drip_s)
-
-
-class FakeBilling:
+class FakeBilling(LocalServer):
     """The fake billing API. Use as a context manager, or call start()/stop().
 
     Knobs (restored by :meth:`reset`): ``events`` (served newest first), ``key``,
@@ -141,46 +96,15 @@ class FakeBilling:
     :meth:`fail`, :meth:`delay`.
     """
 
+    name = "fakebilling"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _Server((host, port), _Handler)
-        self._server.fake = self
-        self.host = host
-        self.port = int(self._server.server_address[1])
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self.stopping = threading.Event()
+        super().__init__(_Handler, host, port)
         self.reset()
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> FakeBilling:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"fakebilling:{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeBilling:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
         with self._lock:
@@ -241,27 +165,27 @@ class FakeBilling:
         if delay:
             wake.wait(timeout=30)
         if parts.path != EVENTS_PATH:
-            handler.send(404, {"detail": "Not Found"})
+            handler.send_json(404, {"detail": "Not Found"})
             return
         if redirect is not None:
-            handler.send(302, {"detail": "moved"}, {"Location": redirect})
+            handler.send_json(302, {"detail": "moved"}, {"Location": redirect})
             return
         auth = headers.get("authorization", "")
         if auth != f"Key {self.key}" and auth.removeprefix("Key ") not in self.read_only_keys:
             detail = f"Invalid API key: {auth}" if self.echo_key else "Invalid API key"
-            handler.send(401, {"detail": detail})
+            handler.send_json(401, {"detail": detail})
             return
         if auth.removeprefix("Key ") in self.read_only_keys:
-            handler.send(403, {"detail": "The key lacks billing:usage:read"})
+            handler.send_json(403, {"detail": "The key lacks billing:usage:read"})
             return
         if failure is not None:
             body = failure.body
             if self.echo_key and isinstance(body, dict):
                 body = {**body, "detail": f"{body.get('detail')} for {auth}"}
-            handler.send(failure.status, body, failure.headers)
+            handler.send_json(failure.status, body, failure.headers)
             return
         if self.raw_answer is not None:
-            handler.send(200, self.raw_answer.decode(), drip_s=drip)
+            handler.send_json(200, self.raw_answer.decode(), drip_s=drip)
             return
         try:
             start = _parse_time(query["start"][0])
@@ -271,13 +195,13 @@ class FakeBilling:
             if "cursor" in query:
                 page = int(base64.b64decode(query["cursor"][0], validate=True).decode())
         except (KeyError, ValueError, binascii.Error):
-            handler.send(400, {"detail": f"bad query {parts.query!r}"})
+            handler.send_json(400, {"detail": f"bad query {parts.query!r}"})
             return
         if limit < 1 or page < 1:
-            handler.send(400, {"detail": "limit and page must be >= 1"})
+            handler.send_json(400, {"detail": "limit and page must be >= 1"})
             return
         if end - start > dt.timedelta(days=MAX_DAYS):
-            handler.send(400, {"detail": "Date range cannot exceed 90 days"})
+            handler.send_json(400, {"detail": "Date range cannot exceed 90 days"})
             return
         endpoints = {e for v in query.get("endpoint_id", []) for e in v.split(",") if e}
         request_ids = {r for v in query.get("request_id", []) for r in v.split(",") if r}
@@ -298,7 +222,7 @@ class FakeBilling:
             chunk = [events[(page - 1) * size - 1], *chunk]
         has_more = page * size < len(events)
         next_cursor = override if override is not None else cursor_for(page + 1)
-        handler.send(
+        handler.send_json(
             200,
             {
                 "billing_events": chunk,

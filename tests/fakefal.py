@@ -34,9 +34,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from localserver import Handler, LocalServer
 
 if TYPE_CHECKING:
     import fal_client
@@ -116,41 +117,7 @@ class Job:
     cancelled: bool = False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # never join handler threads (a delayed one may be asleep)
-    fake: FakeFal
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The client hung up on a delayed answer (its timeout fired): expected, stay quiet.
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive, like fal: pooled connections get reused
-    disable_nagle_algorithm = True  # headers and body go out in two writes
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _handle(self) -> None:
-        self.server.fake._dispatch(self)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
-
-    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(payload, str):
-            data, ctype = payload.encode(), "text/html; charset=utf-8"
-        else:
-            data, ctype = json.dumps(payload).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
+class _Handler(Handler):
     def send_sse(self, events: list[Any]) -> None:
         data = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode()
         self.send_response(200)
@@ -160,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class FakeFal:
+class FakeFal(LocalServer):
     """A scriptable fake fal.ai. Use as a context manager, or call start()/stop().
 
     Knobs (all restored by :meth:`reset`):
@@ -173,15 +140,11 @@ class FakeFal:
       :meth:`delay` (a slow answer, to trip a client timeout)
     """
 
+    name = "fakefal"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _Server((host, port), _Handler)
-        self._server.fake = self
-        self.host: str = host
-        self.port: int = int(self._server.server_address[1])
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        super().__init__(_Handler, host, port)
         self._generation = 0
-        self._wake = threading.Event()
         self._requests: list[tuple[int, RecordedRequest]] = []
         self._stale: list[RecordedRequest] = []
         self._jobs: dict[str, Job] = {}
@@ -196,10 +159,6 @@ class FakeFal:
 
     # -- life cycle -----------------------------------------------------------------------
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
     def run_url(self) -> str:
         """What replaces ``https://fal.run/`` (fal_client.client.RUN_URL_FORMAT)."""
         return f"{self.url}/run/"
@@ -208,31 +167,6 @@ class FakeFal:
     def queue_url(self) -> str:
         """What replaces ``https://queue.fal.run/`` (fal_client.client.QUEUE_URL_FORMAT)."""
         return f"{self.url}/queue/"
-
-    def start(self) -> FakeFal:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"fakefal:{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._wake.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeFal:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget the request log and every knob; retire the jobs of the previous test and wake
