@@ -5,7 +5,10 @@ Every expected figure is written out by hand. Times are explicit ``now`` values,
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -110,6 +113,22 @@ def test_reserve_within_the_limit_records_the_hold(ledger: Ledger) -> None:
     assert result == Admission(admitted=True, hold=expected, replayed=False)
     assert ledger.get_hold("h1") == expected
     assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 0, 400_000)]
+
+
+def test_a_holds_tags_are_a_plain_mapping_a_caller_cannot_change_in_the_ledger(
+    ledger: Ledger,
+) -> None:
+    """Every backend hands out tags that serialise as JSON and compare as a dict, and changing
+    what was handed out (where that is allowed at all) never changes what the ledger keeps."""
+    tags = {"project": "demo", "user": "ann"}
+    hold = admitted(reserve(ledger, "h1", 1, [cap("A", 10)], tags=tags))
+    tags["project"] = "changed after the call"
+    assert json.loads(json.dumps(hold.tags)) == {"project": "demo", "user": "ann"}
+    assert isinstance(hold.tags, dict)
+    assert copy.deepcopy(hold.tags) == {"project": "demo", "user": "ann"}
+    with contextlib.suppress(TypeError):  # read-only where the ledger shares its stored record
+        hold.tags["project"] = "x"  # type: ignore[index]
+    assert ledger.get_hold("h1").tags == {"project": "demo", "user": "ann"}
 
 
 def test_the_limit_is_inclusive_and_one_micro_over_is_refused(ledger: Ledger) -> None:

@@ -7,8 +7,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from falbudget.errors import HoldNotFound, LedgerError
 from falbudget.ledger import _checks
@@ -65,7 +64,7 @@ class MemoryLedger:
         keys = _checks.charge_keys(charges)
         now = _checks.seconds("now", now)
         expires_at = _checks.seconds("expires_at", expires_at)
-        clean_tags = MappingProxyType(_checks.string_tags(tags))
+        clean_tags = _Tags(_checks.string_tags(tags))
         with self._lock:
             if self._expiry and self._expiry[0][0] < now:
                 self._expire_locked(now)
@@ -313,9 +312,23 @@ class MemoryLedger:
         return closed
 
 
+class _Tags(dict[str, str]):
+    """A hold's tags as this ledger stores them: a dict (so ``json.dumps`` and ``isinstance(...,
+    dict)`` work as with the SQL backends) that refuses changes, so stored holds can be handed out
+    without a copy."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a hold's tags are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self) -> tuple[type[_Tags], tuple[dict[str, str]]]:
+        return (_Tags, (dict(self),))  # copy, deepcopy and pickle build it whole
+
+
 def _copy(hold: Hold) -> Hold:
-    """The hold as handed to a caller. Stored holds are frozen and their tags a read-only view
-    (MappingProxyType) of a dict nobody else holds, so the stored one itself is safe to share."""
+    """The hold as handed to a caller. Stored holds are frozen and their tags read-only
+    (:class:`_Tags`), so the stored one itself is safe to share."""
     return hold
 
 
