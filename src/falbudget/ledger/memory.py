@@ -95,21 +95,23 @@ class MemoryLedger:
                 held_by_key[key] = held_by_key.get(key, 0) + amount
             hold = _build(
                 Hold,
-                id=reopen.id if reopen is not None else hold_id,
-                endpoint=endpoint,
-                amount=amount,
-                state="held",
-                buckets=keys,
-                created_at=now,
-                expires_at=expires_at,
-                updated_at=now,
-                idempotency_key=idempotency_key,
-                request_id=None,
-                settled_amount=None,
-                tags=clean_tags,
-                table_version=table_version,
-                table_sha256=table_sha256,
-                adjusted_amount=None,
+                {
+                    "id": reopen.id if reopen is not None else hold_id,
+                    "endpoint": endpoint,
+                    "amount": amount,
+                    "state": "held",
+                    "buckets": keys,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                    "updated_at": now,
+                    "idempotency_key": idempotency_key,
+                    "request_id": None,
+                    "settled_amount": None,
+                    "tags": clean_tags,
+                    "table_version": table_version,
+                    "table_sha256": table_sha256,
+                    "adjusted_amount": None,
+                },
             )
             self._holds[hold.id] = hold
             if reopen is None:
@@ -118,7 +120,14 @@ class MemoryLedger:
                 self._by_key[idempotency_key] = hold.id
             heapq.heappush(self._expiry, (expires_at, next(self._seq), hold.id))
             return _build(
-                Admission, admitted=True, hold=hold, replayed=False, refused_by=None, totals=None
+                Admission,
+                {
+                    "admitted": True,
+                    "hold": hold,
+                    "replayed": False,
+                    "refused_by": None,
+                    "totals": None,
+                },
             )
 
     def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
@@ -338,17 +347,16 @@ def _copy(hold: Hold) -> Hold:
 _T = TypeVar("_T")
 
 
-def _build(cls: type[_T], **values: object) -> _T:
-    """An instance of the frozen dataclass ``cls`` with every field in ``values``."""
+def _build(cls: type[_T], fields: dict[str, object]) -> _T:
+    """An instance of the frozen dataclass ``cls`` whose ``__dict__`` is ``fields`` (every
+    field, by name; the dict is taken, not copied)."""
     new = object.__new__(cls)
-    new.__dict__.update(values)
+    object.__setattr__(new, "__dict__", fields)
     return new
 
 
 def _evolve(hold: Hold, **changes: object) -> Hold:
     """``dataclasses.replace(hold, **changes)`` without re-running ``__init__``."""
-    new = object.__new__(Hold)
-    fields = new.__dict__
-    fields.update(hold.__dict__)
+    fields = dict(hold.__dict__)
     fields.update(changes)
-    return new
+    return _build(Hold, fields)
