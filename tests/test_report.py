@@ -894,3 +894,14 @@ def test_the_report_does_not_load_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "False\n"
+
+
+def test_cli_one_request_is_singular(
+    capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str]
+) -> None:
+    # Before noon on the 20th only ann's first request was made: 96 frames at 720p, 0.80.
+    out = report_cli(capsys, cli_ledger, "--since", "2026-11-20", "--until", "2026-11-20T12:00")
+    assert (
+        out.splitlines()[1]
+        == "spent 0.80 USD, held 0.00; 1 request (0 expired), 0 open, 0 released"
+    )

@@ -353,10 +353,6 @@ def _usd(amount: Decimal) -> str:
         return format_usd(amount)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _configuration(quote: Quote) -> dict[str, Any]:
     return {item.input: item.value for item in quote.line_items if item.input is not None}
 
@@ -398,7 +394,7 @@ def fit_text(data: Mapping[str, Any]) -> str:
         source = f", what remains now of the {budget['scope']} {budget['window']} cap"
     return (
         f"{head} {_prices_of(data)}\n"
-        f"{_plural(data['count'], 'request')} of {data['price']} {verb} in"
+        f"{render.plural(data['count'], 'request')} of {data['price']} {verb} in"
         f" {data['amount']} {data['currency']}{source} ({data['leftover']} left)"
     )
 
@@ -498,7 +494,8 @@ def grid_table(data: Mapping[str, Any]) -> str:
     if data["effective_from"]:
         version += f", prices from {data['effective_from']}"
     head = (
-        f"{data['endpoint']} (price table {version}): {_plural(data['count'], 'configuration')},"
+        f"{data['endpoint']} (price table {version}):"
+        f" {render.plural(data['count'], 'configuration')},"
         f" {data['min']} - {data['max']} {data['currency']}"
     )
     if data["fixed"]:

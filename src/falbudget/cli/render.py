@@ -195,6 +195,11 @@ def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
 # --- endpoints and tables ----------------------------------------------------------------------
 
 
+def plural(count: int, word: str) -> str:
+    """'1 request', '2 requests'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def range_data(find: Callable[[], tuple[Decimal, Decimal]]) -> dict[str, Any]:
     """A price range as JSON-ready fields: ``price_range`` ({"min", "max"} as decimal strings,
     or None) and, when it is None, ``price_range_note`` saying why (no bounded set of values for

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from falbudget.cli.render import range_data, range_text, show_value
+from falbudget.cli.render import plural, range_data, range_text, show_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import PricedEndpoint, PriceTable
@@ -15,10 +15,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _value(value: Any) -> str:
     return "(none)" if value is None else show_value(value)
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _arguments(arguments: Mapping[str, Any]) -> str:
@@ -77,7 +73,7 @@ def grid_lines(grid: Mapping[str, Any]) -> list[str]:
     if grid["only_new"]:
         apart.append(f"{grid['only_new']} only in new")
     line = (
-        f"grid: {_plural(grid['compared'], 'point')} priced in both: {grid['up']} up,"
+        f"grid: {plural(grid['compared'], 'point')} priced in both: {grid['up']} up,"
         f" {grid['down']} down, {grid['unchanged']} unchanged"
     )
     if apart:
@@ -113,10 +109,10 @@ def period_label(period: Mapping[str, Any]) -> str:
 def _period_lines(period: Mapping[str, Any], indent: str) -> list[str]:
     grid = period["grid"]
     if period["status"] == "added":
-        count = "" if grid["error"] else f" ({_plural(grid['only_new'], 'grid point')})"
+        count = "" if grid["error"] else f" ({plural(grid['only_new'], 'grid point')})"
         return [f"{indent}only in new{count}"]
     if period["status"] == "removed":
-        count = "" if grid["error"] else f" ({_plural(grid['only_old'], 'grid point')})"
+        count = "" if grid["error"] else f" ({plural(grid['only_old'], 'grid point')})"
         return [f"{indent}only in old{count}"]
     lines = [f"{indent}{change_text(change)}" for change in period["changes"]]
     lines.extend(f"{indent}{line}" for line in grid_lines(grid))
@@ -179,7 +175,7 @@ def rise_message(data: Mapping[str, Any]) -> str:
     names = [e["endpoint"] for e in data["endpoints"] if any(p["grid"]["up"] for p in e["periods"])]
     periods = sum(1 for e in data["endpoints"] for p in e["periods"] if p["grid"]["up"])
     over = f" (over {periods} price periods)" if periods > len(names) else ""
-    return f"prices rise: {_plural(summary['up'], 'grid point')} up{over}, in {', '.join(names)}"
+    return f"prices rise: {plural(summary['up'], 'grid point')} up{over}, in {', '.join(names)}"
 
 
 # --- pricing validate: dated versions ----------------------------------------------------------

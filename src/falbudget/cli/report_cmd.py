@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import to_json
+from falbudget.cli.render import plural, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -270,7 +270,8 @@ def report_table(data: Mapping[str, Any]) -> str:
         f"spend{scope} from {_when(data['since'])} to {_when(data['until'])} ({data['tz']}),"
         f" as of {_when(data['now'])}\n"
         f"spent {totals['spent']} {data['currency']}, held {totals['held']};"
-        f" {totals['requests']} requests ({totals['expired']} expired), {totals['open']} open,"
+        f" {plural(totals['requests'], 'request')} ({totals['expired']} expired),"
+        f" {totals['open']} open,"
         f" {totals['released']} released"
     ]
     for breakdown in data["breakdowns"]:
