@@ -55,6 +55,36 @@ def string_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+def reservation(
+    amount: object,
+    charges: Sequence[BucketCharge],
+    now: object,
+    expires_at: object,
+    tags: Mapping[str, str] | None,
+) -> tuple[int, tuple[str, ...], float, float, dict[str, str]]:
+    """The checks every backend's ``reserve`` makes first: (amount, distinct bucket keys, now,
+    expires_at, a checked copy of the tags), or LedgerError."""
+    return (
+        micros("amount", amount),
+        charge_keys(charges),
+        seconds("now", now),
+        seconds("expires_at", expires_at),
+        string_tags(tags),
+    )
+
+
+def adjustment(
+    amount: object, now: object, reason: object, source: object
+) -> tuple[int, float, str, str]:
+    """The checks every backend's ``adjust`` makes first: (amount, now, reason, source)."""
+    return (
+        micros("amount", amount),
+        seconds("now", now),
+        text("reason", reason),
+        text("source", source),
+    )
+
+
 def check_states(states: Sequence[HoldState] | None) -> tuple[HoldState, ...] | None:
     """``states`` as a tuple, each a known HoldState, or LedgerError."""
     if states is None:

@@ -60,11 +60,10 @@ class MemoryLedger:
         table_sha256: str | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
-        amount = _checks.micros("amount", amount)
-        keys = _checks.charge_keys(charges)
-        now = _checks.seconds("now", now)
-        expires_at = _checks.seconds("expires_at", expires_at)
-        clean_tags = _Tags(_checks.string_tags(tags))
+        amount, keys, now, expires_at, checked_tags = _checks.reservation(
+            amount, charges, now, expires_at, tags
+        )
+        clean_tags = _Tags(checked_tags)
         with self._lock:
             if self._expiry and self._expiry[0][0] < now:
                 self._expire_locked(now)
@@ -190,10 +189,7 @@ class MemoryLedger:
         self, hold_id: str, amount: int, *, now: float, reason: str, source: str
     ) -> Adjustment | None:
         """See :meth:`Ledger.adjust`."""
-        amount = _checks.micros("amount", amount)
-        now = _checks.seconds("now", now)
-        reason = _checks.text("reason", reason)
-        source = _checks.text("source", source)
+        amount, now, reason, source = _checks.adjustment(amount, now, reason, source)
         with self._lock:
             hold = self._get(hold_id)
             delta = _checks.adjustment_delta(hold, amount)

@@ -509,11 +509,9 @@ class PostgresLedger:
         table_sha256: str | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
-        amount = _checks.micros("amount", amount)
-        keys = _checks.charge_keys(charges)
-        now = _checks.seconds("now", now)
-        expires_at = _checks.seconds("expires_at", expires_at)
-        clean_tags = _checks.string_tags(tags)
+        amount, keys, now, expires_at, clean_tags = _checks.reservation(
+            amount, charges, now, expires_at, tags
+        )
         charges = tuple(charges)
         limits: dict[str, int | None] = {}  # the smallest limit given for each key
         for charge in charges:
@@ -719,10 +717,7 @@ class PostgresLedger:
     ) -> Adjustment | None:
         """See :meth:`Ledger.adjust`. One transaction: the hold's row is locked first, then its
         buckets in sorted key order (the order every transaction takes them in)."""
-        amount = _checks.micros("amount", amount)
-        now = _checks.seconds("now", now)
-        reason = _checks.text("reason", reason)
-        source = _checks.text("source", source)
+        amount, now, reason, source = _checks.adjustment(amount, now, reason, source)
         s = sql.Identifier(self.schema)
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS)
 

@@ -259,11 +259,10 @@ class SQLiteLedger:
         table_sha256: str | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
-        amount = _checks.micros("amount", amount)
-        keys = _checks.charge_keys(charges)
-        now = _checks.seconds("now", now)
-        expires_at = _checks.seconds("expires_at", expires_at)
-        tags_json = json.dumps(_checks.string_tags(tags), sort_keys=True)
+        amount, keys, now, expires_at, checked_tags = _checks.reservation(
+            amount, charges, now, expires_at, tags
+        )
+        tags_json = json.dumps(checked_tags, sort_keys=True)
         with self._transaction(write=True) as db:
             _expire(db, now)
             reopen: str | None = None
@@ -406,10 +405,7 @@ class SQLiteLedger:
         self, hold_id: str, amount: int, *, now: float, reason: str, source: str
     ) -> Adjustment | None:
         """See :meth:`Ledger.adjust`."""
-        amount = _checks.micros("amount", amount)
-        now = _checks.seconds("now", now)
-        reason = _checks.text("reason", reason)
-        source = _checks.text("source", source)
+        amount, now, reason, source = _checks.adjustment(amount, now, reason, source)
         with self._transaction(write=True) as db:
             hold = _get(db, hold_id)
             delta = _checks.adjustment_delta(hold, amount)
