@@ -160,6 +160,16 @@ def printed(quote: Quote | None) -> tuple[Any, ...] | None:
 # --- how_many ------------------------------------------------------------------------------------
 
 
+def test_spend_is_exact_beyond_the_decimal_context(magi: PricedEndpoint) -> None:
+    """31 digits: amount x 10 = 1234567890123456789012345678905 and price x 10 = 8, so
+    count = 154320986265432098626543209863 (x 8 = ...904), remainder 1: leftover 0.10 and
+    spend 123456789012345678901234567890.40, which with the leftover is the amount again."""
+    fit = how_many(magi, {}, "123456789012345678901234567890.5")
+    assert fit.count == 154320986265432098626543209863
+    assert fit.leftover == Decimal("0.10")
+    assert str(fit.spend) == "123456789012345678901234567890.40"
+
+
 @pytest.mark.parametrize(
     ("arguments", "amount", "price", "count", "leftover"),
     [

@@ -10,7 +10,7 @@ import argparse
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from falbudget.cli import render
@@ -283,8 +283,8 @@ def _none_within(
     cheapest = cheapest_meeting(endpoint, {}, fixed, at=args.at)
     least = "" if cheapest is None else f"; the cheapest costs {format_usd(cheapest.total)}"
     return (
-        f"plan best: no configuration of {endpoint.name} costs {_usd(args.per_request)} or less"
-        f" a request{least}"
+        f"plan best: no configuration of {endpoint.name} costs {format_usd(args.per_request)}"
+        f" or less a request{least}"
     )
 
 
@@ -346,13 +346,6 @@ def run_grid(args: argparse.Namespace) -> Outcome:
 # --- pure renderers: data in, text out ----------------------------------------------------------
 
 
-def _usd(amount: Decimal) -> str:
-    """Money as text at any size (``--amount 1e30`` included): 28 digits are not always enough."""
-    with localcontext() as context:
-        context.prec = max(28, len(amount.as_tuple().digits) + 4, amount.adjusted() + 4)
-        return format_usd(amount)
-
-
 def _configuration(quote: Quote) -> dict[str, Any]:
     return {item.input: item.value for item in quote.line_items if item.input is not None}
 
@@ -371,10 +364,10 @@ def fit_data(fit: Fit, budget: Mapping[str, str] | None = None) -> dict[str, Any
         "endpoint": fit.quote.endpoint,
         "configuration": _configuration(fit.quote),
         "price": format_usd(fit.price),
-        "amount": _usd(fit.amount),
+        "amount": format_usd(fit.amount),
         "count": fit.count,
-        "spend": _usd(fit.spend),
-        "leftover": _usd(fit.leftover),
+        "spend": format_usd(fit.spend),
+        "leftover": format_usd(fit.leftover),
         "currency": fit.quote.currency,
         "budget": None if budget is None else dict(budget),
         "quote": fit.quote.to_dict(),
@@ -424,7 +417,7 @@ def choice_data(
     (``found`` false and ``quote`` null when nothing fits)."""
     data: dict[str, Any] = {"endpoint": endpoint, "question": question}
     if per_request is not None:
-        data["per_request"] = _usd(per_request)
+        data["per_request"] = format_usd(per_request)
     if minimums is not None:
         data["minimums"] = dict(minimums)
     data.update(

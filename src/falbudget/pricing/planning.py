@@ -67,8 +67,10 @@ class Fit:
 
     @property
     def spend(self) -> Decimal:
-        """What the ``count`` requests cost together: amount - leftover."""
-        return self.amount - self.leftover
+        """What the ``count`` requests cost together: count x price, exact at any size (the
+        decimal context's 28 digits would round amount - leftover)."""
+        digits, exponent = _integer_and_exponent(self.price)
+        return _exact(self.count * digits, exponent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,12 @@ def _divide(amount: Decimal, price: Decimal) -> tuple[int, Decimal]:
     a *= 10 ** (a_exp - exponent)
     p *= 10 ** (p_exp - exponent)
     count, rest = divmod(a, p)
-    digits = tuple(int(d) for d in str(rest))
-    return count, Decimal((0, digits, exponent))
+    return count, _exact(rest, exponent)
+
+
+def _exact(integer: int, exponent: int) -> Decimal:
+    """integer x 10**exponent as a Decimal, built from its digits (no context, no rounding)."""
+    return Decimal((0, tuple(int(d) for d in str(integer)), exponent))
 
 
 def _money_in(value: Decimal | str | int, what: str) -> Decimal:
