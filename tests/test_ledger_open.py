@@ -170,3 +170,12 @@ def test_default_url_is_a_file_in_the_user_data_directory(
     assert url == f"sqlite:///{tmp_path}/xdg/falbudget/ledger.db"
     open_ledger(url).close()
     assert mode(tmp_path / "xdg" / "falbudget" / "ledger.db") == 0o600
+
+
+def test_an_unknown_url_never_shows_a_password() -> None:
+    """Both ways of giving a password are hidden in the error: user:password@ and ?password=."""
+    for url in ("mysql://u:s3cret@h/db", "mysql://u@h/db?password=s3cret&x=1"):
+        with pytest.raises(ConfigurationError) as info:
+            open_ledger(url)
+        assert "s3cret" not in str(info.value)
+        assert "***" in str(info.value)

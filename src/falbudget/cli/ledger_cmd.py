@@ -158,7 +158,9 @@ def run_migrate(args: argparse.Namespace) -> Outcome:
                 f" ({exc})"
             ) from None
         before, after = postgres.migrate(url)
-        shown = postgres.redact_url(url)
+        from falbudget.ledger._urls import redact_url
+
+        shown = redact_url(url)
         data = {
             "url": shown,
             "backend": "postgresql",

@@ -7,6 +7,7 @@ import os
 from typing import cast
 
 from falbudget.errors import ConfigurationError
+from falbudget.ledger._urls import redact_url
 from falbudget.ledger.base import (
     ADJUSTABLE_STATES,
     OPEN_STATES,
@@ -54,7 +55,7 @@ def open_ledger(url: str) -> Ledger:
             return SQLiteLedger(os.path.expanduser(path))
     if sep and scheme in ("postgresql", "postgres") and rest:
         return _open_postgres(url)
-    raise ConfigurationError(f"ledger URL {_redact(url)!r} is not allowed; {_allowed()}")
+    raise ConfigurationError(f"ledger URL {redact_url(url)!r} is not allowed; {_allowed()}")
 
 
 def default_ledger_url() -> str:
@@ -73,19 +74,9 @@ def _open_postgres(url: str) -> Ledger:
         return cast(Ledger, module.PostgresLedger(url))
     except ImportError as exc:
         raise ConfigurationError(
-            f"ledger URL {_redact(url)!r} needs PostgreSQL support: install falbudget[postgres] "
+            f"ledger URL {redact_url(url)!r} needs PostgreSQL support: install falbudget[postgres] "
             f"({exc})"
         ) from exc
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if at and ":" in credentials:
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def _allowed() -> str:

@@ -55,6 +55,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
+from falbudget.ledger._urls import redact_url
 from falbudget.ledger.base import (
     Adjustment,
     Admission,
@@ -259,20 +260,6 @@ def _secrets_of(url: str, password: str | None) -> tuple[str, ...]:
 def schema_name(url: str) -> str:
     """The schema a ledger URL names (``?schema=``, default ``falbudget``); checks the URL."""
     return _parse_url(url).schema
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (``user:password@`` or ``password=``) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = re.search(r"[/?#]", rest)
-    authority, tail = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
-    userinfo, at, hosts = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}://{authority}{tail}"
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
