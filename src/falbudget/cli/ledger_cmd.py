@@ -91,25 +91,27 @@ def run_adjustments(args: argparse.Namespace) -> Outcome:
 
 def adjustment_rows(adjustments: Sequence[Adjustment]) -> list[dict[str, Any]]:
     """Adjustments as JSON-ready rows: money as decimal strings (delta signed), times ISO UTC."""
+    return [adjustment_data(a) for a in adjustments]
+
+
+def adjustment_data(adjustment: Adjustment) -> dict[str, Any]:
+    """One adjustment as JSON-ready data (here and in `falbudget reconcile`'s output)."""
     from falbudget.money import format_usd, from_micros
     from falbudget.reconcile import iso
 
     def usd(micros: int) -> str:
         return format_usd(from_micros(micros))
 
-    return [
-        {
-            "id": a.id,
-            "created_at": iso(a.created_at),
-            "hold_id": a.hold_id,
-            "previous": usd(a.previous),
-            "amount": usd(a.amount),
-            "delta": ("-" if a.delta < 0 else "+" if a.delta > 0 else "") + usd(abs(a.delta)),
-            "reason": a.reason,
-            "source": a.source,
-        }
-        for a in adjustments
-    ]
+    return {
+        "id": adjustment.id,
+        "created_at": iso(adjustment.created_at),
+        "hold_id": adjustment.hold_id,
+        "previous": usd(adjustment.previous),
+        "amount": usd(adjustment.amount),
+        "delta": render.signed_usd(adjustment.delta),
+        "reason": adjustment.reason,
+        "source": adjustment.source,
+    }
 
 
 _ADJUSTMENT_COLUMNS = ("id", "created_at", "hold_id", "previous", "amount", "delta", "reason")

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import EXIT_FOUND, EXIT_OK, Outcome, Subparsers, UsageError
-from falbudget.cli.render import to_json
+from falbudget.cli.ledger_cmd import adjustment_data
+from falbudget.cli.render import signed_usd, to_json
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -281,10 +282,10 @@ def line_data(line: Line, applied: bool, refused: bool = False) -> dict[str, Any
     """One request as JSON-ready data: money as decimal strings, times ISO 8601 UTC."""
     first = line.holds[0] if line.holds else None
     difference = (
-        None if line.billed_micros is None else _usd_signed(line.billed_micros - line.counted)
+        None if line.billed_micros is None else signed_usd(line.billed_micros - line.counted)
     )
     if line.kind == "held_not_billed":
-        difference = _usd_signed(-line.counted)
+        difference = signed_usd(-line.counted)
     adjustment = line.adjustment
     return {
         "class": line.kind,
@@ -302,24 +303,8 @@ def line_data(line: Line, applied: bool, refused: bool = False) -> dict[str, Any
         "pending": line.pending,
         "action": _action(line, applied, refused),
         "note": line.note,
-        "adjustment": None
-        if adjustment is None
-        else {
-            "id": adjustment.id,
-            "hold_id": adjustment.hold_id,
-            "previous": _usd(adjustment.previous),
-            "amount": _usd(adjustment.amount),
-            "delta": _usd_signed(adjustment.delta),
-            "reason": adjustment.reason,
-            "source": adjustment.source,
-            "created_at": _iso(adjustment.created_at),
-        },
+        "adjustment": None if adjustment is None else adjustment_data(adjustment),
     }
-
-
-def _usd_signed(micros: int) -> str:
-    text = format_usd(from_micros(abs(micros)))
-    return f"-{text}" if micros < 0 else f"+{text}" if micros > 0 else text
 
 
 def reconcile_data(result: Reconciliation) -> dict[str, Any]:

@@ -195,6 +195,14 @@ def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
 # --- endpoints and tables ----------------------------------------------------------------------
 
 
+def signed_usd(micros: int) -> str:
+    """Integer micro-USD as a signed difference: '+0.20', '-0.10', '0.00'."""
+    from falbudget.money import from_micros
+
+    text = format_usd(from_micros(abs(micros)))
+    return f"-{text}" if micros < 0 else f"+{text}" if micros > 0 else text
+
+
 def plural(count: int, word: str) -> str:
     """'1 request', '2 requests'."""
     return f"{count} {word}{'' if count == 1 else 's'}"
