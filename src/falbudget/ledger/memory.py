@@ -25,7 +25,8 @@ from falbudget.ledger.base import (
 class MemoryLedger:
     """The Ledger protocol on dicts: running totals per bucket, open holds in a heap by expiry.
 
-    Admission costs O(charges + overdue holds); history queries scan the holds.
+    Admission costs O(charges + overdue holds); history queries scan the holds. Holds are handed
+    out as stored, without a copy: they are frozen and their tags a read-only dict (:class:`_Tags`).
     """
 
     def __init__(self) -> None:
@@ -71,7 +72,7 @@ class MemoryLedger:
             if idempotency_key is not None and idempotency_key in self._by_key:
                 existing = self._holds[self._by_key[idempotency_key]]
                 if not _checks.readmits(existing):
-                    return Admission(admitted=True, hold=_copy(existing), replayed=True)
+                    return Admission(admitted=True, hold=existing, replayed=True)
                 reopen = existing
             elif hold_id in self._holds:
                 raise LedgerError(f"a hold with id {hold_id!r} already exists")
@@ -85,10 +86,12 @@ class MemoryLedger:
                         refused_by=charge.key,
                         totals=BucketTotals(charge.key, settled, held),
                     )
-                if settled + held + amount > _checks.MAX_MICROS:
-                    raise LedgerError(
-                        f"bucket {charge.key!r} would exceed {_checks.MAX_MICROS} micro-USD"
-                    )
+            for key in keys:
+                if (
+                    settled_by_key.get(key, 0) + held_by_key.get(key, 0) + amount
+                    > _checks.MAX_MICROS
+                ):
+                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
             for key in keys:
                 settled_by_key.setdefault(key, 0)
                 held_by_key[key] = held_by_key.get(key, 0) + amount
@@ -138,7 +141,7 @@ class MemoryLedger:
                 hold = self._put(
                     _evolve(hold, state="submitted", request_id=request_id, updated_at=now)
                 )
-            return _copy(hold)
+            return hold
 
     def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:
         """See :meth:`Ledger.renew`."""
@@ -149,7 +152,7 @@ class MemoryLedger:
             if hold.state in OPEN_STATES:
                 hold = self._put(_evolve(hold, expires_at=expires_at, updated_at=now))
                 heapq.heappush(self._expiry, (expires_at, next(self._seq), hold.id))
-            return _copy(hold)
+            return hold
 
     def settle(self, hold_id: str, amount: int | None, *, now: float) -> Hold:
         """See :meth:`Ledger.settle`."""
@@ -160,7 +163,7 @@ class MemoryLedger:
             hold = self._get(hold_id)
             if hold.state in OPEN_STATES:
                 hold = self._close(hold, "settled", hold.amount if amount is None else amount, now)
-            return _copy(hold)
+            return hold
 
     def release(self, hold_id: str, *, now: float) -> Hold:
         """See :meth:`Ledger.release`."""
@@ -169,13 +172,13 @@ class MemoryLedger:
             hold = self._get(hold_id)
             if hold.state in OPEN_STATES:
                 hold = self._close(hold, "released", None, now)
-            return _copy(hold)
+            return hold
 
     def expire(self, *, now: float) -> list[Hold]:
         """See :meth:`Ledger.expire`; in order of expiry."""
         now = _checks.seconds("now", now)
         with self._lock:
-            return [_copy(hold) for hold in self._expire_locked(now)]
+            return self._expire_locked(now)
 
     def claim_alert(self, bucket: str, threshold: str) -> bool:
         """See :meth:`Ledger.claim_alert`."""
@@ -226,12 +229,12 @@ class MemoryLedger:
         with self._lock:
             rows = [h for h in self._holds.values() if h.request_id in wanted]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]))
-            return [_copy(hold) for hold in rows]
+            return rows
 
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""
         with self._lock:
-            return _copy(self._get(hold_id))
+            return self._get(hold_id)
 
     def totals(self, keys: Sequence[str]) -> list[BucketTotals]:
         """See :meth:`Ledger.totals`."""
@@ -271,7 +274,7 @@ class MemoryLedger:
                 and (until is None or hold.created_at < until)
             ]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
-            return [_copy(hold) for hold in rows[:limit]]
+            return rows[:limit]
 
     def close(self) -> None:
         """Nothing to release; the data stays readable."""
@@ -329,12 +332,6 @@ class _Tags(dict[str, str]):
 
     def __reduce__(self) -> tuple[type[_Tags], tuple[dict[str, str]]]:
         return (_Tags, (dict(self),))  # copy, deepcopy and pickle build it whole
-
-
-def _copy(hold: Hold) -> Hold:
-    """The hold as handed to a caller. Stored holds are frozen and their tags read-only
-    (:class:`_Tags`), so the stored one itself is safe to share."""
-    return hold
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__: about 6 us for a Hold
