@@ -120,7 +120,6 @@ _ADJUSTMENT_COLUMNS = ("id", "created_at", "hold_id", "previous", "amount", "del
 def adjustments_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "(no adjustments)"
-    from tabulate import tabulate
 
     shown = [
         {
@@ -130,11 +129,10 @@ def adjustments_table(rows: Sequence[Mapping[str, Any]]) -> str:
         }
         for row in rows
     ]
-    return tabulate(
+    return render.tabulate_text(
         [[str(row[c]) for c in _ADJUSTMENT_COLUMNS] for row in shown],
-        headers=["id", "created (UTC)", "hold", "previous", "amount", "delta", "reason"],
-        colalign=["right", "left", "left", "right", "right", "right", "left"],
-        disable_numparse=True,
+        ["id", "created (UTC)", "hold", "previous", "amount", "delta", "reason"],
+        ["right", "left", "left", "right", "right", "right", "left"],
     )
 
 

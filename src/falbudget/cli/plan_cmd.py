@@ -480,7 +480,6 @@ def grid_data(
 
 
 def grid_table(data: Mapping[str, Any]) -> str:
-    from tabulate import tabulate
 
     names = data["inputs"]
     version = data["table_version"]
@@ -499,12 +498,7 @@ def grid_table(data: Mapping[str, Any]) -> str:
         [*(render.show_value(row["configuration"][n]) for n in names), row["price"]]
         for row in data["rows"]
     ]
-    table = tabulate(
-        body,
-        headers=[*names, "price"],
-        colalign=["left"] * len(names) + ["right"],
-        disable_numparse=True,
-    )
+    table = render.tabulate_text(body, [*names, "price"], ["left"] * len(names) + ["right"])
     return f"{head}\n{table}"
 
 

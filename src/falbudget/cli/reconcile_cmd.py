@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import EXIT_FOUND, EXIT_OK, Outcome, Subparsers, UsageError
 from falbudget.cli.ledger_cmd import adjustment_data
-from falbudget.cli.render import signed_usd, to_json
+from falbudget.cli.render import signed_usd, tabulate_text, to_json
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -383,7 +383,6 @@ def _when(epoch: float | None) -> str:
 def reconcile_table(result: Reconciliation) -> str:
     """For people: what was compared, the count of each class, then a table of the requests
     that did not match (matched ones are only counted), then what --apply did or would do."""
-    from tabulate import tabulate
 
     requests = sum(1 for line in result.lines if line.records)
     head = [
@@ -426,9 +425,7 @@ def reconcile_table(result: Reconciliation) -> str:
     if rows:
         headers = ["class", "request_id", "hold", "state", "created (UTC)", "ledger", "billed"]
         align = ["left", "left", "left", "left", "left", "right", "right", "left"]
-        parts.append(
-            tabulate(rows, headers=[*headers, "action"], colalign=align, disable_numparse=True)
-        )
+        parts.append(tabulate_text(rows, [*headers, "action"], align))
     else:
         parts.append("every request matched")
     fixes = result.corrections

@@ -22,9 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 _MICRO = Decimal("0.000001")
 
 
-def _tabulate(
+def tabulate_text(
     rows: Iterable[Sequence[Any]], headers: Sequence[str], colalign: Sequence[str]
 ) -> str:
+    """A table in tabulate's plain format, every cell kept as written."""
     from tabulate import tabulate
 
     # disable_numparse: "0.80" must stay "0.80", never become 0.8
@@ -82,7 +83,7 @@ def quote_table(quote: Quote) -> str:
             ]
         )
     rows.append(["total", "", "", "", f"{format_usd(quote.total)} {quote.currency}"])
-    table = _tabulate(
+    table = tabulate_text(
         rows,
         headers=["rule", "input", "value", "effect", "subtotal"],
         colalign=["left", "left", "left", "right", "right"],
@@ -165,7 +166,7 @@ def batch_table(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
             f"{format_usd(batch_total(quotes))} {currency}",
         ]
     )
-    return _tabulate(
+    return tabulate_text(
         rows,
         headers=["line", "endpoint", "priced inputs", "total"],
         colalign=["right", "left", "left", "right"],
@@ -299,7 +300,7 @@ def endpoints_table(data: Mapping[str, Any]) -> str:
             ]
             for p in endpoint["parameters"]
         ]
-        table = _tabulate(
+        table = tabulate_text(
             rows,
             headers=["parameter", "type", "allowed", "default", "required", "priced"],
             colalign=["left"] * 6,
@@ -390,7 +391,7 @@ def status_table(data: Mapping[str, Any]) -> str:
     )
     if not rows:
         return summary + "\n(no caps configured: give --config PATH or set FALBUDGET_CONFIG)"
-    table = _tabulate(
+    table = tabulate_text(
         rows,
         ["scope", "window", "limit", "spent", "held", "remaining", "used"],
         ["left", "left", "right", "right", "right", "right", "right"],
@@ -447,7 +448,7 @@ _HISTORY_COLUMNS = (
 def history_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "(no holds)"
-    return _tabulate(
+    return tabulate_text(
         [[*(row[c] or "" for c in _HISTORY_COLUMNS), _tags_text(row["tags"])] for row in rows],
         [*_HISTORY_COLUMNS, "tags"],
         ["left", "left", "right", "left", "right", "right", "left", "left"],

@@ -11,13 +11,13 @@ import csv
 import datetime as dt
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import plural, to_json
+from falbudget.cli.render import plural, tabulate_text, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,17 +245,6 @@ def report_data(report: Report) -> dict[str, Any]:
     }
 
 
-def _tabulate(rows: Sequence[Sequence[str]], headers: Sequence[str], align: Sequence[str]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(
-        [list(row) for row in rows],
-        headers=list(headers),
-        colalign=list(align),
-        disable_numparse=True,
-    )
-
-
 def _when(iso: str) -> str:
     """'2026-11-24T18:00:00+00:00' -> '2026-11-24 18:00'."""
     return iso[:16].replace("T", " ")
@@ -290,7 +279,7 @@ def report_table(data: Mapping[str, Any]) -> str:
             ]
             for row in breakdown["rows"]
         ]
-        table = _tabulate(rows, [*by, *_FIGURES], ["left"] * len(by) + ["right"] * 4)
+        table = tabulate_text(rows, [*by, *_FIGURES], ["left"] * len(by) + ["right"] * 4)
         parts.append(f"{title}\n{table}")
     burn = data["burn_rate"]
     parts.append(
@@ -314,7 +303,7 @@ def report_table(data: Mapping[str, Any]) -> str:
         ]
         headers = ["cap", "window", "limit", "spent", "held", "remaining", "used", "per day"]
         align = ["left", "left", *["right"] * 6, "left"]
-        parts.append("caps\n" + _tabulate(rows, [*headers, "forecast"], align))
+        parts.append("caps\n" + tabulate_text(rows, [*headers, "forecast"], align))
     else:
         parts.append("caps: none (give --config PATH or set FALBUDGET_CONFIG)")
     return "\n\n".join(parts)
