@@ -124,7 +124,7 @@ def adjustments_table(rows: Sequence[Mapping[str, Any]]) -> str:
     shown = [
         {
             **row,
-            "created_at": row["created_at"][:16].replace("T", " "),
+            "created_at": render.minute(row["created_at"]),
             "hold_id": row["hold_id"][:8],
         }
         for row in rows

@@ -376,9 +376,7 @@ def fit_data(fit: Fit, budget: Mapping[str, str] | None = None) -> dict[str, Any
 
 def fit_text(data: Mapping[str, Any]) -> str:
     """'12 requests of 0.80 fit in 10.00 USD (0.40 left)', under the configuration priced."""
-    configuration = " ".join(
-        f"{name}={render.show_value(value)}" for name, value in data["configuration"].items()
-    )
+    configuration = render.pairs_text(data["configuration"])
     head = f"{data['endpoint']} {configuration}".rstrip()
     verb = "fits" if data["count"] == 1 else "fit"
     budget = data["budget"]
@@ -445,7 +443,7 @@ def choice_text(data: Mapping[str, Any], quote: Quote | None) -> str:
         wanted = minimums_text(data["minimums"]) or "no minimum"
         head = f"cheapest with {wanted}; at equal price by order {order}"
     if data["fixed"]:
-        fixed = " ".join(f"{k}={render.show_value(v)}" for k, v in data["fixed"].items())
+        fixed = render.pairs_text(data["fixed"])
         head += f"; fixed {fixed}"
     return f"{head}\n{render.quote_table(quote)}"
 
@@ -491,9 +489,7 @@ def grid_table(data: Mapping[str, Any]) -> str:
         f" {data['min']} - {data['max']} {data['currency']}"
     )
     if data["fixed"]:
-        head += "; fixed " + " ".join(
-            f"{k}={render.show_value(v)}" for k, v in data["fixed"].items()
-        )
+        head += "; fixed " + render.pairs_text(data["fixed"])
     body = [
         [*(render.show_value(row["configuration"][n]) for n in names), row["price"]]
         for row in data["rows"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import EXIT_FOUND, EXIT_OK, Outcome, Subparsers, UsageError
 from falbudget.cli.ledger_cmd import adjustment_data
-from falbudget.cli.render import signed_usd, tabulate_text, to_json
+from falbudget.cli.render import minute, plural, signed_usd, tabulate_text, to_json
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -377,7 +377,7 @@ def _refused(result: Reconciliation) -> bool:
 
 def _when(epoch: float | None) -> str:
     text = _iso(epoch)
-    return "?" if text is None else text[:16].replace("T", " ")
+    return "?" if text is None else minute(text)
 
 
 def reconcile_table(result: Reconciliation) -> str:
@@ -386,13 +386,13 @@ def reconcile_table(result: Reconciliation) -> str:
 
     requests = sum(1 for line in result.lines if line.records)
     head = [
-        f"{result.records} billing record{'' if result.records == 1 else 's'} ({requests}"
-        f" request{'' if requests == 1 else 's'}, {format_usd(result.billed_total)} USD billed)"
+        f"{plural(result.records, 'billing record')} ({plural(requests, 'request')},"
+        f" {format_usd(result.billed_total)} USD billed)"
         f" from {result.origin}",
     ]
     if result.duplicates:
         head.append(
-            f"{result.duplicates} more record{'' if result.duplicates == 1 else 's'} repeated"
+            f"{plural(result.duplicates, 'more record')} repeated"
             " another exactly and counted once (see the notes)"
         )
     if result.since is not None and result.until is not None:
@@ -433,7 +433,7 @@ def reconcile_table(result: Reconciliation) -> str:
         written = [line for line in fixes if line.adjustment is not None]
         if written:
             parts.append(
-                f"applied {len(written)} correction{'' if len(written) == 1 else 's'}"
+                f"applied {plural(len(written), 'correction')}"
                 + (
                     f" ({len(fixes) - len(written)} already in place)"
                     if len(fixes) > len(written)
@@ -451,7 +451,7 @@ def reconcile_table(result: Reconciliation) -> str:
             )
     elif fixes:
         text = (
-            f"--apply would correct {len(fixes)} hold{'' if len(fixes) == 1 else 's'}"
+            f"--apply would correct {plural(len(fixes), 'hold')}"
             " (each change recorded as an adjustment)"
         )
         if result.zeroing_refused is not None and result.zeroing:

@@ -161,7 +161,7 @@ def batch_table(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
     rows.append(
         [
             "",
-            f"total ({count} request{'' if count == 1 else 's'})",
+            f"total ({plural(count, 'request')})",
             "",
             f"{format_usd(batch_total(quotes))} {currency}",
         ]
@@ -194,6 +194,16 @@ def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
 
 
 # --- endpoints and tables ----------------------------------------------------------------------
+
+
+def pairs_text(arguments: Mapping[str, Any]) -> str:
+    """Arguments as KEY=VALUE words: 'num_frames=144 resolution=480p'."""
+    return " ".join(f"{key}={show_value(value)}" for key, value in arguments.items())
+
+
+def minute(iso: str) -> str:
+    """An ISO time to the minute, for tables: '2026-11-24T18:00:00+00:00' -> '2026-11-24 18:00'."""
+    return iso[:16].replace("T", " ")
 
 
 def signed_usd(micros: int) -> str:
@@ -285,7 +295,7 @@ def endpoints_table(data: Mapping[str, Any]) -> str:
     count = len(data["endpoints"])
     parts = [
         f"price table {data['table_version']} (effective {data['effective_date']}),"
-        f" {count} endpoint{'' if count == 1 else 's'}"
+        f" {plural(count, 'endpoint')}"
     ]
     for endpoint in data["endpoints"]:
         title = f": {endpoint['title']}" if endpoint["title"] else ""

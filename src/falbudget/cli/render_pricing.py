@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from falbudget.cli.render import plural, range_data, range_text, show_value
+from falbudget.cli.render import pairs_text, plural, range_data, range_text, show_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import PricedEndpoint, PriceTable
@@ -15,10 +15,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _value(value: Any) -> str:
     return "(none)" if value is None else show_value(value)
-
-
-def _arguments(arguments: Mapping[str, Any]) -> str:
-    return " ".join(f"{key}={show_value(value)}" for key, value in arguments.items())
 
 
 def _input_text(data: Mapping[str, Any]) -> str:
@@ -60,7 +56,7 @@ def change_text(change: Mapping[str, Any]) -> str:
 def _move_text(move: Mapping[str, Any] | None) -> str:
     if move is None:
         return "none"
-    return f"{move['change']} ({move['old']} -> {move['new']}) {_arguments(move['arguments'])}"
+    return f"{move['change']} ({move['old']} -> {move['new']}) {pairs_text(move['arguments'])}"
 
 
 def grid_lines(grid: Mapping[str, Any]) -> list[str]:

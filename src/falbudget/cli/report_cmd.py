@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import plural, tabulate_text, to_json
+from falbudget.cli.render import minute, plural, tabulate_text, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,13 +114,14 @@ def run_report(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--burn-days={args.burn_days} is not allowed: 1 or more")
     if args.chart and args.format != "table":
         raise UsageError("--chart draws in the terminal: it goes with --format table only")
-    now = parse_when(args.now, "--now", _zone(args.tz))
+    zone = _zone(args.tz)
+    now = parse_when(args.now, "--now", zone)
     now = time.time() if now is None else now
     since, until = rp.default_window(
         now,
         args.tz,
-        since=parse_when(args.since, "--since", _zone(args.tz)),
-        until=parse_when(args.until, "--until", _zone(args.tz)),
+        since=parse_when(args.since, "--since", zone),
+        until=parse_when(args.until, "--until", zone),
     )
     guard = guard_from_args(args)
     try:
@@ -245,19 +246,14 @@ def report_data(report: Report) -> dict[str, Any]:
     }
 
 
-def _when(iso: str) -> str:
-    """'2026-11-24T18:00:00+00:00' -> '2026-11-24 18:00'."""
-    return iso[:16].replace("T", " ")
-
-
 def report_table(data: Mapping[str, Any]) -> str:
     """The report for people: the window and totals, one table per breakdown, the burn rate,
     then each cap with its forecast."""
     totals = data["totals"]
     scope = f" of {data['scope']}" if data["scope"] else ""
     parts = [
-        f"spend{scope} from {_when(data['since'])} to {_when(data['until'])} ({data['tz']}),"
-        f" as of {_when(data['now'])}\n"
+        f"spend{scope} from {minute(data['since'])} to {minute(data['until'])} ({data['tz']}),"
+        f" as of {minute(data['now'])}\n"
         f"spent {totals['spent']} {data['currency']}, held {totals['held']};"
         f" {plural(totals['requests'], 'request')} ({totals['expired']} expired),"
         f" {totals['open']} open,"
@@ -284,7 +280,7 @@ def report_table(data: Mapping[str, Any]) -> str:
     burn = data["burn_rate"]
     parts.append(
         f"burn rate: {burn['per_day']} {data['currency']}/day ({burn['spent']} spent in the"
-        f" {burn['days']} day{'' if burn['days'] == 1 else 's'} to {_when(burn['until'])})"
+        f" {plural(burn['days'], 'day')} to {minute(burn['until'])})"
     )
     if data["caps"]:
         rows = [
