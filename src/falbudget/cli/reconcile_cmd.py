@@ -136,17 +136,17 @@ def _moment(text: str | None, option: str) -> float | None:
     return None if text is None else parse_time(text, name=option)
 
 
-MAX_GRACE_HOURS = 366 * 24
-
-
 def _grace_seconds(text: str) -> float:
+    from falbudget.reconcile import MAX_GRACE_S
+
+    limit = int(MAX_GRACE_S // 3600)
     try:
         hours = Decimal(text.strip())
     except InvalidOperation:
         hours = Decimal("NaN")
-    if not hours.is_finite() or not 0 <= hours <= MAX_GRACE_HOURS:  # compared before any product
+    if not hours.is_finite() or not 0 <= hours <= limit:  # compared before any product
         raise UsageError(
-            f"--grace={text!r} is not allowed: a number of hours from 0 to {MAX_GRACE_HOURS}"
+            f"--grace={text!r} is not allowed: a number of hours from 0 to {limit}"
             " (366 days) such as 24"
         )
     return float(hours * 3600)
@@ -192,9 +192,12 @@ def run_reconcile(args: argparse.Namespace) -> Outcome:
             guard.ledger, billing, now=now, grace_s=grace, endpoints=args.endpoint or ()
         )
         if args.apply:
-            if result.zeroing_refused is not None and result.zeroing and not args.allow_zeroing:
-                raise UsageError(refusal_message(result))
-            result = rc.apply_corrections(guard.ledger, result, allow_zeroing=args.allow_zeroing)
+            try:
+                result = rc.apply_corrections(
+                    guard.ledger, result, allow_zeroing=args.allow_zeroing
+                )
+            except rc.ZeroingRefused:
+                raise UsageError(refusal_message(result)) from None
     finally:
         guard.close()
     if args.format == "json":
