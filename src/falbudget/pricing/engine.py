@@ -538,15 +538,12 @@ class PricedEndpoint:
         version = self.version_at(at) if (self.versions or at is not None) else self
         axes: dict[str, tuple[Any, ...]] = {}
         for name in version.priced_inputs:
-            spec = version.inputs[name]
-            if spec.enum is not None:
-                axes[name] = spec.enum
-            elif spec.minimum is not None and spec.maximum is not None:
-                axes[name] = tuple(range(spec.minimum, spec.maximum + 1))
-            else:
+            values = input_values(version.inputs[name])
+            if values is None:
                 raise ValueError(
                     f"{self.name}: {name} has no enum and no bounded range, so its grid is infinite"
                 )
+            axes[name] = values
         return axes
 
     def grid(self, *, at: Moment | None = None) -> Iterator[dict[str, Any]]:
@@ -565,6 +562,16 @@ class PricedEndpoint:
         version = self.version_at(at) if (self.versions or at is not None) else self
         totals = [version.quote(point).total for point in version.grid()]
         return min(totals), max(totals)
+
+
+def input_values(spec: InputRule) -> tuple[Any, ...] | None:
+    """Every value an input allows, when that is a finite set: its enum as the table lists it,
+    or each integer of a bounded integer range; None otherwise (a string, an open range)."""
+    if spec.enum is not None:
+        return spec.enum
+    if spec.type == "integer" and spec.minimum is not None and spec.maximum is not None:
+        return tuple(range(spec.minimum, spec.maximum + 1))
+    return None
 
 
 def _close_names(name: str, names: Sequence[str]) -> list[str]:

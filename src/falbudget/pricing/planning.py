@@ -31,7 +31,14 @@ from typing import Any
 
 from falbudget.errors import FalbudgetError
 from falbudget.money import format_usd, to_decimal
-from falbudget.pricing.engine import GRID_LIMIT, InputRule, Moment, PricedEndpoint, Quote
+from falbudget.pricing.engine import (
+    GRID_LIMIT,
+    InputRule,
+    Moment,
+    PricedEndpoint,
+    Quote,
+    input_values,
+)
 
 __all__ = [
     "Fit",
@@ -167,12 +174,10 @@ def _values(endpoint: PricedEndpoint, spec: InputRule) -> tuple[Any, ...]:
     """Every allowed value of a priced input, smaller to larger: a range ascending, a numeric
     enum sorted by value, any other enum as the table lists it (as ``grid_axes`` does, but a
     fixed input needs no finite set of values)."""
-    if spec.enum is not None:
-        if spec.type in ("integer", "number"):
-            return tuple(sorted(spec.enum))
-        return spec.enum
-    if spec.type == "integer" and spec.minimum is not None and spec.maximum is not None:
-        return tuple(range(spec.minimum, spec.maximum + 1))
+    values = input_values(spec)
+    if values is not None:
+        numeric_enum = spec.enum is not None and spec.type in ("integer", "number")
+        return tuple(sorted(values)) if numeric_enum else values
     raise PlanningError(
         f"{endpoint.name}: {spec.name} is {spec.allowed}, not a finite set of values; give it a"
         f" value ({spec.name}=...) to plan over the other inputs"
