@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from falbudget import clock
 from falbudget.cli import (
     budget_cmd,
     endpoints_cmd,
@@ -32,6 +33,7 @@ from falbudget.cli.common import (
     ParserError,
     Subparsers,
     UsageError,
+    fixed_now,
 )
 from falbudget.errors import FalbudgetError
 
@@ -54,6 +56,7 @@ examples:
   falbudget endpoints
   falbudget pricing validate pricing.yaml
 
+environment: FALBUDGET_NOW=2026-11-24T12:00Z makes every command take that moment as now
 exit codes: 0 ok, 1 a check found something (--fail-above), 2 bad input or usage
 docs: docs/cli.md"""
 
@@ -122,7 +125,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     try:
-        outcome: Outcome = args.func(args)
+        with clock.fixed(fixed_now()):
+            outcome: Outcome = args.func(args)
     except FalbudgetError as exc:
         _say(f"error: {exc}")
         return error_exit_code(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,6 +19,10 @@ from falbudget.errors import FalbudgetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import PriceTable
+
+NOW_ENV = "FALBUDGET_NOW"
+"""An ISO date or time every command takes as "now" (prices in effect, windows, reports,
+expiry), for output that does not depend on the calendar; unset: the clock."""
 
 EXIT_OK = 0
 EXIT_FOUND = 1
@@ -129,3 +134,9 @@ def parse_when(text: str | None, option: str, tz: dt.tzinfo = dt.UTC) -> float |
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     return moment.timestamp()
+
+
+def fixed_now() -> float | None:
+    """``FALBUDGET_NOW`` as POSIX seconds (no offset means UTC), or None when it is not set."""
+    text = os.environ.get(NOW_ENV, "").strip()
+    return parse_when(text, NOW_ENV) if text else None

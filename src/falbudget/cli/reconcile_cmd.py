@@ -9,10 +9,10 @@ import argparse
 import csv
 import datetime as dt
 import io
-import time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from falbudget import clock
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import EXIT_FOUND, EXIT_OK, Outcome, Subparsers, UsageError
 from falbudget.cli.ledger_cmd import adjustment_data
@@ -184,7 +184,7 @@ def run_reconcile(args: argparse.Namespace) -> Outcome:
 
     grace = _grace_seconds(args.grace)
     now = _moment(args.now, "--now")
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     billing = _billing(args, now)
     guard = guard_from_args(args)
     try:

@@ -10,11 +10,11 @@ import argparse
 import csv
 import datetime as dt
 import io
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from falbudget import clock
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
 from falbudget.cli.render import minute, plural, tabulate_text, to_json
@@ -116,7 +116,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
         raise UsageError("--chart draws in the terminal: it goes with --format table only")
     zone = _zone(args.tz)
     now = parse_when(args.now, "--now", zone)
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     since, until = rp.default_window(
         now,
         args.tz,

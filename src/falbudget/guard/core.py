@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from falbudget import clock as falbudget_clock
 from falbudget.errors import BudgetExceeded, ConfigurationError, UnknownEndpoint
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
 from falbudget.ledger.base import Admission, BucketCharge, Ledger
@@ -269,7 +269,8 @@ class Guard:
     ``caps`` the Cap objects; ``table`` a PriceTable (None: the default table); ``hold_ttl`` the
     seconds a hold lives without renewal; ``on_unknown`` "deny" (an unpriced endpoint raises
     UnknownEndpoint) or "allow" (it passes unpriced, with a warning); ``clock`` a function
-    returning epoch seconds (default ``time.time``); ``on_alert`` called with an Alert.
+    returning epoch seconds (default ``falbudget.clock.now``, the wall clock); ``on_alert``
+    called with an Alert.
     """
 
     def __init__(
@@ -302,7 +303,7 @@ class Guard:
         self._table = table
         self.hold_ttl = float(hold_ttl)
         self.on_unknown: OnUnknown = on_unknown
-        self._clock = clock or time.time
+        self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
 
     @classmethod

@@ -11,7 +11,6 @@ import difflib
 import itertools
 import json
 import math
-import time
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localconte
 from types import MappingProxyType
 from typing import Any, Literal
 
+from falbudget import clock
 from falbudget.errors import _MISSING, InvalidArguments, NoPriceInEffect, UnknownEndpoint
 from falbudget.money import format_usd, normalize
 
@@ -45,7 +45,7 @@ _SECONDS_A_DAY = 86400
 
 def _today() -> int:
     """Today's UTC date as a proleptic Gregorian ordinal (``date.toordinal()``)."""
-    return int(time.time() // _SECONDS_A_DAY) + _EPOCH_DAY
+    return int(clock.now() // _SECONDS_A_DAY) + _EPOCH_DAY
 
 
 def day_of(moment: Moment, endpoint: str = "quote") -> int:
