@@ -544,7 +544,11 @@ def test_png_chart(holds: list[Hold]) -> None:
 
 def test_png_chart_without_matplotlib(holds: list[Hold], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(PlotUnavailable, match=r"install falbudget\[plot\]"):
+    with pytest.raises(
+        PlotUnavailable,
+        match=r"pip install 'falbudget\[plot\]' "
+        r"\(from a clone of falbudget: pip install '\.\[plot\]'\)",
+    ):
         png_chart(report(holds))
 
 
@@ -783,7 +787,10 @@ def test_cli_png_without_matplotlib(
         capsys, "report", "--ledger", url, "--config", config, "--png", str(target)
     )
     assert (code, out) == (2, "")
-    assert err.startswith("falbudget: error: a PNG chart needs matplotlib: install falbudget[plot]")
+    assert err.startswith(
+        "falbudget: error: a PNG chart needs matplotlib: pip install 'falbudget[plot]'"
+        " (from a clone of falbudget: pip install '.[plot]')"
+    )
     assert err.count("\n") == 1
     assert not target.exists()
     # everything else works without matplotlib

@@ -14,6 +14,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import Quote
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of falbudget's extras, from a package index and from a clone."""
+    return f"pip install 'falbudget[{extra}]' (from a clone of falbudget: pip install '.[{extra}]')"
+
+
 class FalbudgetError(Exception):
     """Base class of every error falbudget raises on purpose."""
 

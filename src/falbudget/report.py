@@ -33,7 +33,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from falbudget.errors import ConfigurationError, FalbudgetError
+from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
 from falbudget.ledger.base import OPEN_STATES
 from falbudget.money import format_usd, from_micros
 
@@ -620,7 +620,7 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise PlotUnavailable(
-            f"a PNG chart needs matplotlib: install falbudget[plot] ({exc})"
+            f"a PNG chart needs matplotlib: {install_hint('plot')} ({exc})"
         ) from None
     del matplotlib
     tz = zone(report.tz)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from falbudget.cli import render
 from falbudget.cli.common import Outcome, Subparsers, UsageError, add_format_option
-from falbudget.errors import ConfigurationError
+from falbudget.errors import ConfigurationError, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.ledger.base import Adjustment
@@ -154,8 +154,7 @@ def run_migrate(args: argparse.Namespace) -> Outcome:
             from falbudget.ledger import postgres
         except ImportError as exc:
             raise ConfigurationError(
-                "ledger migrate: PostgreSQL support is missing: install falbudget[postgres]"
-                f" ({exc})"
+                f"ledger migrate: PostgreSQL support is missing: {install_hint('postgres')} ({exc})"
             ) from None
         before, after = postgres.migrate(url)
         from falbudget.ledger._urls import redact_url

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from falbudget.errors import ConfigurationError, UnknownEndpoint
+from falbudget.errors import ConfigurationError, UnknownEndpoint, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard, Hold
@@ -94,9 +94,7 @@ def wrap_client(guard: Guard, client: Any, tags: Mapping[str, str]) -> Any:
     try:
         import fal_client
     except ImportError:
-        raise ConfigurationError(
-            "guard.wrap needs fal-client: pip install 'falbudget[fal]'"
-        ) from None
+        raise ConfigurationError(f"guard.wrap needs fal-client: {install_hint('fal')}") from None
     if isinstance(client, fal_client.AsyncClient):
         return GuardedAsyncClient(guard, client, dict(tags))
     if isinstance(client, fal_client.SyncClient):

@@ -6,7 +6,7 @@ import importlib
 import os
 from typing import cast
 
-from falbudget.errors import ConfigurationError
+from falbudget.errors import ConfigurationError, install_hint
 from falbudget.ledger._urls import redact_url
 from falbudget.ledger.base import (
     ADJUSTABLE_STATES,
@@ -74,8 +74,8 @@ def _open_postgres(url: str) -> Ledger:
         return cast(Ledger, module.PostgresLedger(url))
     except ImportError as exc:
         raise ConfigurationError(
-            f"ledger URL {redact_url(url)!r} needs PostgreSQL support: install falbudget[postgres] "
-            f"({exc})"
+            f"ledger URL {redact_url(url)!r} needs PostgreSQL support: {install_hint('postgres')}"
+            f" ({exc})"
         ) from exc
 
 
