@@ -148,6 +148,8 @@ class FakeFal(LocalServer):
         self._requests: list[tuple[int, RecordedRequest]] = []
         self._stale: list[RecordedRequest] = []
         self._jobs: dict[str, Job] = {}
+        self._arrived = threading.Condition(self._lock)
+        """Notified whenever a request is logged (:meth:`wait_for`)."""
         self._failures: dict[Kind, Failure] = {}
         self._delays: dict[Kind, float] = {}
         self._job_error: tuple[str, str | None] | None = None
@@ -256,6 +258,16 @@ class FakeFal(LocalServer):
     def kinds(self) -> list[Kind]:
         return [r.kind for r in self.requests]
 
+    def wait_for(self, kind: Kind, count: int = 1, timeout: float = 60.0) -> None:
+        """Return once ``count`` requests of ``kind`` have arrived since the last reset (the
+        request has reached the server: with :meth:`delay`, its answer is still held back).
+        ``timeout`` only stops a test that is already failing: AssertionError."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(
+                lambda: sum(1 for _, r in self._requests if r.kind == kind) >= count, timeout
+            )
+        assert arrived, f"fakefal: {count} {kind} request(s) never arrived"
+
     @property
     def jobs(self) -> list[Job]:
         """The jobs submitted since the last reset."""
@@ -299,6 +311,7 @@ class FakeFal(LocalServer):
                 self._stale.append(request)
             else:
                 self._requests.append((generation, request))
+                self._arrived.notify_all()
             delay = self._delays.get(kind, 0.0)
             if kind == "submit":
                 job = self._new_job(path, body, generation)

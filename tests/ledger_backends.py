@@ -146,3 +146,46 @@ def submit_then_die(
     hold = guard.reserve(ENDPOINT, arguments, **tags).acquire()
     hold.mark_submitted(request_id)
     os._exit(7)  # no settle, no release, no cleanup: the process is gone
+
+
+def send_then_die(
+    url: str,
+    patches: dict[str, Any],
+    env: dict[str, str],
+    call: str,
+    now: float,
+    ttl: float,
+) -> None:
+    """A worker whose guarded fal_client call is under way when the test kills it: fal_client
+    points at the test's fake fal (``patches`` for ``fal_client.client``, ``env``), which holds
+    the answer back. ``call``: run, arun (AsyncClient.run), stream, subscribe or call
+    (``guard.call`` around the bare client's run). No settle, no release, no cleanup runs."""
+    import asyncio
+
+    import fal_client
+    import fal_client.client as fc
+
+    from falbudget import Cap, Guard
+
+    for name, value in patches.items():
+        setattr(fc, name, value)
+    os.environ.update(env)
+    guard = Guard(url, [Cap("10.00")], clock=lambda: now, hold_ttl=ttl)
+    arguments = {"prompt": "a fox", "image_url": "https://example.invalid/fox.png"}
+    client = fal_client.SyncClient(key=env["FAL_KEY"])
+    fal = guard.wrap(client)
+    if call == "run":
+        fal.run(ENDPOINT, arguments)
+    elif call == "arun":
+
+        async def run_async() -> None:
+            await guard.wrap(fal_client.AsyncClient(key=env["FAL_KEY"])).run(ENDPOINT, arguments)
+
+        asyncio.run(run_async())
+    elif call == "stream":
+        list(fal.stream(ENDPOINT, arguments))
+    elif call == "subscribe":
+        fal.subscribe(ENDPOINT, arguments, interval=0.01)
+    elif call == "call":
+        guard.call(lambda endpoint, args: client.run(endpoint, args), ENDPOINT, arguments)
+    os._exit(3)  # pragma: no cover - the test kills the process while fal holds the answer

@@ -190,7 +190,7 @@ def test_status_json_figures_by_hand(capsys: pytest.CaptureFixture[str], seeded:
     day = data["caps"].pop()
     assert data == {
         "caps": SEEDED_TOTAL_ROWS,
-        "global": {"spent": "3.10", "held": "1.60"},
+        "global": {"spent": "3.10", "held": "1.60", "overruns": 0, "overrun": "0.00"},
         "currency": "USD",
     }
     # every seeded hold is in an earlier day: today's window starts at 0
@@ -236,7 +236,28 @@ def test_status_follows_holds_settled_and_released_later(
         cap_row("project=alpha total cap 5.00", "project=alpha",
                 "5.00", "2.00", "0.00", "3.00", "40.0%"),
     ]  # fmt: skip
-    assert data["global"] == {"spent": "3.70", "held": "0.00"}
+    assert data["global"] == {"spent": "3.70", "held": "0.00", "overruns": 0, "overrun": "0.00"}
+
+
+def test_status_shows_overruns(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None:
+    seeded.open[3].settle("0.75")  # quoted 0.60: fal billed 0.15 more
+    seeded.open[4].settle("1.25")  # quoted 1.00: 0.25 more (hold 6, 1.10 of 1.20, is no overrun)
+    # global: spent 3.10 + 0.75 + 1.25 = 5.10, held 0; overruns 0.15 + 0.25 = 0.40
+    data = status_json(capsys, "--config", str(seeded.config))
+    assert data["global"] == {"spent": "5.10", "held": "0.00", "overruns": 2, "overrun": "0.40"}
+    # ann: 0.80 + 0.75 + 1.25 = 2.80 of 3.00, the overruns included
+    assert data["caps"][1]["spent"] == "2.80" and data["caps"][1]["remaining"] == "0.20"
+    out = ok(run(capsys, "budget", "status", "--ledger", seeded.url))
+    assert out.splitlines() == [
+        "all time, all scopes: spent 5.10 USD, held 0.00",
+        "overruns: 2 requests counted 0.40 USD more than quoted",
+        "(no caps configured: give --config PATH or set FALBUDGET_CONFIG)",
+    ]
+    out = ok(run(capsys, "budget", "status", "--config", str(seeded.config)))
+    assert out.splitlines()[-2:] == [
+        "all time, all scopes: spent 5.10 USD, held 0.00",
+        "overruns: 2 requests counted 0.40 USD more than quoted",
+    ]
 
 
 def test_status_without_config_is_the_global_spend(
@@ -248,7 +269,11 @@ def test_status_without_config_is_the_global_spend(
         "(no caps configured: give --config PATH or set FALBUDGET_CONFIG)",
     ]
     data = status_json(capsys, "--ledger", seeded.url)
-    assert data == {"caps": [], "global": {"spent": "3.10", "held": "1.60"}, "currency": "USD"}
+    assert data == {
+        "caps": [],
+        "global": {"spent": "3.10", "held": "1.60", "overruns": 0, "overrun": "0.00"},
+        "currency": "USD",
+    }
 
 
 def test_status_reads_falbudget_config_and_falbudget_ledger(
@@ -266,7 +291,7 @@ def test_ledger_option_wins_over_the_configuration(
 ) -> None:
     empty = f"sqlite:///{tmp_path / 'other.db'}"
     data = status_json(capsys, "--config", str(seeded.config), "--ledger", empty)
-    assert data["global"] == {"spent": "0.00", "held": "0.00"}
+    assert data["global"] == {"spent": "0.00", "held": "0.00", "overruns": 0, "overrun": "0.00"}
     assert [c["spent"] for c in data["caps"]] == ["0.00", "0.00", "0.00"]
 
 
@@ -281,7 +306,7 @@ def test_an_empty_ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
         ("project=alpha", "total", "0.00", "0.00", "5.00", "0.0%"),
         ("global", "day", "0.00", "0.00", "4.00", "0.0%"),
     ]  # fmt: skip
-    assert data["global"] == {"spent": "0.00", "held": "0.00"}
+    assert data["global"] == {"spent": "0.00", "held": "0.00", "overruns": 0, "overrun": "0.00"}
     history = ["budget", "history", "--config", config]
     assert ok(run(capsys, *history)) == "(no holds)\n"
     assert ok(run(capsys, *history, "--format", "json")) == ""

@@ -397,7 +397,7 @@ def test_a_long_call_renews_its_hold(tmp_path: Path) -> None:
     observed: list[float] = []
 
     def slow(endpoint: str, arguments: object) -> None:
-        hold_row = guard.ledger.holds(states=["held"])[0]
+        hold_row = guard.ledger.holds(states=["submitted"])[0]  # marked before fn runs
         start = hold_row.expires_at
         time.sleep(0.5)  # longer than hold_ttl: without renewal the hold would be overdue
         observed.append(guard.ledger.get_hold(hold_row.id).expires_at - start)

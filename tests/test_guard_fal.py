@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -93,6 +94,57 @@ def test_wrapped_methods_keep_their_signatures(
             getattr(fal_sync_client, name)
         ), name
     assert fal.status == fal_sync_client.status  # non-spending calls pass through as they are
+
+
+def test_run_marks_the_hold_submitted_before_the_request_leaves(
+    guard: Guard, fake_fal: FakeFal, fal_sync_client: fal_client.SyncClient
+) -> None:
+    fake_fal.delay("run")  # fal holds the answer until reset()
+    fal = guard.wrap(fal_sync_client)
+    results: list[object] = []
+    call = threading.Thread(target=lambda: results.append(fal.run(MAGI, ARGS)))
+    call.start()
+    fake_fal.wait_for("run")  # the request is at fal, no answer yet
+    hold = guard.ledger.holds()[0]
+    # a death from here on expires it as spent: fal may bill what it received
+    assert (hold.state, hold.request_id) == ("submitted", None)
+    fake_fal.reset()  # the answer comes
+    call.join(timeout=60)
+    assert results == [DEFAULT_OUTPUT] and states(guard) == ["settled"]
+
+
+def test_async_run_and_stream_mark_the_hold_before_the_request_leaves(
+    guard: Guard, fake_fal: FakeFal, fal_async_client: object
+) -> None:
+    async def scenario() -> None:
+        fal = guard.wrap(fal_async_client())  # type: ignore[operator]
+        fake_fal.delay("run")
+        task = asyncio.create_task(fal.run(MAGI, ARGS))
+        await asyncio.to_thread(fake_fal.wait_for, "run")
+        assert [(h.state, h.request_id) for h in guard.ledger.holds()] == [("submitted", None)]
+        fake_fal.reset()
+        assert await task == DEFAULT_OUTPUT
+        events = fal.stream(MAGI, ARGS)  # nothing leaves before the first read
+        assert [h.state for h in guard.ledger.holds()] == ["settled"]
+        assert [event async for event in events][-1] == DEFAULT_OUTPUT
+
+    asyncio.run(scenario())
+    assert states(guard) == ["settled", "settled"] and guard.spent() == Decimal("1.60")
+
+
+def test_a_stream_marks_its_hold_on_the_first_read(
+    guard: Guard, fake_fal: FakeFal, fal_sync_client: fal_client.SyncClient
+) -> None:
+    events = guard.wrap(fal_sync_client).stream(MAGI, ARGS)
+    assert states(guard) == ["held"] and fake_fal.count() == 0  # not sent yet
+    fake_fal.delay("stream")
+    reader = threading.Thread(target=lambda: list(events))
+    reader.start()
+    fake_fal.wait_for("stream")
+    assert [(h.state, h.request_id) for h in guard.ledger.holds()] == [("submitted", None)]
+    fake_fal.reset()
+    reader.join(timeout=60)
+    assert states(guard) == ["settled"]
 
 
 def test_subscribe_passes_keywords_and_records_the_request_id(

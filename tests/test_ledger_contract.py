@@ -289,6 +289,38 @@ def test_mark_submitted(ledger: Ledger) -> None:
     assert ledger.mark_submitted("h", "req-2", now=T0 + 3) == settled
 
 
+def test_mark_submitted_before_the_request_id_is_known(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(ledger, "h", 800_000, charges, ttl=10))
+    hold = ledger.mark_submitted("h", None, now=T0 + 1)  # the request is about to leave
+    assert (hold.state, hold.request_id, hold.updated_at) == ("submitted", None, T0 + 1)
+    assert ledger.mark_submitted("h", "req-1", now=T0 + 2).request_id == "req-1"
+    assert ledger.mark_submitted("h", None, now=T0 + 3).request_id == "req-1"  # kept
+    for bad in ("", "  ", 7):
+        with pytest.raises(LedgerError, match="request_id"):
+            ledger.mark_submitted("h", bad, now=T0 + 4)  # type: ignore[arg-type]
+    admitted(reserve(ledger, "sent", 300_000, charges, ttl=10))
+    ledger.mark_submitted("sent", None, now=T0 + 1)
+    # both expire as spent, with or without a request id
+    closed = {h.id: h for h in ledger.expire(now=T0 + 11)}
+    assert {k: (h.state, h.settled_amount, h.request_id) for k, h in closed.items()} == {
+        "h": ("expired", 800_000, "req-1"),
+        "sent": ("expired", 300_000, None),
+    }
+    assert ledger.totals(["g"]) == [BucketTotals("g", 1_100_000, 0)]
+
+
+def test_overrun_is_what_a_hold_counts_above_the_amount_held(ledger: Ledger) -> None:
+    charges = [cap("g", 10_000_000)]
+    for hold_id in ("more", "less", "open"):
+        admitted(reserve(ledger, hold_id, 800_000, charges))
+    assert ledger.settle("more", 1_100_000, now=T0 + 1).overrun == 300_000
+    assert ledger.settle("less", 650_000, now=T0 + 1).overrun == 0
+    assert ledger.get_hold("open").overrun == 0
+    ledger.adjust("less", 900_000, now=T0 + 2, reason="billed more", source="test")
+    assert ledger.get_hold("less").overrun == 100_000  # counted 0.90 of 0.80 held
+
+
 def test_renew_moves_the_expiry_of_an_open_hold(ledger: Ledger) -> None:
     admitted(reserve(ledger, "h", 800_000, [cap("g", 10_000_000)], ttl=10))
     hold = ledger.renew("h", now=T0 + 5, expires_at=T0 + 100)

@@ -610,6 +610,8 @@ def test_cli_json(capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str
         "open": 2,
         "expired": 1,
         "released": 1,
+        "overruns": 0,
+        "overrun": "0.00",
     }
     assert data["breakdowns"][0] == {
         "by": ["project"],
@@ -717,6 +719,27 @@ def test_cli_table_and_chart(
     )
     chart = text_chart(report(holds, since=utc(2026, 11, 20), until=utc(2026, 11, 24)))
     assert out.endswith("\n\n" + chart + "\n")
+
+
+def test_cli_shows_overruns(
+    capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str]
+) -> None:
+    url, _ = cli_ledger
+    clock = Clock(utc(2026, 11, 23, 17, 45))
+    guard = Guard(url, caps(), clock=clock, hold_ttl=3600)
+    guard.reserve(MAGI, REQ, user="cy", project="beta").acquire().settle("0.95")  # 0.15 over
+    guard.close()
+    # the window's totals: spent 4.80 + 0.95 = 5.75; 6 requests; one overrun of 0.95 - 0.80
+    out = report_cli(capsys, cli_ledger, "--by", "user")
+    assert out.splitlines()[1:3] == [
+        "spent 5.75 USD, held 2.00; 6 requests (1 expired), 2 open, 1 released",
+        "overruns: 1 request counted 0.15 USD more than quoted",
+    ]
+    totals = json.loads(report_cli(capsys, cli_ledger, "--format", "json"))["totals"]
+    assert (totals["spent"], totals["overruns"], totals["overrun"]) == ("5.75", 1, "0.15")
+    # a window without it: no overrun, and no line
+    out = report_cli(capsys, cli_ledger, "--since", "2026-11-20", "--until", "2026-11-23")
+    assert "overruns" not in out
 
 
 def test_cli_scope_and_tz(capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str]) -> None:

@@ -141,6 +141,34 @@ class HoldNotFound(LedgerError, LookupError):
     """No hold has that id."""
 
 
+class HoldClosed(FalbudgetError):
+    """A hold was asked to close a second time in a way that contradicts how it closed.
+
+    Settling a settled hold at another amount than it was settled at, or releasing a hold that
+    was settled or that expired as spent (state ``expired``), raises it; nothing was changed.
+    ``hold_id`` names the hold, ``state`` is its state, ``action`` what was asked ("settle" or
+    "release"), ``amount`` the amount asked (Decimal USD; None for a release) and ``counted``
+    what the hold counts as spent (Decimal USD).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hold_id: str,
+        state: str,
+        action: str,
+        amount: Decimal | None,
+        counted: Decimal,
+    ) -> None:
+        super().__init__(message)
+        self.hold_id = hold_id
+        self.state = state
+        self.action = action
+        self.amount = amount
+        self.counted = counted
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "(missing)"

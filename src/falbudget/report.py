@@ -201,11 +201,15 @@ class Breakdown:
 
 @dataclass(frozen=True)
 class Totals:
-    """Everything in the window: the figures plus how many holds expired and were released."""
+    """Everything in the window: the figures plus how many holds expired and were released, and
+    the overruns: ``overruns`` holds counted more as spent than was held (fal billed more than
+    quoted), by ``overrun`` USD in all (included in ``figures.spent``)."""
 
     figures: Figures
     expired: int
     released: int
+    overruns: int = 0
+    overrun: Decimal = Decimal("0.00")
 
 
 @dataclass(frozen=True)
@@ -496,11 +500,13 @@ def build_report(
         holds = [h for h in holds if _tag(h, scope[0]) == scope[1]]
     in_window = [h for h in holds if since <= h.created_at < until]
     total = _Sum()
-    expired = released = 0
+    expired = released = overruns = overrun = 0
     for hold in in_window:
         total.add(hold)
         expired += hold.state == "expired"
         released += hold.state == "released" and not hold.counts_as_spent
+        overruns += hold.overrun > 0
+        overrun += hold.overrun
     burn = _rate(holds, now, burn_days)
     target = "global" if scope is None else f"{scope[0]}={scope[1]}"
     forecasts = [
@@ -521,7 +527,7 @@ def build_report(
         since=since,
         until=until,
         scope=scope,
-        totals=Totals(total.figures(), expired, released),
+        totals=Totals(total.figures(), expired, released, overruns, from_micros(overrun)),
         breakdowns=tuple(_breakdown(in_window, tuple(b), zone_) for b in by),
         burn=burn,
         forecasts=tuple(forecasts),

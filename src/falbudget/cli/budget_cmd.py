@@ -65,10 +65,11 @@ def register(subparsers: Subparsers) -> None:
 
     status = commands.add_parser(
         "status",
-        help="each cap: scope, window, limit, spent, held, remaining, %% used",
+        help="each cap: scope, window, limit, spent, held, remaining, %% used; overruns",
         description="Each cap in the configuration with its figures in the current window; a"
         " per-value cap (scope: project) lists every value seen. Without a configuration,"
-        " the ledger's global spend.",
+        " the ledger's global spend. Then the overruns, if any: requests that count more as"
+        " spent than was held for them (fal billed more than quoted).",
     )
     add_guard_options(status)
     add_format_option(status)
@@ -95,7 +96,7 @@ def register(subparsers: Subparsers) -> None:
         help="close holds past their expiry: never sent -> released, sent -> counted as spent",
         description="Close every hold past its expiry now. A hold never marked submitted is"
         " released (its process died before sending); a submitted one is counted as spent"
-        " (fal bills accepted jobs) and listed for reconciliation.",
+        " (its request had left: fal may bill it) and listed for reconciliation.",
     )
     add_guard_options(expire)
     add_format_option(expire)
@@ -110,7 +111,7 @@ def _missing_command(args: argparse.Namespace) -> Outcome:
 def run_status(args: argparse.Namespace) -> Outcome:
     guard = guard_from_args(args)
     try:
-        data = render.status_data(guard.status(), guard.spent(), guard.held())
+        data = render.status_data(guard.status(), guard.spent(), guard.held(), guard.overruns())
     finally:
         guard.close()
     if args.format == "json":

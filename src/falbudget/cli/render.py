@@ -362,10 +362,24 @@ def _percent(used: Decimal, limit: Decimal) -> str:
     return f"{(used * 100 / limit).quantize(Decimal('0.1'))}%"
 
 
+def overrun_line(count: int, amount: str, currency: str) -> str:
+    """A line of its own saying that ``count`` holds counted ``amount`` more as spent than was
+    held (fal billed more than quoted), for ``budget status`` and ``report``; '' when none."""
+    if not count:
+        return ""
+    return f"\noverruns: {plural(count, 'request')} counted {amount} {currency} more than quoted"
+
+
 def status_data(
-    statuses: Sequence[CapStatus], global_spent: Decimal, global_held: Decimal
+    statuses: Sequence[CapStatus],
+    global_spent: Decimal,
+    global_held: Decimal,
+    overruns: Sequence[LedgerHold] = (),
 ) -> dict[str, Any]:
-    """The figures of ``falbudget budget status`` as JSON-ready data (money as strings)."""
+    """The figures of ``falbudget budget status`` as JSON-ready data (money as strings);
+    ``overruns`` the holds that count more as spent than was held, all time."""
+    from falbudget.money import from_micros
+
     caps = []
     for status in statuses:
         cap = status.cap
@@ -385,7 +399,12 @@ def status_data(
         )
     return {
         "caps": caps,
-        "global": {"spent": format_usd(global_spent), "held": format_usd(global_held)},
+        "global": {
+            "spent": format_usd(global_spent),
+            "held": format_usd(global_held),
+            "overruns": len(overruns),
+            "overrun": format_usd(from_micros(sum(h.overrun for h in overruns))),
+        },
         "currency": "USD",
     }
 
@@ -398,6 +417,7 @@ def status_table(data: Mapping[str, Any]) -> str:
     summary = (
         f"all time, all scopes: spent {data['global']['spent']} {data['currency']},"
         f" held {data['global']['held']}"
+        + overrun_line(data["global"]["overruns"], data["global"]["overrun"], data["currency"])
     )
     if not rows:
         return summary + "\n(no caps configured: give --config PATH or set FALBUDGET_CONFIG)"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from falbudget import clock
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import minute, plural, tabulate_text, to_json
+from falbudget.cli.render import minute, overrun_line, plural, tabulate_text, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,6 +216,8 @@ def report_data(report: Report) -> dict[str, Any]:
             **_figures(totals.figures),
             "expired": totals.expired,
             "released": totals.released,
+            "overruns": totals.overruns,
+            "overrun": format_usd(totals.overrun),
         },
         "breakdowns": [
             {
@@ -258,6 +260,7 @@ def report_table(data: Mapping[str, Any]) -> str:
         f" {plural(totals['requests'], 'request')} ({totals['expired']} expired),"
         f" {totals['open']} open,"
         f" {totals['released']} released"
+        + overrun_line(totals["overruns"], totals["overrun"], data["currency"])
     ]
     for breakdown in data["breakdowns"]:
         by = breakdown["by"]

@@ -9,13 +9,14 @@ import contextlib
 import logging
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from falbudget import clock as falbudget_clock
-from falbudget.errors import BudgetExceeded, ConfigurationError, UnknownEndpoint
+from falbudget.errors import BudgetExceeded, ConfigurationError, HoldClosed, UnknownEndpoint
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
 from falbudget.ledger.base import Admission, BucketCharge, Ledger
 from falbudget.ledger.base import Hold as LedgerHold
@@ -110,6 +111,17 @@ class Hold:
         return self._row.state
 
     @property
+    def spent(self) -> Decimal:
+        """What the hold counts as spent (USD), as last seen: 0 while it is open or released."""
+        return from_micros(self._row.spent_amount)
+
+    @property
+    def overrun(self) -> Decimal:
+        """How much more than the amount held the hold counts as spent (USD; fal billed more
+        than quoted), as last seen; 0 when it counts the quote or less."""
+        return from_micros(self._row.overrun)
+
+    @property
     def request_id(self) -> str | None:
         return self._row.request_id
 
@@ -128,23 +140,87 @@ class Hold:
         )
 
     # -- the steps, sync -------------------------------------------------------------------
-    def mark_submitted(self, request_id: str) -> None:
-        """fal accepted the request: from now on an expiry counts the hold as spent."""
+    def mark_submitted(self, request_id: str | None = None) -> None:
+        """The request is about to leave, or fal accepted it (``request_id``, once known): from
+        now on an expiry counts the hold as spent. Call it with no request id just before the
+        bytes are sent, and again with fal's request id when the queue returns it."""
         self._row = self._guard.ledger.mark_submitted(self.id, request_id, now=self._guard._now())
 
     def settle(self, amount: Decimal | str | int | None = None) -> None:
-        """Count the hold as spent, at ``amount`` (default: the amount held)."""
+        """Count the hold as spent, at ``amount`` (default: the amount held). More than the
+        amount held is allowed (fal billed more than quoted): it is an overrun, logged, and it
+        counts against the caps and fires their alerts like any spend.
+
+        A hold that closed before this call: one settled at the same amount is left as it is
+        (a retry is safe); one settled at another amount raises HoldClosed; one that expired or
+        was released gets ``amount`` recorded as what it counts as spent, through a ledger
+        adjustment with its reason (the audit trail of ``falbudget ledger adjustments``)."""
         micros = None if amount is None else to_micros(to_decimal(amount, what="amount"))
         if micros is not None and micros < 0:
             raise ValueError(f"amount={amount!r} is not allowed: it must be 0 or more")
+        guard = self._guard
         was_open = not self.closed
-        self._row = self._guard.ledger.settle(self.id, micros, now=self._guard._now())
-        if was_open and self._row.state == "settled":
-            self._guard._after_settle(self._row)
+        now = guard._now()
+        row = guard.ledger.settle(self.id, micros, now=now)
+        self._row = row
+        target = row.amount if micros is None else micros
+        if row.state == "settled":
+            if row.settled_amount != target:
+                raise self._closed_error("settle", target)
+            changed = was_open
+        else:  # it expired or was released before this settle: record the spend, never drop it
+            how = "expired" if row.state == "expired" else "was released"
+            adjustment = guard.ledger.adjust(
+                self.id,
+                target,
+                now=now,
+                reason=f"settled at {format_usd(from_micros(target))} after the hold {how}",
+                source="guard: Hold.settle",
+            )
+            self._row = guard.ledger.get_hold(self.id)
+            changed = adjustment is not None
+            log.warning(
+                "falbudget: hold %s %s before it was settled; it now counts %s as spent%s",
+                self.id,
+                how,
+                format_usd(from_micros(self._row.spent_amount)),
+                "" if changed else " (unchanged: it counted that already)",
+            )
+        if changed:
+            if self._row.overrun:
+                log.warning(
+                    "falbudget: overrun: hold %s (%s) counts %s as spent, %s more than the %s held",
+                    self.id,
+                    self.endpoint,
+                    format_usd(from_micros(self._row.spent_amount)),
+                    format_usd(from_micros(self._row.overrun)),
+                    format_usd(self.amount),
+                )
+            guard._after_settle(self._row)
 
     def release(self) -> None:
-        """Give the held amount back: the request was not sent or not billed."""
+        """Give the held amount back: the request was not sent or not billed. Releasing a hold
+        that is already released changes nothing; one that counts as spent (settled, or expired
+        as spent) raises HoldClosed and stays as it is."""
         self._row = self._guard.ledger.release(self.id, now=self._guard._now())
+        if self._row.counts_as_spent:
+            raise self._closed_error("release", None)
+
+    def _closed_error(self, action: str, micros: int | None) -> HoldClosed:
+        row = self._row
+        counted = from_micros(row.spent_amount)
+        asked = None if micros is None else from_micros(micros)
+        what = "release it" if asked is None else f"settle it at {format_usd(asked)}"
+        return HoldClosed(
+            f"hold {row.id} ({row.endpoint}) is already {row.state} and counts"
+            f" {format_usd(counted)} as spent: cannot {what}; a correction of a closed hold is"
+            " a ledger adjustment (falbudget reconcile --apply)",
+            hold_id=row.id,
+            state=row.state,
+            action=action,
+            amount=asked,
+            counted=counted,
+        )
 
     def renew(self) -> None:
         """Push the expiry ``hold_ttl`` seconds past now (a job still running is not dead)."""
@@ -155,17 +231,21 @@ class Hold:
 
     def close(self, failed: bool) -> None:
         """What leaving a ``with guard.reserve(...)`` block does: settle on success; on failure
-        release, unless fal already accepted the request (then it stays submitted and counts as
-        spent at expiry, unless settled or released first)."""
+        release, unless fal already accepted the request (a request id was recorded: then it
+        stays submitted and counts as spent at expiry, unless settled or released first). A
+        failure never raises HoldClosed here (the caller's own error goes on); it is logged."""
         if self.closed:
             return
         if not failed:
             self.settle()
-        elif self._row.state == "held":
-            self.release()
+        elif self._row.request_id is None:
+            try:
+                self.release()
+            except HoldClosed:
+                log.warning("falbudget: hold %s counts as spent; not released", self.id)
 
     # -- the same steps, async --------------------------------------------------------------
-    async def amark_submitted(self, request_id: str) -> None:
+    async def amark_submitted(self, request_id: str | None = None) -> None:
         await asyncio.to_thread(self.mark_submitted, request_id)
 
     async def asettle(self, amount: Decimal | str | int | None = None) -> None:
@@ -229,9 +309,13 @@ class Hold:
 
 
 class Reservation:
-    """``with guard.reserve(...) as hold`` and ``async with guard.areserve(...) as hold``."""
+    """``with guard.reserve(...) as hold`` and ``async with guard.areserve(...) as hold``.
+
+    A reservation holds nothing until it is entered or acquired: one dropped before that warns
+    (ResourceWarning), as an unclosed file does."""
 
     def __init__(self, guard: Guard, plan: _Plan | None, idempotency_key: str | None) -> None:
+        self._used = False
         self._guard = guard
         self._plan = plan
         self._key = idempotency_key
@@ -239,12 +323,27 @@ class Reservation:
 
     def acquire(self) -> Hold:
         """Hold the amount now (raises BudgetExceeded); the caller must settle or release."""
+        self._used = True
         self.hold = self._guard._admit(self._plan, self._key)
         return self.hold
 
     async def aacquire(self) -> Hold:
+        self._used = True
         self.hold = await asyncio.to_thread(self._guard._admit, self._plan, self._key)
         return self.hold
+
+    def __del__(self) -> None:
+        if getattr(self, "_used", True):
+            return
+        endpoint = self._plan.endpoint if self._plan is not None else "a request"
+        warnings.warn(
+            f"guard.reserve({endpoint!r}) was dropped without `with` or acquire(): it held"
+            " nothing, and a request sent meanwhile was neither checked against the caps nor"
+            " counted",
+            ResourceWarning,
+            stacklevel=1,  # from __del__: no caller frame to point at
+            source=self,
+        )
 
     def __enter__(self) -> Hold:
         return self.acquire()
@@ -537,6 +636,7 @@ class Guard:
             endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
         )
         with reservation as hold, hold.keepalive():
+            hold.mark_submitted()  # fn may send: if this process dies now, expiry counts it
             return fn(endpoint, arguments, *args, **kwargs)
 
     async def acall(
@@ -554,6 +654,7 @@ class Guard:
             endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
         )
         async with reservation as hold, hold.akeepalive():
+            await hold.amark_submitted()  # as in call()
             return await fn(endpoint, arguments, *args, **kwargs)
 
     def wrap(self, client: Any, **tags: str) -> Any:
@@ -618,6 +719,17 @@ class Guard:
                     )
                 )
         return result
+
+    def overruns(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> list[LedgerHold]:
+        """The holds created in [since, until) that count more as spent than was held for them
+        (fal billed more than quoted: ``hold.overrun`` micro-USD above), newest first. It reads
+        the ledger's history of closed holds, so it costs more as history grows."""
+        closed = self.ledger.holds(
+            states=("settled", "expired", "released"), since=since, until=until
+        )
+        return [hold for hold in closed if hold.overrun]
 
     def release_expired(self) -> list[LedgerHold]:
         """Close every hold past its expiry now: never submitted -> released; submitted ->

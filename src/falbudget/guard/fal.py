@@ -58,7 +58,9 @@ def failure_policy(exc: BaseException, *, accepted: bool, call: str) -> Action:
 
 
 def _finish(hold: Hold, exc: BaseException, call: str) -> None:
-    action = failure_policy(exc, accepted=hold.state == "submitted", call=call)
+    # accepted: fal's queue returned a request id (a hold is marked submitted before the request
+    # leaves, with no request id yet, so its state alone does not say fal accepted it)
+    action = failure_policy(exc, accepted=hold.request_id is not None, call=call)
     try:
         if action == "settle":
             hold.settle()
@@ -180,6 +182,7 @@ class GuardedSyncClient(_GuardedBase):
             if name == "subscribe":
                 kwargs["on_enqueue"] = _marking(hold, kwargs.get("on_enqueue"))
             try:
+                hold.mark_submitted()  # before any byte leaves: a death from here counts as spent
                 with hold.keepalive():
                     result = original(*args, **kwargs)
             except BaseException as exc:
@@ -203,6 +206,7 @@ class GuardedSyncClient(_GuardedBase):
 
 def _guarded_iter(hold: Hold, events: Iterator[Any]) -> Iterator[Any]:
     try:
+        hold.mark_submitted()  # the POST leaves on the first read of ``events``
         with hold.keepalive():
             yield from events
     except GeneratorExit:
@@ -262,6 +266,7 @@ class GuardedAsyncClient(_GuardedBase):
             if name == "subscribe":
                 kwargs["on_enqueue"] = _amarking(hold, kwargs.get("on_enqueue"))
             try:
+                await hold.amark_submitted()  # before any byte leaves, as in the sync client
                 async with hold.akeepalive():
                     result = await original(*args, **kwargs)
             except BaseException as exc:
@@ -279,6 +284,7 @@ class GuardedAsyncClient(_GuardedBase):
         async def stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             hold = await self._reserve(original, args, kwargs).aacquire()
             try:
+                await hold.amark_submitted()  # the POST leaves on the first read
                 async with hold.akeepalive():
                     async for event in original(*args, **kwargs):
                         yield event

@@ -111,6 +111,13 @@ def text(name: str, value: object) -> str:
     return value
 
 
+def request_id(value: object) -> str | None:
+    """A request id to record: None (not known yet) or a non-empty string, or LedgerError."""
+    if value is None:
+        return None
+    return text("request_id", value)
+
+
 def request_ids(values: Sequence[str]) -> tuple[str, ...]:
     """Distinct request ids, in order; each a string."""
     if isinstance(values, str):

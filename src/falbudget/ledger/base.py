@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 HoldState = Literal["held", "submitted", "settled", "released", "expired"]
-"""held: admitted, not yet sent; submitted: fal accepted it (request id known); settled: spent;
-released: not spent; expired: a submitted hold whose ttl passed, counted as spent and listed for
+"""held: admitted, not yet sent; submitted: the request may have left (marked just before it is
+sent, with no request id yet) or fal accepted it (request id known); settled: spent; released:
+not spent; expired: a submitted hold whose ttl passed, counted as spent and listed for
 reconciliation (an expired hold that was never submitted becomes ``released``)."""
 
 OPEN_STATES: tuple[HoldState, ...] = ("held", "submitted")
@@ -82,6 +83,12 @@ class Hold:
         if self.state in SPENT_STATES:
             return self.amount if self.settled_amount is None else self.settled_amount
         return 0
+
+    @property
+    def overrun(self) -> int:
+        """How much more than the amount held the hold counts as spent (fal billed more than
+        quoted), micro-USD: ``spent_amount - amount`` when that is above 0, else 0."""
+        return max(0, self.spent_amount - self.amount)
 
 
 @dataclass(frozen=True)
@@ -153,9 +160,11 @@ class Ledger(Protocol):
         was adjusted above 0 (fal billed it after all): that one replays."""
         ...
 
-    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
-        """held -> submitted with fal's request id. Raises HoldNotFound; a hold no longer open
-        (settled, released, expired) is returned unchanged."""
+    def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
+        """An open hold -> submitted: the request is about to leave (``request_id`` None) or fal
+        accepted it (its request id, recorded; None keeps the one recorded before). Raises
+        HoldNotFound, and LedgerError for a request id that is not None or a non-empty string;
+        a hold no longer open (settled, released, expired) is returned unchanged."""
         ...
 
     def renew(self, hold_id: str, *, now: float, expires_at: float) -> Hold:

@@ -132,14 +132,16 @@ class MemoryLedger:
                 },
             )
 
-    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+    def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
         """See :meth:`Ledger.mark_submitted`."""
+        request_id = _checks.request_id(request_id)
         now = _checks.seconds("now", now)
         with self._lock:
             hold = self._get(hold_id)
             if hold.state in OPEN_STATES:
+                recorded = hold.request_id if request_id is None else request_id
                 hold = self._put(
-                    _evolve(hold, state="submitted", request_id=request_id, updated_at=now)
+                    _evolve(hold, state="submitted", request_id=recorded, updated_at=now)
                 )
             return hold
 

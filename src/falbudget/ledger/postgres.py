@@ -627,8 +627,9 @@ class PostgresLedger:
         by_id = next((h for h in holds if h.id == hold_id), None)
         return by_key, by_id, {str(k): (int(s), int(h)) for k, s, h in totals}
 
-    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+    def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
         """See :meth:`Ledger.mark_submitted`."""
+        request_id = _checks.request_id(request_id)
         now = _checks.seconds("now", now)
         return self._update_hold(
             "mark_submitted",
@@ -1064,7 +1065,8 @@ class _Queries:
         )
         self.mark_submitted = self._add(
             "fb_mark_submitted",
-            f"""UPDATE {{s}}.holds SET state = 'submitted', request_id = %(request_id)s::text,
+            f"""UPDATE {{s}}.holds SET state = 'submitted',
+                request_id = coalesce(%(request_id)s::text, request_id),
                 updated_at = %(now)s::float8
             WHERE id = %(id)s::text AND {_OPEN} RETURNING {{cols}}""",
         )

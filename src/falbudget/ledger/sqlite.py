@@ -339,15 +339,17 @@ class SQLiteLedger:
             )
             return Admission(admitted=True, hold=_get(db, new_id))
 
-    def mark_submitted(self, hold_id: str, request_id: str, *, now: float) -> Hold:
+    def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
         """See :meth:`Ledger.mark_submitted`."""
+        request_id = _checks.request_id(request_id)
         now = _checks.seconds("now", now)
         with self._transaction(write=True) as db:
             hold = _get(db, hold_id)
             if hold.state not in OPEN_STATES:
                 return hold
             db.execute(
-                "UPDATE holds SET state = 'submitted', request_id = ?, updated_at = ? WHERE id = ?",
+                "UPDATE holds SET state = 'submitted', request_id = coalesce(?, request_id), "
+                "updated_at = ? WHERE id = ?",
                 (request_id, now, hold_id),
             )
             return _get(db, hold_id)
