@@ -99,8 +99,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "2"
-    assert len(sqlite_ledger.MIGRATIONS) == 2
+    assert schema_version(path) == "3"
+    assert len(sqlite_ledger.MIGRATIONS) == 3
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -125,7 +125,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -137,17 +137,17 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
     calls: list[str] = []
 
     def add_note(db: sqlite3.Connection) -> None:
-        calls.append("v2")
+        calls.append("v4")
         db.execute("ALTER TABLE holds ADD COLUMN note TEXT")
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
     SQLiteLedger(path).close()
-    assert calls == ["v2"]
+    assert calls == ["v4"]
     conn = raw(path)
     assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(holds)")]
     conn.close()
@@ -165,7 +165,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -174,8 +174,9 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
 def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ledger written by the falbudget before adjustments (schema 1) is upgraded to 2 the
-    first time this falbudget opens it: the holds keep their figures and can be reconciled."""
+    """A ledger written by the falbudget before adjustments (schema 1) is upgraded to the latest
+    version the first time this falbudget opens it: the holds keep their figures and can be
+    reconciled."""
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:1])
         SQLiteLedger(path).close()
@@ -196,7 +197,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]

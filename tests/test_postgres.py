@@ -209,7 +209,7 @@ def test_a_missing_schema_is_created_by_8_processes_starting_at_once(url: str) -
     ledger.close()
 
 
-def _v3_for_test(conn: Any, schema: Any) -> None:
+def _v4_for_test(conn: Any, schema: Any) -> None:
     from psycopg import sql
 
     conn.execute(sql.SQL("ALTER TABLE {}.holds ADD COLUMN note TEXT").format(schema))
@@ -220,19 +220,19 @@ def test_an_older_schema_is_refused_until_migrated(
 ) -> None:
     from falbudget.ledger import postgres
 
-    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 2
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
-    assert postgres.latest_version() == 3
-    with pytest.raises(LedgerError, match=r"version 2 .*needs version 3.*falbudget ledger migrate"):
+    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 3
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v4_for_test])
+    assert postgres.latest_version() == 4
+    with pytest.raises(LedgerError, match=r"version 3 .*needs version 4.*falbudget ledger migrate"):
         opened(url).totals([GLOBAL])
-    assert meta_version(schema_of(url)) == "2"  # opening never upgrades
+    assert meta_version(schema_of(url)) == "3"  # opening never upgrades
 
-    assert postgres.migrate(url) == (2, 3)
-    assert meta_version(schema_of(url)) == "3"
+    assert postgres.migrate(url) == (3, 4)
+    assert meta_version(schema_of(url)) == "4"
     ledger = opened(url)
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 0, 300_000)]
     assert ledger.get_hold("kept").amount == 300_000
-    assert postgres.migrate(url) == (3, 3)
+    assert postgres.migrate(url) == (4, 4)
 
 
 def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
@@ -269,10 +269,10 @@ def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
             ),
             (GLOBAL,),
         )
-    with pytest.raises(LedgerError, match=r"version 1 .*needs version 2.*falbudget ledger migrate"):
+    with pytest.raises(LedgerError, match=r"version 1 .*needs version 3.*falbudget ledger migrate"):
         opened(url).get_hold("old")
     assert main(["ledger", "migrate", url]) == 0
-    assert meta_version(schema_of(url)) == "2"
+    assert meta_version(schema_of(url)) == "3"
     ledger = opened(url)
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
@@ -335,7 +335,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         with pytest.raises(LedgerError) as info:
             attempt()
         assert not isinstance(info.value, LedgerUnavailable)
-        assert "version 99, newer than this falbudget supports (2)" in str(info.value)
+        assert "version 99, newer than this falbudget supports (3)" in str(info.value)
         assert "upgrade falbudget" in str(info.value)
     assert meta_version(schema_of(url)) == "99"
 
@@ -692,14 +692,14 @@ def test_cli_ledger_migrate(
 
     schema = schema_of(url)
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 2\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 3\n"
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 2\n"
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 3\n"
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v4_for_test])
     assert main(["ledger", "migrate", url, "--format", "json"]) == 0
     assert capsys.readouterr().out == (
-        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 2,'
-        ' "to_version": 3, "changed": true}\n'
+        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 3,'
+        ' "to_version": 4, "changed": true}\n'
     )
 
 
