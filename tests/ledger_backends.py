@@ -146,3 +146,20 @@ def submit_then_die(
     hold = guard.reserve(ENDPOINT, arguments, **tags).acquire()
     hold.mark_submitted(request_id)
     os._exit(7)  # no settle, no release, no cleanup: the process is gone
+
+
+def settle_under_key(
+    url: str,
+    arguments: dict[str, Any],
+    key: str,
+    now: float,
+    idempotency_ttl: float,
+) -> None:
+    """A worker that reserves ``arguments`` through a Guard under idempotency ``key`` (clock
+    fixed at ``now``) and settles the hold: the first use of a key, in another process."""
+    from falbudget import Cap, Guard
+
+    guard = Guard(url, [Cap("10.00")], clock=lambda: now, idempotency_ttl=idempotency_ttl)
+    with guard.reserve(ENDPOINT, arguments, idempotency_key=key):
+        pass
+    guard.close()
