@@ -3,6 +3,7 @@ cost does not grow with history."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -14,6 +15,15 @@ import pytest
 import falbudget.ledger.sqlite as sqlite_ledger
 from falbudget.errors import LedgerError, LedgerUnavailable
 from falbudget.ledger import BucketCharge, BucketTotals, SQLiteLedger
+from ledger_backends import (
+    V2_ADJUSTMENTS,
+    V2_ALERTS,
+    V2_BUCKETS,
+    V2_HOLD_COLUMNS,
+    V2_HOLDS,
+    check_v2_upgraded,
+    v2_hold_links,
+)
 
 T0 = 1_750_000_000.0
 CHARGES = [BucketCharge("global|2025-06", 10_000_000), BucketCharge("project=demo|2025-06", None)]
@@ -204,6 +214,82 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     row = ledger.adjust("old", 550_000, now=T0 + 100, reason="billed", source="test")
     assert row is not None and row.delta == -250_000  # 550_000 - 800_000
     assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 550_000, 0)]
+    ledger.close()
+
+
+def test_a_version_2_file_upgrades_to_bound_keys_and_loses_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 3 rebuilds the holds table (SQLite cannot drop the UNIQUE on idempotency_key): every
+    row of every table keeps every value and its rowid, the indexes are back, and the old keys
+    get no fingerprint and the 24 h lifetime."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:2])
+        SQLiteLedger(path).close()
+    assert schema_version(path) == "2"
+    conn = raw(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        f"INSERT INTO holds ({', '.join(V2_HOLD_COLUMNS)}) VALUES ({', '.join('?' * 15)})",
+        [
+            (*row[:5], json.dumps(row[5]), *row[6:11], json.dumps(row[11]), *row[12:])
+            for row in V2_HOLDS
+        ],
+    )
+    conn.executemany("INSERT INTO hold_buckets VALUES (?, ?, ?)", v2_hold_links())
+    conn.executemany("INSERT INTO buckets (key, settled, held) VALUES (?, ?, ?)", V2_BUCKETS)
+    conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V2_ADJUSTMENTS)
+    conn.executemany("INSERT INTO alerts VALUES (?, ?)", V2_ALERTS)
+    conn.execute("COMMIT")
+    tables = ["holds", "hold_buckets", "buckets", "adjustments", "alerts", "sqlite_sequence"]
+
+    def dump() -> dict[str, list[dict[str, object]]]:
+        conn.row_factory = sqlite3.Row
+        out = {}
+        for table in tables:
+            rowid = "" if table in ("hold_buckets", "buckets", "alerts") else "rowid AS rid, "
+            rows = conn.execute(f"SELECT {rowid}* FROM {table} ORDER BY 1, 2").fetchall()
+            out[table] = [dict(row) for row in rows]
+        conn.row_factory = None
+        return out
+
+    before = dump()
+    assert len(before["holds"]) == 6 and [h["rid"] for h in before["holds"]] == [1, 2, 3, 4, 5, 6]
+    SQLiteLedger(path).close()  # opening upgrades
+    assert schema_version(path) == "3"
+    after = dump()
+    for table in tables[1:]:
+        assert after[table] == before[table], table
+    assert [
+        {
+            k: v
+            for k, v in h.items()
+            if k not in ("fingerprint", "idempotency_ttl", "key_forgotten_at")
+        }
+        for h in after["holds"]
+    ] == before["holds"]
+    assert [
+        (h["fingerprint"], h["idempotency_ttl"], h["key_forgotten_at"]) for h in after["holds"]
+    ] == [(None, 86_400.0 if h["idempotency_key"] else None, None) for h in before["holds"]]
+    indexes = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'holds'"
+        )
+    }
+    assert indexes == {
+        "sqlite_autoindex_holds_1",  # the primary key
+        "holds_open_by_expiry",
+        "holds_by_created",
+        "holds_by_state_created",
+        "holds_by_request_id",
+        "holds_by_bound_key",
+    }
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.close()
+    ledger = SQLiteLedger(path)
+    check_v2_upgraded(ledger)
     ledger.close()
 
 
