@@ -16,7 +16,14 @@ import httpx
 import pytest
 
 from fakefal import DEFAULT_OUTPUT, FakeFal
-from falbudget import BudgetExceeded, Cap, Guard, InvalidArguments, UnknownEndpoint
+from falbudget import (
+    BudgetExceeded,
+    Cap,
+    Guard,
+    IdempotencyReplayed,
+    InvalidArguments,
+    UnknownEndpoint,
+)
 
 MAGI = "fal-ai/magi/image-to-video"
 ARGS = {"prompt": "a fox", "image_url": "https://example.invalid/fox.png"}
@@ -272,9 +279,10 @@ def test_idempotency_key_through_the_wrapper(
 ) -> None:
     fal = guard.wrap(fal_sync_client).with_options(idempotency_key="job-1", user="ann")
     fal.run(MAGI, ARGS)
-    fal.run(MAGI, ARGS)  # a retry of the same logical request
+    with pytest.raises(IdempotencyReplayed):  # a retry of the same logical request: not sent
+        fal.run(MAGI, ARGS)
     assert guard.spent() == Decimal("0.80")
-    assert fake_fal.count("run") == 2
+    assert fake_fal.count("run") == 1
 
 
 def test_async_submit_subscribe_and_errors(

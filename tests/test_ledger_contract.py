@@ -9,6 +9,7 @@ import contextlib
 import copy
 import itertools
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -476,6 +477,223 @@ def test_a_released_key_that_no_longer_fits_is_refused_and_stays_released(ledger
     assert ledger.totals(["g"]) == [BucketTotals("g", 0, 800_000)]
 
 
+def test_a_key_reused_with_another_fingerprint_is_a_conflict_and_writes_nothing(
+    ledger: Ledger,
+) -> None:
+    charges = [cap("g", 1_000_000)]
+    first = admitted(
+        reserve(ledger, "h1", 300_000, charges, idempotency_key="k", fingerprint="fp-a")
+    )
+    assert first.fingerprint == "fp-a"
+    for other in ("fp-b", None):
+        result = reserve(ledger, "h2", 900_000, charges, idempotency_key="k", fingerprint=other)
+        assert result == Admission(admitted=False, hold=first, conflict=True)
+    with pytest.raises(HoldNotFound):
+        ledger.get_hold("h2")
+    assert ledger.totals(["g"]) == [BucketTotals("g", 0, 300_000)]
+    # settled, the key still stands for its request only
+    settled = ledger.settle("h1", None, now=T0 + 1)
+    result = reserve(ledger, "h3", 300_000, charges, idempotency_key="k", fingerprint="fp-b")
+    assert result == Admission(admitted=False, hold=settled, conflict=True)
+    replay = reserve(ledger, "h4", 300_000, charges, idempotency_key="k", fingerprint="fp-a")
+    assert replay == Admission(admitted=True, hold=settled, replayed=True)
+    assert ledger.totals(["g"]) == [BucketTotals("g", 300_000, 0)]
+    assert [h.id for h in ledger.holds()] == ["h1"]
+
+
+def test_a_released_key_is_retried_only_for_its_own_request(ledger: Ledger) -> None:
+    charges = [cap("g", 1_000_000)]
+    admitted(reserve(ledger, "h1", 300_000, charges, idempotency_key="k", fingerprint="fp-a"))
+    released = ledger.release("h1", now=T0 + 1)
+    other = reserve(ledger, "h2", 300_000, charges, idempotency_key="k", fingerprint="fp-b")
+    assert other == Admission(admitted=False, hold=released, conflict=True)
+    assert ledger.get_hold("h1") == released
+    again = admitted(
+        reserve(
+            ledger,
+            "h3",
+            400_000,  # the same request priced anew (a new price took effect)
+            charges,
+            idempotency_key="k",
+            fingerprint="fp-a",
+            idempotency_ttl=7_200.0,
+            now=T0 + 2,
+        )
+    )
+    assert (again.id, again.state, again.amount, again.fingerprint, again.idempotency_ttl) == (
+        "h1",
+        "held",
+        400_000,
+        "fp-a",
+        7_200.0,
+    )
+    assert ledger.totals(["g"]) == [BucketTotals("g", 0, 400_000)]
+
+
+def test_a_key_is_forgotten_only_once_its_lifetime_after_the_close_has_passed(
+    ledger: Ledger,
+) -> None:
+    charges = [cap("g", 1_000_000)]
+    first = admitted(
+        reserve(
+            ledger,
+            "h1",
+            300_000,
+            charges,
+            idempotency_key="k",
+            fingerprint="fp-a",
+            idempotency_ttl=100.0,
+            ttl=10_000,
+        )
+    )
+    assert first.idempotency_ttl == 100.0
+    # open holds keep their key however long they stay open
+    late = reserve(ledger, "x", 1, charges, idempotency_key="k", fingerprint="fp-b", now=T0 + 500)
+    assert (late.conflict, late.hold) == (True, first)
+    settled = ledger.settle("h1", None, now=T0 + 1_000)  # closes at T0 + 1000
+    at_the_end = T0 + 1_100  # 1000 + 100: still remembered
+    for fp, admission in (
+        ("fp-b", Admission(admitted=False, hold=settled, conflict=True)),
+        ("fp-a", Admission(admitted=True, hold=settled, replayed=True)),
+    ):
+        result = reserve(
+            ledger, "x", 1, charges, idempotency_key="k", fingerprint=fp, now=at_the_end
+        )
+        assert result == admission
+    # a moment later the key is free: a new request, a new hold, a new charge
+    fresh = admitted(
+        reserve(
+            ledger,
+            "h2",
+            500_000,
+            charges,
+            idempotency_key="k",
+            fingerprint="fp-b",
+            idempotency_ttl=100.0,
+            now=T0 + 1_100.5,
+        )
+    )
+    assert (fresh.id, fresh.state, fresh.fingerprint) == ("h2", "held", "fp-b")
+    assert ledger.totals(["g"]) == [BucketTotals("g", 300_000, 500_000)]
+    # the key is bound to the new hold now; the old one keeps it in the history
+    replay = reserve(
+        ledger, "x", 1, charges, idempotency_key="k", fingerprint="fp-b", now=T0 + 1_101
+    )
+    assert (replay.replayed, replay.hold) == (True, fresh)
+    old = reserve(ledger, "x", 1, charges, idempotency_key="k", fingerprint="fp-a", now=T0 + 1_101)
+    assert (old.conflict, old.hold) == (True, fresh)
+    assert [(h.id, h.idempotency_key) for h in ledger.holds()] == [("h2", "k"), ("h1", "k")]
+    assert ledger.get_hold("h1") == settled
+
+
+def test_a_forgotten_key_whose_new_request_does_not_fit_is_refused_and_stays_as_it_was(
+    ledger: Ledger,
+) -> None:
+    charges = [cap("g", 1_000_000)]
+    admitted(reserve(ledger, "h1", 600_000, charges, idempotency_key="k", idempotency_ttl=50.0))
+    settled = ledger.settle("h1", None, now=T0 + 1)
+    refused = reserve(ledger, "h2", 500_000, charges, idempotency_key="k", now=T0 + 100)
+    assert (refused.admitted, refused.refused_by, refused.conflict) == (False, "g", False)
+    with pytest.raises(HoldNotFound):
+        ledger.get_hold("h2")
+    assert ledger.get_hold("h1") == settled
+    fits = admitted(reserve(ledger, "h3", 400_000, charges, idempotency_key="k", now=T0 + 101))
+    assert fits.id == "h3"
+    assert ledger.totals(["g"]) == [BucketTotals("g", 600_000, 400_000)]
+
+
+def test_an_expired_hold_keeps_its_key_for_its_lifetime_from_the_expiry(ledger: Ledger) -> None:
+    charges = [cap("g", 1_000_000)]
+    admitted(
+        reserve(ledger, "h1", 300_000, charges, ttl=10, idempotency_key="k", idempotency_ttl=60.0)
+    )
+    ledger.mark_submitted("h1", "req-1", now=T0 + 1)
+    # this reservation's expiry step closes h1 at T0 + 20, then replays it
+    replay = reserve(ledger, "x", 300_000, charges, idempotency_key="k", now=T0 + 20)
+    assert replay.hold is not None
+    assert (replay.replayed, replay.hold.state, replay.hold.updated_at) == (
+        True,
+        "expired",
+        T0 + 20,
+    )
+    assert reserve(ledger, "x", 300_000, charges, idempotency_key="k", now=T0 + 80).replayed
+    fresh = reserve(ledger, "h2", 300_000, charges, idempotency_key="k", now=T0 + 80.5)
+    assert (fresh.admitted, fresh.replayed) == (True, False)
+    assert fresh.hold is not None and fresh.hold.id == "h2"
+
+
+def test_a_key_without_a_lifetime_is_remembered_for_ever(ledger: Ledger) -> None:
+    charges = [cap("g", 1_000_000)]
+    first = admitted(reserve(ledger, "h1", 300_000, charges, idempotency_key="k"))
+    assert first.idempotency_ttl is None
+    settled = ledger.settle("h1", None, now=T0 + 1)
+    ten_years = T0 + 10 * 366 * 86_400
+    replay = reserve(ledger, "h2", 300_000, charges, idempotency_key="k", now=ten_years)
+    assert (replay.replayed, replay.hold) == (True, settled)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"idempotency_key": ""}, "idempotency_key must be None or a non-empty string, got ''"),
+        ({"idempotency_key": 7}, "idempotency_key must be None or a non-empty string, got 7"),
+        ({"fingerprint": b"x"}, "fingerprint must be None or a string, got b'x'"),
+        ({"idempotency_ttl": 0}, "idempotency_ttl must be None or seconds above 0, got 0.0"),
+        ({"idempotency_ttl": -5.0}, "idempotency_ttl must be None or seconds above 0, got -5.0"),
+        ({"idempotency_ttl": float("inf")}, "idempotency_ttl must be a finite number"),
+        ({"idempotency_ttl": True}, "idempotency_ttl must be a finite number"),
+    ],
+)
+def test_bad_idempotency_arguments_are_refused_before_anything_is_written(
+    ledger: Ledger, bad: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(LedgerError, match=re.escape(message)):
+        reserve(ledger, "h1", 300_000, [cap("g", 1_000_000)], **bad)
+    assert ledger.holds() == []
+    assert ledger.totals(["g"]) == [BucketTotals("g", 0, 0)]
+
+
+def test_concurrent_reuses_of_a_forgotten_key_make_one_new_hold(
+    ledger_factory: Callable[[], Ledger],
+) -> None:
+    setup = ledger_factory()
+    charges = [cap("g", 10_000_000)]
+    admitted(reserve(setup, "old", 800_000, charges, idempotency_key="k", idempotency_ttl=10.0))
+    setup.settle("old", None, now=T0 + 1)
+    workers = [ledger_factory() for _ in range(6)]
+    barrier = threading.Barrier(len(workers))
+    results: list[Admission] = []
+    errors: list[BaseException] = []
+
+    def retry(n: int, ledger: Ledger) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results.append(
+                reserve(
+                    ledger,
+                    f"new-{n}",
+                    700_000,
+                    charges,
+                    idempotency_key="k",
+                    idempotency_ttl=10.0,
+                    now=T0 + 60,
+                )
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=retry, args=(n, w)) for n, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(r.replayed for r in results) == [False] + [True] * 5
+    assert len({r.hold.id for r in results if r.hold is not None}) == 1
+    assert setup.totals(["g"]) == [BucketTotals("g", 800_000, 700_000)]
+    assert len(setup.holds()) == 2
+
+
 # -- alerts, lookups, history ---------------------------------------------------------------------
 def test_claim_alert_is_true_only_once(ledger_factory: Callable[[], Ledger]) -> None:
     first, second = ledger_factory(), ledger_factory()
@@ -876,8 +1094,10 @@ operations = st.lists(
             st.just("reserve"),
             st.sampled_from([0, 1, 250_000, 500_000, 750_000]) | st.integers(0, 700_000),
             st.sampled_from([("a",), ("b",), ("a", "b"), ("b", "a", "t"), ("t",)]),
-            st.sampled_from([None, None, "k1", "k2"]),
+            st.sampled_from([None, "k1", "k1", "k2"]),
             st.sampled_from([5.0, 20.0]),
+            st.sampled_from(["f1", "f1", "f2"]),  # the fingerprint: what the key stands for
+            st.sampled_from([None, 10.0, 10.0]),  # the key's lifetime after its hold closes
         ),
         st.tuples(st.just("settle"), st.integers(0, 30), st.none() | st.integers(0, 900_000)),
         st.tuples(st.just("release"), st.integers(0, 30)),
@@ -901,7 +1121,8 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
     ns = f"ex{next(EXAMPLES)}:"
     now = T0
     model: dict[str, dict[str, Any]] = {}
-    """hold id -> state, amount, buckets, expires_at, spent (as closed), adjusted"""
+    """hold id -> state, amount, buckets, expires_at, spent (as closed), adjusted, fp (the
+    fingerprint), kttl (the key's lifetime), closed_at"""
     by_key: dict[str, str] = {}
     order: list[str] = []
 
@@ -911,6 +1132,7 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
             if h["state"] in ("held", "submitted") and h["expires_at"] < now:
                 h["spent"] = h["amount"] if h["state"] == "submitted" else None
                 h["state"] = "expired" if h["state"] == "submitted" else "released"
+                h["closed_at"] = now
                 closed.add(hold_id)
         return closed
 
@@ -932,7 +1154,7 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
         picks_a_hold = kind in ("settle", "release", "submit", "renew", "adjust") and order
         target = ns + order[op[1] % len(order)] if picks_a_hold else None
         if kind == "reserve":
-            _, amount, buckets, key, ttl = op
+            _, amount, buckets, key, ttl, fp, kttl = op
             model_expire()
             hold_id = f"h{step}"
             result = ledger.reserve(
@@ -943,8 +1165,20 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 now=now,
                 expires_at=now + ttl,
                 idempotency_key=None if key is None else ns + key,
+                fingerprint=fp,
+                idempotency_ttl=kttl,
             )
             existing = by_key.get(key) if key is not None else None
+            if existing is not None:
+                old = model[existing]
+                if old["state"] not in ("held", "submitted") and (
+                    old["kttl"] is not None and old["closed_at"] + old["kttl"] < now
+                ):
+                    existing = None  # forgotten: a new request
+                elif old["fp"] != fp:
+                    assert (result.admitted, result.conflict) == (False, True), result
+                    assert result.hold is not None and result.hold.id == ns + existing
+                    continue
             replays = existing is not None and (
                 model[existing]["state"] != "released" or (model[existing]["adjusted"] or 0) > 0
             )
@@ -970,6 +1204,9 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 "expires_at": now + ttl,
                 "spent": None,
                 "adjusted": None,
+                "fp": fp,
+                "kttl": kttl,
+                "closed_at": None,
             }
             if existing is None:
                 order.append(hold_id)
@@ -987,10 +1224,11 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
                 ledger.settle(target, op[2], now=now)
                 if is_open:
                     h["state"], h["spent"] = "settled", h["amount"] if op[2] is None else op[2]
+                    h["closed_at"] = now
             elif kind == "release":
                 ledger.release(target, now=now)
                 if is_open:
-                    h["state"] = "released"
+                    h["state"], h["closed_at"] = "released", now
             elif kind == "submit":
                 ledger.mark_submitted(target, "req", now=now)
                 if is_open:
@@ -1024,3 +1262,4 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
             h["adjusted"],
         )
         assert set(row.buckets) == {ns + b for b in h["buckets"]}
+        assert (row.fingerprint, row.idempotency_ttl) == (h["fp"], h["kttl"])

@@ -3,6 +3,7 @@ cost does not grow with history."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -14,6 +15,15 @@ import pytest
 import falbudget.ledger.sqlite as sqlite_ledger
 from falbudget.errors import LedgerError, LedgerUnavailable
 from falbudget.ledger import BucketCharge, BucketTotals, SQLiteLedger
+from ledger_backends import (
+    V2_ADJUSTMENTS,
+    V2_ALERTS,
+    V2_BUCKETS,
+    V2_HOLD_COLUMNS,
+    V2_HOLDS,
+    check_v2_upgraded,
+    v2_hold_links,
+)
 
 T0 = 1_750_000_000.0
 CHARGES = [BucketCharge("global|2025-06", 10_000_000), BucketCharge("project=demo|2025-06", None)]
@@ -99,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "2"
-    assert len(sqlite_ledger.MIGRATIONS) == 2
+    assert schema_version(path) == "3"
+    assert len(sqlite_ledger.MIGRATIONS) == 3
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -125,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -137,17 +147,17 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
     calls: list[str] = []
 
     def add_note(db: sqlite3.Connection) -> None:
-        calls.append("v2")
+        calls.append("v4")
         db.execute("ALTER TABLE holds ADD COLUMN note TEXT")
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
     SQLiteLedger(path).close()
-    assert calls == ["v2"]
+    assert calls == ["v4"]
     conn = raw(path)
     assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(holds)")]
     conn.close()
@@ -165,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -174,8 +184,9 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
 def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ledger written by the falbudget before adjustments (schema 1) is upgraded to 2 the
-    first time this falbudget opens it: the holds keep their figures and can be reconciled."""
+    """A ledger written by the falbudget before adjustments (schema 1) is upgraded to the latest
+    version the first time this falbudget opens it: the holds keep their figures and can be
+    reconciled."""
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:1])
         SQLiteLedger(path).close()
@@ -196,13 +207,89 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "2"
+    assert schema_version(path) == "3"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
     row = ledger.adjust("old", 550_000, now=T0 + 100, reason="billed", source="test")
     assert row is not None and row.delta == -250_000  # 550_000 - 800_000
     assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 550_000, 0)]
+    ledger.close()
+
+
+def test_a_version_2_file_upgrades_to_bound_keys_and_loses_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 3 rebuilds the holds table (SQLite cannot drop the UNIQUE on idempotency_key): every
+    row of every table keeps every value and its rowid, the indexes are back, and the old keys
+    get no fingerprint and the 24 h lifetime."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:2])
+        SQLiteLedger(path).close()
+    assert schema_version(path) == "2"
+    conn = raw(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        f"INSERT INTO holds ({', '.join(V2_HOLD_COLUMNS)}) VALUES ({', '.join('?' * 15)})",
+        [
+            (*row[:5], json.dumps(row[5]), *row[6:11], json.dumps(row[11]), *row[12:])
+            for row in V2_HOLDS
+        ],
+    )
+    conn.executemany("INSERT INTO hold_buckets VALUES (?, ?, ?)", v2_hold_links())
+    conn.executemany("INSERT INTO buckets (key, settled, held) VALUES (?, ?, ?)", V2_BUCKETS)
+    conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V2_ADJUSTMENTS)
+    conn.executemany("INSERT INTO alerts VALUES (?, ?)", V2_ALERTS)
+    conn.execute("COMMIT")
+    tables = ["holds", "hold_buckets", "buckets", "adjustments", "alerts", "sqlite_sequence"]
+
+    def dump() -> dict[str, list[dict[str, object]]]:
+        conn.row_factory = sqlite3.Row
+        out = {}
+        for table in tables:
+            rowid = "" if table in ("hold_buckets", "buckets", "alerts") else "rowid AS rid, "
+            rows = conn.execute(f"SELECT {rowid}* FROM {table} ORDER BY 1, 2").fetchall()
+            out[table] = [dict(row) for row in rows]
+        conn.row_factory = None
+        return out
+
+    before = dump()
+    assert len(before["holds"]) == 6 and [h["rid"] for h in before["holds"]] == [1, 2, 3, 4, 5, 6]
+    SQLiteLedger(path).close()  # opening upgrades
+    assert schema_version(path) == "3"
+    after = dump()
+    for table in tables[1:]:
+        assert after[table] == before[table], table
+    assert [
+        {
+            k: v
+            for k, v in h.items()
+            if k not in ("fingerprint", "idempotency_ttl", "key_forgotten_at")
+        }
+        for h in after["holds"]
+    ] == before["holds"]
+    assert [
+        (h["fingerprint"], h["idempotency_ttl"], h["key_forgotten_at"]) for h in after["holds"]
+    ] == [(None, 86_400.0 if h["idempotency_key"] else None, None) for h in before["holds"]]
+    indexes = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'holds'"
+        )
+    }
+    assert indexes == {
+        "sqlite_autoindex_holds_1",  # the primary key
+        "holds_open_by_expiry",
+        "holds_by_created",
+        "holds_by_state_created",
+        "holds_by_request_id",
+        "holds_by_bound_key",
+    }
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.close()
+    ledger = SQLiteLedger(path)
+    check_v2_upgraded(ledger)
     ledger.close()
 
 

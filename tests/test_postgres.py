@@ -20,6 +20,15 @@ import pytest
 
 from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import Admission, BucketCharge, BucketTotals, Hold, Ledger, open_ledger
+from ledger_backends import (
+    V2_ADJUSTMENTS,
+    V2_ALERTS,
+    V2_BUCKETS,
+    V2_HOLD_COLUMNS,
+    V2_HOLDS,
+    check_v2_upgraded,
+    v2_hold_links,
+)
 from pgutil import (
     _drop_postgres_schemas,  # noqa: F401 - autouse: drops this module's schemas after each test
     admin_connection,
@@ -209,7 +218,7 @@ def test_a_missing_schema_is_created_by_8_processes_starting_at_once(url: str) -
     ledger.close()
 
 
-def _v3_for_test(conn: Any, schema: Any) -> None:
+def _v4_for_test(conn: Any, schema: Any) -> None:
     from psycopg import sql
 
     conn.execute(sql.SQL("ALTER TABLE {}.holds ADD COLUMN note TEXT").format(schema))
@@ -220,19 +229,19 @@ def test_an_older_schema_is_refused_until_migrated(
 ) -> None:
     from falbudget.ledger import postgres
 
-    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 2
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
-    assert postgres.latest_version() == 3
-    with pytest.raises(LedgerError, match=r"version 2 .*needs version 3.*falbudget ledger migrate"):
+    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 3
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v4_for_test])
+    assert postgres.latest_version() == 4
+    with pytest.raises(LedgerError, match=r"version 3 .*needs version 4.*falbudget ledger migrate"):
         opened(url).totals([GLOBAL])
-    assert meta_version(schema_of(url)) == "2"  # opening never upgrades
+    assert meta_version(schema_of(url)) == "3"  # opening never upgrades
 
-    assert postgres.migrate(url) == (2, 3)
-    assert meta_version(schema_of(url)) == "3"
+    assert postgres.migrate(url) == (3, 4)
+    assert meta_version(schema_of(url)) == "4"
     ledger = opened(url)
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 0, 300_000)]
     assert ledger.get_hold("kept").amount == 300_000
-    assert postgres.migrate(url) == (3, 3)
+    assert postgres.migrate(url) == (4, 4)
 
 
 def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
@@ -269,10 +278,10 @@ def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
             ),
             (GLOBAL,),
         )
-    with pytest.raises(LedgerError, match=r"version 1 .*needs version 2.*falbudget ledger migrate"):
+    with pytest.raises(LedgerError, match=r"version 1 .*needs version 3.*falbudget ledger migrate"):
         opened(url).get_hold("old")
     assert main(["ledger", "migrate", url]) == 0
-    assert meta_version(schema_of(url)) == "2"
+    assert meta_version(schema_of(url)) == "3"
     ledger = opened(url)
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
@@ -281,6 +290,101 @@ def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
     assert row is not None and (row.id, row.delta) == (1, -250_000)  # 550_000 - 800_000
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 550_000, 0)]
     assert ledger.adjustments() == [row]
+
+
+def test_a_version_2_schema_is_migrated_to_bound_keys_and_loses_nothing(
+    url: str, monkeypatch: pytest.MonkeyPatch, opened: Callable[[str], Ledger]
+) -> None:
+    """Schema 3 drops the UNIQUE constraint on idempotency_key for a partial unique index over
+    bound keys: every row of every table keeps every value, and the old keys get no fingerprint
+    and the 24 h lifetime."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    from falbudget.ledger import postgres
+
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:2])
+        assert postgres.migrate(url) == (0, 2)
+    schema = sql.Identifier(schema_of(url))
+    tables = ["holds", "hold_buckets", "buckets", "adjustments", "alerts"]
+    with admin_connection() as conn:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                sql.SQL("INSERT INTO {}.holds ({}) VALUES ({})").format(
+                    schema,
+                    sql.SQL(", ").join(map(sql.Identifier, V2_HOLD_COLUMNS)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(V2_HOLD_COLUMNS)),
+                ),
+                [(*row[:11], Jsonb(row[11]), *row[12:]) for row in V2_HOLDS],
+            )
+            cursor.executemany(
+                sql.SQL("INSERT INTO {}.hold_buckets VALUES (%s, %s, %s)").format(schema),
+                v2_hold_links(),
+            )
+            cursor.executemany(
+                sql.SQL("INSERT INTO {}.buckets VALUES (%s, %s, %s)").format(schema), V2_BUCKETS
+            )
+            cursor.executemany(
+                sql.SQL(
+                    "INSERT INTO {}.adjustments OVERRIDING SYSTEM VALUE "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(schema),
+                V2_ADJUSTMENTS,
+            )
+            cursor.executemany(
+                sql.SQL("INSERT INTO {}.alerts VALUES (%s, %s)").format(schema), V2_ALERTS
+            )
+
+        def dump() -> dict[str, list[tuple[Any, ...]]]:
+            return {
+                table: conn.execute(
+                    sql.SQL("SELECT * FROM {}.{} ORDER BY 1, 2").format(
+                        schema, sql.Identifier(table)
+                    )
+                ).fetchall()
+                for table in tables
+            }
+
+        before = dump()
+        assert len(before["holds"]) == 6
+        with pytest.raises(LedgerError, match=r"version 2 .*needs version 3"):
+            opened(url).totals([GLOBAL])
+        assert postgres.migrate(url) == (2, 3)
+        after = dump()
+        columns = [
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = 'holds' ORDER BY ordinal_position",
+                (schema_of(url),),
+            )
+        ]
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'holds'",
+                (schema_of(url),),
+            )
+        }
+    assert columns[-3:] == ["fingerprint", "idempotency_ttl", "key_forgotten_at"]
+    for table in tables[1:]:
+        assert after[table] == before[table], table
+    assert [row[:-3] for row in after["holds"]] == before["holds"]
+    key = columns.index("idempotency_key")
+    assert [row[-3:] for row in after["holds"]] == [
+        (None, 86_400.0 if row[key] else None, None) for row in before["holds"]
+    ]
+    assert indexes == {
+        "holds_pkey",
+        "holds_seq_key",
+        "holds_open_by_expiry",
+        "holds_by_created",
+        "holds_by_state_created",
+        "holds_by_request_id",
+        "holds_by_bound_key",
+    }  # holds_idempotency_key_key, the UNIQUE constraint's index, is gone
+    check_v2_upgraded(opened(url))
 
 
 def test_adjusting_a_hold_whose_bucket_row_was_deleted_by_hand_names_the_bucket(
@@ -335,7 +439,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         with pytest.raises(LedgerError) as info:
             attempt()
         assert not isinstance(info.value, LedgerUnavailable)
-        assert "version 99, newer than this falbudget supports (2)" in str(info.value)
+        assert "version 99, newer than this falbudget supports (3)" in str(info.value)
         assert "upgrade falbudget" in str(info.value)
     assert meta_version(schema_of(url)) == "99"
 
@@ -692,14 +796,14 @@ def test_cli_ledger_migrate(
 
     schema = schema_of(url)
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 2\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 3\n"
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 2\n"
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v3_for_test])
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 3\n"
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _v4_for_test])
     assert main(["ledger", "migrate", url, "--format", "json"]) == 0
     assert capsys.readouterr().out == (
-        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 2,'
-        ' "to_version": 3, "changed": true}\n'
+        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 3,'
+        ' "to_version": 4, "changed": true}\n'
     )
 
 

@@ -1,4 +1,5 @@
-"""The guard's YAML configuration file: ledger URL, caps, hold_ttl, on_unknown, price table."""
+"""The guard's YAML configuration file: ledger URL, caps, hold_ttl, idempotency_ttl, on_unknown,
+price table."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import (
 )
 
 from falbudget.errors import ConfigurationError, FalbudgetError
+from falbudget.guard import _idempotency
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard
@@ -66,6 +68,13 @@ class GuardConfig(_Strict):
     pricing: StrictStr | None = None
     # strict: a number of seconds; YAML's true or a quoted "60" is refused, as Guard refuses them
     hold_ttl: float = Field(default=3600.0, gt=0, strict=True)
+    # seconds an idempotency key is remembered after its hold closes: 1 hour to 365 days
+    idempotency_ttl: float = Field(
+        default=_idempotency.DEFAULT_TTL,
+        ge=_idempotency.MIN_TTL,
+        le=_idempotency.MAX_TTL,
+        strict=True,
+    )
     on_unknown: Literal["deny", "allow"] = "deny"
     caps: list[CapConfig] = Field(default_factory=list)
 
@@ -97,6 +106,7 @@ class GuardConfig(_Strict):
             "ledger": self.ledger,
             "caps": caps,
             "hold_ttl": self.hold_ttl,
+            "idempotency_ttl": self.idempotency_ttl,
             "on_unknown": self.on_unknown,
         }
         if self.pricing is not None:

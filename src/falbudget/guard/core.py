@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from falbudget import clock as falbudget_clock
 from falbudget.errors import BudgetExceeded, ConfigurationError, HoldClosed, UnknownEndpoint
+from falbudget.guard import _idempotency
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
 from falbudget.ledger.base import Admission, BucketCharge, Ledger
 from falbudget.ledger.base import Hold as LedgerHold
@@ -90,7 +91,9 @@ class Hold:
         self._row = row
         self.quote = quote
         self.replayed = replayed
-        """True when an earlier reservation with the same idempotency key was returned."""
+        """True when an earlier reservation with the same idempotency key was returned: that
+        request's hold, not this caller's to settle or release (leaving a ``with`` block does
+        neither); a caller that sees it sends nothing."""
 
     @property
     def id(self) -> str:
@@ -124,6 +127,10 @@ class Hold:
     @property
     def request_id(self) -> str | None:
         return self._row.request_id
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self._row.idempotency_key
 
     @property
     def expires_at(self) -> float:
@@ -314,22 +321,32 @@ class Reservation:
     A reservation holds nothing until it is entered or acquired: one dropped before that warns
     (ResourceWarning), as an unclosed file does."""
 
-    def __init__(self, guard: Guard, plan: _Plan | None, idempotency_key: str | None) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        plan: _Plan | None,
+        idempotency_key: str | None,
+        fingerprint: str | None = None,
+    ) -> None:
         self._used = False
         self._guard = guard
         self._plan = plan
         self._key = idempotency_key
+        self._fingerprint = fingerprint
         self.hold: Hold | None = None
 
     def acquire(self) -> Hold:
-        """Hold the amount now (raises BudgetExceeded); the caller must settle or release."""
+        """Hold the amount now (raises BudgetExceeded, or IdempotencyConflict for a key bound to
+        another request); the caller must settle or release, unless ``hold.replayed``."""
         self._used = True
-        self.hold = self._guard._admit(self._plan, self._key)
+        self.hold = self._guard._admit(self._plan, self._key, self._fingerprint)
         return self.hold
 
     async def aacquire(self) -> Hold:
         self._used = True
-        self.hold = await asyncio.to_thread(self._guard._admit, self._plan, self._key)
+        self.hold = await asyncio.to_thread(
+            self._guard._admit, self._plan, self._key, self._fingerprint
+        )
         return self.hold
 
     def __del__(self) -> None:
@@ -349,14 +366,14 @@ class Reservation:
         return self.acquire()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.hold is not None:
+        if self.hold is not None and not self.hold.replayed:  # a replay's hold is not ours
             self.hold.close(failed=exc_type is not None)
 
     async def __aenter__(self) -> Hold:
         return await self.aacquire()
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.hold is not None:
+        if self.hold is not None and not self.hold.replayed:
             await self.hold.aclose(failed=exc_type is not None)
 
 
@@ -366,10 +383,11 @@ class Guard:
     ``Guard(ledger, caps)``: ``ledger`` is a Ledger or a URL for ``open_ledger`` (None: the
     default ledger, ``FALBUDGET_LEDGER`` or a SQLite file in the user's data directory);
     ``caps`` the Cap objects; ``table`` a PriceTable (None: the default table); ``hold_ttl`` the
-    seconds a hold lives without renewal; ``on_unknown`` "deny" (an unpriced endpoint raises
-    UnknownEndpoint) or "allow" (it passes unpriced, with a warning); ``clock`` a function
-    returning epoch seconds (default ``falbudget.clock.now``, the wall clock); ``on_alert``
-    called with an Alert.
+    seconds a hold lives without renewal; ``idempotency_ttl`` the seconds an idempotency key is
+    remembered after its hold closes (default 86400, 24 hours; from 3600 to 365 days);
+    ``on_unknown`` "deny" (an unpriced endpoint raises UnknownEndpoint) or "allow" (it passes
+    unpriced, with a warning); ``clock`` a function returning epoch seconds (default
+    ``falbudget.clock.now``, the wall clock); ``on_alert`` called with an Alert.
     """
 
     def __init__(
@@ -379,6 +397,7 @@ class Guard:
         *,
         table: PriceTable | None = None,
         hold_ttl: float = 3600.0,
+        idempotency_ttl: float = _idempotency.DEFAULT_TTL,
         on_unknown: OnUnknown = "deny",
         clock: Callable[[], float] | None = None,
         on_alert: Callable[[Alert], object] | None = None,
@@ -389,6 +408,7 @@ class Guard:
             raise ConfigurationError(
                 f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0"
             )
+        idempotency_ttl = _idempotency.check_ttl(idempotency_ttl)
         if on_unknown not in ("deny", "allow"):
             raise ConfigurationError(f"on_unknown={on_unknown!r} is not allowed: 'deny' or 'allow'")
         caps = tuple(caps)
@@ -401,6 +421,7 @@ class Guard:
         self.caps = caps
         self._table = table
         self.hold_ttl = float(hold_ttl)
+        self.idempotency_ttl = idempotency_ttl
         self.on_unknown: OnUnknown = on_unknown
         self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
@@ -498,9 +519,13 @@ class Guard:
         )
 
     # -- the ledger steps: blocking, run in a thread by the async face ----------------------
-    def _admit(self, plan: _Plan | None, idempotency_key: str | None) -> Hold:
+    def _admit(
+        self, plan: _Plan | None, idempotency_key: str | None, fingerprint: str | None = None
+    ) -> Hold:
         if plan is None:  # pragma: no cover - Reservation always has a plan
             raise ConfigurationError("nothing to reserve")
+        if idempotency_key is not None and fingerprint is None:
+            fingerprint = _idempotency.fingerprint(plan.endpoint, plan.arguments, plan.tags)
         now = self._now()
         quote = plan.quote
         result: Admission = self.ledger.reserve(
@@ -515,7 +540,11 @@ class Guard:
             # the table's version, and for dated prices "@" and their first day (rules_version)
             table_version=quote.rules_version if quote else None,
             table_sha256=quote.table_sha256 if quote else None,
+            fingerprint=fingerprint,
+            idempotency_ttl=None if idempotency_key is None else self.idempotency_ttl,
         )
+        if result.conflict and result.hold is not None and idempotency_key is not None:
+            raise _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
         if not result.admitted or result.hold is None:
             bucket = result.refused_by or GLOBAL_TOTAL
             cap = plan.caps_by_bucket.get(bucket)
@@ -569,8 +598,20 @@ class Guard:
         holds the amount against every cap that applies or raises BudgetExceeded. Normal exit
         settles at the quoted amount; an exception releases (a hold marked submitted stays
         submitted) and propagates.
+
+        ``idempotency_key`` binds the key to this request (endpoint, canonical arguments, tags)
+        until ``idempotency_ttl`` after its hold closes: the same request again returns the
+        first hold (``hold.replayed``; send nothing, and leaving the block neither settles nor
+        releases it); another request under the key raises IdempotencyConflict.
         """
-        return Reservation(self, self._plan(endpoint, arguments, tags), idempotency_key)
+        key = _idempotency.check_key(idempotency_key)
+        plan = self._plan(endpoint, arguments, tags)
+        fingerprint = (
+            None
+            if key is None
+            else _idempotency.fingerprint(plan.endpoint, plan.arguments, plan.tags)
+        )
+        return Reservation(self, plan, key, fingerprint)
 
     def areserve(
         self,
@@ -631,13 +672,17 @@ class Guard:
         **kwargs: Any,
     ) -> T:
         """Call ``fn(endpoint, arguments, *args, **kwargs)`` under a reservation: settle when it
-        returns, release when it raises. The hold is renewed while ``fn`` runs."""
+        returns, release when it raises. The hold is renewed while ``fn`` runs. A replayed
+        ``idempotency_key`` never calls ``fn`` again: it raises IdempotencyInProgress while the
+        first call's hold is open, IdempotencyReplayed once it is closed."""
         reservation = self.reserve(
             endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
         )
-        with reservation as hold, hold.keepalive():
-            hold.mark_submitted()  # fn may send: if this process dies now, expiry counts it
-            return fn(endpoint, arguments, *args, **kwargs)
+        with reservation as hold:
+            _refuse_replay(hold)
+            with hold.keepalive():
+                hold.mark_submitted()  # fn may send: if this process dies now, expiry counts it
+                return fn(endpoint, arguments, *args, **kwargs)
 
     async def acall(
         self,
@@ -653,9 +698,11 @@ class Guard:
         reservation = self.areserve(
             endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
         )
-        async with reservation as hold, hold.akeepalive():
-            await hold.amark_submitted()  # as in call()
-            return await fn(endpoint, arguments, *args, **kwargs)
+        async with reservation as hold:
+            _refuse_replay(hold)
+            async with hold.akeepalive():
+                await hold.amark_submitted()  # as in call()
+                return await fn(endpoint, arguments, *args, **kwargs)
 
     def wrap(self, client: Any, **tags: str) -> Any:
         """A fal_client.SyncClient or AsyncClient whose spending calls go through this guard."""
@@ -744,6 +791,14 @@ class Guard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refuse_replay(hold: Hold) -> None:
+    """guard.call keeps no result to return: a replayed key raises instead of calling again."""
+    if hold.replayed and hold.idempotency_key is not None:
+        raise _idempotency.unavailable(
+            hold.idempotency_key, hold._row, "guard.call keeps no result to return"
+        )
 
 
 def _cap_buckets(guard: Guard, cap: Cap, now: float) -> list[str]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from falbudget.errors import ConfigurationError, UnknownEndpoint, install_hint
+from falbudget.guard import _idempotency
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard, Hold
@@ -55,6 +56,15 @@ def failure_policy(exc: BaseException, *, accepted: bool, call: str) -> Action:
             return "keep"
         return "settle" if call in ("run", "stream") else "release"
     return "keep" if accepted else "release"
+
+
+NO_REQUEST_ID = "no fal request id is known to fetch its result by"
+
+
+def _unavailable(hold: Hold, why: str) -> Exception:
+    """A replay that cannot return the first request's outcome: IdempotencyInProgress while its
+    hold is open, IdempotencyReplayed once closed. Raised before any HTTP request."""
+    return _idempotency.unavailable(hold.idempotency_key or "", hold._row, why)
 
 
 def _finish(hold: Hold, exc: BaseException, call: str) -> None:
@@ -135,8 +145,10 @@ class _GuardedBase:
         return self._client
 
     def with_options(self, *, idempotency_key: str | None = None, **tags: str) -> Any:
-        """The same guarded client with more tags, or an idempotency key for the next call(s):
-        ``fal.with_options(idempotency_key="job-7", project="alpha").run(...)``."""
+        """The same guarded client with more tags, or an idempotency key for one request:
+        ``fal.with_options(idempotency_key="job-7", project="alpha").run(...)``. The same
+        request again under the key sends nothing and returns the first one's handle or result;
+        another request under it raises IdempotencyConflict."""
         return type(self)(self._guard, self._client, {**self._tags, **tags}, idempotency_key)
 
     def __getattr__(self, name: str) -> Any:
@@ -179,6 +191,8 @@ class GuardedSyncClient(_GuardedBase):
         def call(*args: Any, **kwargs: Any) -> Any:
             reservation = self._reserve(original, args, kwargs)  # refusals: before any HTTP
             hold = reservation.acquire()
+            if hold.replayed:
+                return self._replay(name, hold, kwargs)
             if name == "subscribe":
                 kwargs["on_enqueue"] = _marking(hold, kwargs.get("on_enqueue"))
             try:
@@ -196,9 +210,21 @@ class GuardedSyncClient(_GuardedBase):
 
         return call
 
+    def _replay(self, name: str, hold: Hold, kwargs: Mapping[str, Any]) -> Any:
+        """The same request again under its idempotency key: nothing is sent; the first
+        request's handle (submit) or its result fetched by request id (run, subscribe)."""
+        if hold.request_id is None:
+            raise _unavailable(hold, NO_REQUEST_ID)
+        handle = GuardedSyncHandle(self._client.get_handle(hold.endpoint, hold.request_id), hold)
+        if name == "submit":
+            return handle
+        return handle.get(**{k: kwargs[k] for k in ("interval",) if k in kwargs})
+
     def _stream(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
             hold = self._reserve(original, args, kwargs).acquire()
+            if hold.replayed:
+                raise _unavailable(hold, "a stream's events cannot be fetched again")
             return _guarded_iter(hold, original(*args, **kwargs))
 
         return stream
@@ -239,6 +265,8 @@ class GuardedSyncHandle:
         return getattr(self._handle, name)
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hold.closed:  # a replay of a request whose hold is closed: nothing to decide
+            return self._handle.get(*args, **kwargs)
         try:
             with self.hold.keepalive():
                 result = self._handle.get(*args, **kwargs)
@@ -263,6 +291,8 @@ class GuardedAsyncClient(_GuardedBase):
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             hold = await self._reserve(original, args, kwargs).aacquire()
+            if hold.replayed:
+                return await self._replay(name, hold, kwargs)
             if name == "subscribe":
                 kwargs["on_enqueue"] = _amarking(hold, kwargs.get("on_enqueue"))
             try:
@@ -280,9 +310,21 @@ class GuardedAsyncClient(_GuardedBase):
 
         return call
 
+    async def _replay(self, name: str, hold: Hold, kwargs: Mapping[str, Any]) -> Any:
+        """The asyncio twin of GuardedSyncClient._replay."""
+        if hold.request_id is None:
+            raise _unavailable(hold, NO_REQUEST_ID)
+        fal_handle = await self._client.get_handle(hold.endpoint, hold.request_id)
+        handle = GuardedAsyncHandle(fal_handle, hold)
+        if name == "submit":
+            return handle
+        return await handle.get(**{k: kwargs[k] for k in ("interval",) if k in kwargs})
+
     def _stream(self, original: Callable[..., Any]) -> Callable[..., Any]:
         async def stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             hold = await self._reserve(original, args, kwargs).aacquire()
+            if hold.replayed:
+                raise _unavailable(hold, "a stream's events cannot be fetched again")
             try:
                 await hold.amark_submitted()  # the POST leaves on the first read
                 async with hold.akeepalive():
@@ -321,6 +363,8 @@ class GuardedAsyncHandle:
         return getattr(self._handle, name)
 
     async def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hold.closed:  # a replay of a request whose hold is closed: nothing to decide
+            return await self._handle.get(*args, **kwargs)
         try:
             async with self.hold.akeepalive():
                 result = await self._handle.get(*args, **kwargs)

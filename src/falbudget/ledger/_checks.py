@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from falbudget.errors import LedgerError
-from falbudget.ledger.base import ADJUSTABLE_STATES, BucketCharge, Hold, HoldState
+from falbudget.ledger.base import ADJUSTABLE_STATES, OPEN_STATES, BucketCharge, Hold, HoldState
 
 MAX_MICROS = 2**63 - 1
 """The largest amount or total a ledger stores (a signed 64-bit integer, as SQL keeps it)."""
@@ -138,6 +138,33 @@ def adjustment_delta(hold: Hold, amount: int) -> int | None:
         )
     previous = hold.spent_amount
     return None if previous == amount else amount - previous
+
+
+def idempotency(
+    key: object, fingerprint: object, ttl: object
+) -> tuple[str | None, str | None, float | None]:
+    """The checks of ``reserve``'s idempotency arguments: (key, fingerprint, ttl), or
+    LedgerError. A key is None or a non-empty string, a fingerprint None or a string, a ttl None
+    or finite seconds above 0."""
+    if key is not None and (not isinstance(key, str) or not key):
+        raise LedgerError(f"idempotency_key must be None or a non-empty string, got {key!r}")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise LedgerError(f"fingerprint must be None or a string, got {fingerprint!r}")
+    if ttl is not None:
+        ttl = seconds("idempotency_ttl", ttl)
+        if ttl <= 0:
+            raise LedgerError(f"idempotency_ttl must be None or seconds above 0, got {ttl!r}")
+    return key, fingerprint, ttl
+
+
+def key_forgotten(hold: Hold, now: float) -> bool:
+    """Whether ``hold`` no longer holds its idempotency key at ``now``: it closed (its
+    ``updated_at``) more than its ``idempotency_ttl`` seconds ago. An open hold keeps its key."""
+    return (
+        hold.idempotency_ttl is not None
+        and hold.state not in OPEN_STATES
+        and hold.updated_at + hold.idempotency_ttl < now
+    )
 
 
 def readmits(hold: Hold) -> bool:

@@ -16,8 +16,9 @@ def _same(value: Any) -> Any:
 def hold_from_row(row: Sequence[Any], *, decode: Callable[[Any], Any] = _same) -> Hold:
     """A ``holds`` row (id, endpoint, amount, state, buckets, created_at, expires_at, updated_at,
     idempotency_key, request_id, settled_amount, tags, table_version, table_sha256,
-    adjusted_amount) as a Hold; ``decode`` turns the stored buckets and tags into a list and a
-    dict (SQLite keeps them as JSON text, PostgreSQL as native arrays and jsonb)."""
+    adjusted_amount, fingerprint, idempotency_ttl) as a Hold; ``decode`` turns the stored buckets
+    and tags into a list and a dict (SQLite keeps them as JSON text, PostgreSQL as native arrays
+    and jsonb)."""
     (
         hold_id,
         endpoint,
@@ -34,6 +35,8 @@ def hold_from_row(row: Sequence[Any], *, decode: Callable[[Any], Any] = _same) -
         table_version,
         table_sha256,
         adjusted_amount,
+        fingerprint,
+        idempotency_ttl,
     ) = row
     return Hold(
         id=hold_id,
@@ -51,6 +54,8 @@ def hold_from_row(row: Sequence[Any], *, decode: Callable[[Any], Any] = _same) -
         table_version=table_version,
         table_sha256=table_sha256,
         adjusted_amount=None if adjusted_amount is None else int(adjusted_amount),
+        fingerprint=fingerprint,
+        idempotency_ttl=None if idempotency_ttl is None else float(idempotency_ttl),
     )
 
 

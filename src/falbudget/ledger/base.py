@@ -21,6 +21,10 @@ reconciliation (an expired hold that was never submitted becomes ``released``)."
 OPEN_STATES: tuple[HoldState, ...] = ("held", "submitted")
 SPENT_STATES: tuple[HoldState, ...] = ("settled", "expired")
 
+DEFAULT_IDEMPOTENCY_TTL = 86_400.0
+"""How long (seconds) a guard remembers an idempotency key after its hold closes: 24 hours.
+Keys of holds recorded before keys had a lifetime (schema 2) get it when the ledger upgrades."""
+
 
 @dataclass(frozen=True)
 class BucketCharge:
@@ -61,6 +65,12 @@ class Hold:
     """What the hold counts as spent after its last adjustment (:meth:`Ledger.adjust`, when fal's
     records showed a different bill), micro-USD; None: never adjusted. ``settled_amount`` keeps
     what was first counted; the adjustments are the audit trail between the two."""
+    fingerprint: str | None = None
+    """What ``idempotency_key`` is bound to, opaque to the ledger (the guard's digest of the
+    endpoint, the canonical priced arguments and the tags); None: nothing recorded."""
+    idempotency_ttl: float | None = None
+    """Seconds ``idempotency_key`` stays bound to this hold after it closes (from
+    ``updated_at``, when a closed hold last changed state); None: for ever."""
 
     @property
     def counts_as_spent(self) -> bool:
@@ -120,8 +130,9 @@ class Admission:
 
     ``admitted`` True: ``hold`` is the new (or, for a repeated idempotency key, the existing) hold;
     ``replayed`` says it already existed. ``admitted`` False: ``refused_by`` is the first bucket
-    (in the given order) that would go over and ``totals`` its figures at that moment; nothing was
-    written.
+    (in the given order) that would go over and ``totals`` its figures at that moment; or
+    ``conflict`` is True: the idempotency key is bound to ``hold``, whose fingerprint is not the
+    one given. Nothing was written.
     """
 
     admitted: bool
@@ -129,6 +140,7 @@ class Admission:
     replayed: bool = False
     refused_by: str | None = None
     totals: BucketTotals | None = None
+    conflict: bool = False
 
 
 @runtime_checkable
@@ -150,14 +162,27 @@ class Ledger(Protocol):
         tags: Mapping[str, str] | None = None,
         table_version: str | None = None,
         table_sha256: str | None = None,
+        fingerprint: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Admission:
         """Atomically: expire overdue holds (as :meth:`expire` does, with ``now``), then check
         every charge's bucket and, when all fit, add ``amount`` to each bucket's held total and
-        record the hold. A repeated ``idempotency_key`` whose hold is held, submitted, settled or
-        expired returns that hold with ``replayed=True`` and charges nothing; one whose hold was
-        released is admitted afresh (the same hold row, re-opened with this call's values and no
-        adjusted amount; its past adjustments stay in the audit trail), unless the released hold
-        was adjusted above 0 (fal billed it after all): that one replays."""
+        record the hold.
+
+        An ``idempotency_key`` is bound to the hold it is first used for, with ``fingerprint``
+        (what the key stands for; None is a value too) and ``idempotency_ttl`` (seconds the key
+        stays bound after the hold closes; None: for ever). A repeated key:
+
+        * whose hold closed more than its ``idempotency_ttl`` before ``now`` is forgotten: this
+          call is a new reservation (a new hold; the old one keeps its key in the history);
+        * with another fingerprint is refused with ``conflict=True`` and ``hold`` the bound
+          hold; nothing is written;
+        * whose hold is held, submitted, settled or expired returns that hold with
+          ``replayed=True`` and charges nothing;
+        * whose hold was released is admitted afresh (the same hold row, re-opened with this
+          call's values and no adjusted amount; its past adjustments stay in the audit trail),
+          unless the released hold was adjusted above 0 (fal billed it after all): that one
+          replays."""
         ...
 
     def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:

@@ -59,18 +59,26 @@ class MemoryLedger:
         tags: Mapping[str, str] | None = None,
         table_version: str | None = None,
         table_sha256: str | None = None,
+        fingerprint: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
         amount, keys, now, expires_at, checked_tags = _checks.reservation(
             amount, charges, now, expires_at, tags
+        )
+        idempotency_key, fingerprint, idempotency_ttl = _checks.idempotency(
+            idempotency_key, fingerprint, idempotency_ttl
         )
         clean_tags = _Tags(checked_tags)
         with self._lock:
             if self._expiry and self._expiry[0][0] < now:
                 self._expire_locked(now)
             reopen: Hold | None = None
-            if idempotency_key is not None and idempotency_key in self._by_key:
-                existing = self._holds[self._by_key[idempotency_key]]
+            bound = self._by_key.get(idempotency_key) if idempotency_key is not None else None
+            existing = None if bound is None else self._holds[bound]
+            if existing is not None and not _checks.key_forgotten(existing, now):
+                if existing.fingerprint != fingerprint:
+                    return Admission(admitted=False, hold=existing, conflict=True)
                 if not _checks.readmits(existing):
                     return Admission(admitted=True, hold=existing, replayed=True)
                 reopen = existing
@@ -113,6 +121,8 @@ class MemoryLedger:
                     "table_version": table_version,
                     "table_sha256": table_sha256,
                     "adjusted_amount": None,
+                    "fingerprint": fingerprint,
+                    "idempotency_ttl": idempotency_ttl,
                 },
             )
             self._holds[hold.id] = hold
@@ -129,6 +139,7 @@ class MemoryLedger:
                     "replayed": False,
                     "refused_by": None,
                     "totals": None,
+                    "conflict": False,
                 },
             )
 

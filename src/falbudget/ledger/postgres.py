@@ -57,6 +57,7 @@ from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger._urls import redact_url
 from falbudget.ledger.base import (
+    DEFAULT_IDEMPOTENCY_TTL,
     Adjustment,
     Admission,
     BucketCharge,
@@ -96,6 +97,8 @@ _HOLD_COLUMNS = (
     "table_version",
     "table_sha256",
     "adjusted_amount",
+    "fingerprint",
+    "idempotency_ttl",
 )
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -183,7 +186,42 @@ def _v2_adjustments(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema))
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments]
+def _v3_bound_keys(conn: Connection, schema: sql.Identifier) -> None:
+    """Idempotency keys bound to a request (a fingerprint) for a time after the hold closes.
+
+    A key may now name several holds in the history, one of them bound to it (key_forgotten_at
+    NULL): version 1's UNIQUE constraint (found by its column, whatever its name) gives way to a
+    partial unique index. Keys of existing holds have no fingerprint (nothing was recorded) and
+    get the default lifetime, so they are forgotten 24 h after their hold closes."""
+    holds = sql.SQL("{}.holds").format(schema)
+    constraints = conn.execute(
+        sql.SQL(
+            """SELECT c.conname FROM pg_catalog.pg_constraint AS c
+            JOIN pg_catalog.pg_attribute AS a
+                ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+            WHERE c.conrelid = %s::regclass AND c.contype = 'u'
+                AND a.attname = 'idempotency_key' AND cardinality(c.conkey) = 1"""
+        ),
+        (holds.as_string(conn),),
+    ).fetchall()
+    for (name,) in constraints:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(holds, sql.Identifier(name))
+        )
+    statements = [
+        """ALTER TABLE {s}.holds ADD COLUMN fingerprint TEXT,
+            ADD COLUMN idempotency_ttl DOUBLE PRECISION
+                CHECK (idempotency_ttl IS NULL OR idempotency_ttl > 0),
+            ADD COLUMN key_forgotten_at DOUBLE PRECISION""",
+        """UPDATE {s}.holds SET idempotency_ttl = {ttl} WHERE idempotency_key IS NOT NULL""",
+        """CREATE UNIQUE INDEX holds_by_bound_key ON {s}.holds (idempotency_key)
+            WHERE key_forgotten_at IS NULL""",
+    ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(s=schema, ttl=sql.Literal(DEFAULT_IDEMPOTENCY_TTL)))
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
 
@@ -494,10 +532,15 @@ class PostgresLedger:
         tags: Mapping[str, str] | None = None,
         table_version: str | None = None,
         table_sha256: str | None = None,
+        fingerprint: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
         amount, keys, now, expires_at, clean_tags = _checks.reservation(
             amount, charges, now, expires_at, tags
+        )
+        idempotency_key, fingerprint, idempotency_ttl = _checks.idempotency(
+            idempotency_key, fingerprint, idempotency_ttl
         )
         charges = tuple(charges)
         limits: dict[str, int | None] = {}  # the smallest limit given for each key
@@ -518,13 +561,21 @@ class PostgresLedger:
             "tags": Jsonb(clean_tags),
             "table_version": table_version,
             "table_sha256": table_sha256,
+            "fingerprint": fingerprint,
+            "idempotency_ttl": idempotency_ttl,
         }
 
         def admit(conn: Connection) -> Admission:
             reopen: str | None = None
+            forget: str | None = None
             for _ in range(MAX_ATTEMPTS):
                 if self._try_admit(
-                    conn, values, rooms, hold_id if reopen is None else reopen, reopen is not None
+                    conn,
+                    values,
+                    rooms,
+                    hold_id if reopen is None else reopen,
+                    reopen is not None,
+                    forget,
                 ):
                     hold = Hold(
                         id=hold_id if reopen is None else reopen,
@@ -539,17 +590,22 @@ class PostgresLedger:
                         tags=dict(clean_tags),
                         table_version=table_version,
                         table_sha256=table_sha256,
+                        fingerprint=fingerprint,
+                        idempotency_ttl=idempotency_ttl,
                     )
                     return Admission(admitted=True, hold=hold)
                 by_key, by_id, totals = self._inspect(conn, keys, hold_id, idempotency_key)
-                if by_key is not None:
+                reopen = forget = None
+                if by_key is not None and _checks.key_forgotten(by_key, now):
+                    forget = by_key.id  # unbound in the admission's transaction, if still bound
+                elif by_key is not None:
+                    if by_key.fingerprint != fingerprint:
+                        return Admission(admitted=False, hold=by_key, conflict=True)
                     if not _checks.readmits(by_key):
                         return Admission(admitted=True, hold=by_key, replayed=True)
                     reopen = by_key.id
-                elif by_id is not None:
+                if reopen is None and by_id is not None:
                     raise LedgerError(f"a hold with id {hold_id!r} already exists")
-                else:
-                    reopen = None
                 for charge in charges:
                     settled, held = totals.get(charge.key, (0, 0))
                     if charge.limit is not None and settled + held + amount > charge.limit:
@@ -577,13 +633,18 @@ class PostgresLedger:
         rooms: Sequence[tuple[str, int]],
         hold_id: str,
         reopen: bool,
+        forget: str | None = None,
     ) -> bool:
         """One round trip: expire overdue holds (committed on its own), then in one transaction
-        record the hold, charge every bucket in sorted order and commit. False when a guard
-        refused or the hold id or idempotency key is taken; the transaction is then aborted."""
+        unbind the idempotency key from hold ``forget`` (when its lifetime is over), record the
+        hold, charge every bucket in sorted order and commit. False when a guard refused, the
+        hold id or idempotency key is taken, or another worker unbound the key first; the
+        transaction is then aborted."""
         q = self._q
-        params = {**values, "id": hold_id}
+        params = {**values, "id": hold_id, "forget": forget}
         batch = _Batch().call(q.expire, params).sql("COMMIT").sql("BEGIN")
+        if forget is not None:
+            batch.call(q.forget_key, params)
         # The hold first: its row is new (or, re-opened, locked here), so writing it takes no
         # lock another admission waits for, and the buckets' row locks, taken last in key
         # order, are held only for the charges and the COMMIT.
@@ -1001,11 +1062,26 @@ class _Queries:
         self.insert_hold = self._add(
             "fb_insert_hold",
             """INSERT INTO {s}.holds (id, endpoint, amount, state, buckets, created_at,
-                expires_at, updated_at, idempotency_key, tags, table_version, table_sha256)
+                expires_at, updated_at, idempotency_key, tags, table_version, table_sha256,
+                fingerprint, idempotency_ttl)
             VALUES (%(id)s::text, %(endpoint)s::text, %(amount)s::bigint, 'held',
                 %(buckets)s::text[], %(now)s::float8, %(expires_at)s::float8, %(now)s::float8,
                 %(idempotency_key)s::text, %(tags)s::jsonb, %(table_version)s::text,
-                %(table_sha256)s::text)""",
+                %(table_sha256)s::text, %(fingerprint)s::text, %(idempotency_ttl)s::float8)""",
+        )
+        # An idempotency key whose hold closed more than its lifetime ago is unbound (the hold
+        # keeps it in the history) so that a new hold may take it. The row lock makes a worker
+        # doing the same wait; it then finds the key already unbound, and division by zero
+        # aborts its transaction: it re-reads the key's new hold.
+        self.forget_key = self._add(
+            "fb_forget_key",
+            f"""WITH f AS (
+                UPDATE {{s}}.holds SET key_forgotten_at = %(now)s::float8
+                WHERE id = %(forget)s::text AND key_forgotten_at IS NULL AND NOT ({_OPEN})
+                    AND updated_at + idempotency_ttl < %(now)s::float8
+                RETURNING 1
+            )
+            SELECT 1 / count(*) FROM f""",
         )
         self.link_hold = self._add(
             "fb_link_hold",
@@ -1032,6 +1108,7 @@ class _Queries:
                 expires_at = %(expires_at)s::float8, updated_at = %(now)s::float8,
                 idempotency_key = %(idempotency_key)s::text, tags = %(tags)s::jsonb,
                 table_version = %(table_version)s::text, table_sha256 = %(table_sha256)s::text,
+                fingerprint = %(fingerprint)s::text, idempotency_ttl = %(idempotency_ttl)s::float8,
                 request_id = NULL, settled_amount = NULL, adjusted_amount = NULL
             WHERE id = %(id)s::text""",
         )
@@ -1082,7 +1159,8 @@ class _Queries:
         self.get_key_or_id = self._add(
             "fb_get_key_or_id",
             """SELECT {cols} FROM {s}.holds
-            WHERE idempotency_key = %(key)s::text OR id = %(id)s::text""",
+            WHERE (idempotency_key = %(key)s::text AND key_forgotten_at IS NULL)
+                OR id = %(id)s::text""",
         )
         self.totals = self._add(
             "fb_totals",

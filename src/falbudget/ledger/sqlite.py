@@ -20,6 +20,7 @@ from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
+    DEFAULT_IDEMPOTENCY_TTL,
     OPEN_STATES,
     Adjustment,
     Admission,
@@ -105,7 +106,65 @@ def _v2_adjustments(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments]
+_V2_HOLD_COLUMNS = (
+    "id, idempotency_key, endpoint, amount, state, buckets, request_id, created_at, expires_at, "
+    "updated_at, settled_amount, tags, table_version, table_sha256, adjusted_amount"
+)
+
+
+def _v3_bound_keys(db: sqlite3.Connection) -> None:
+    """Idempotency keys bound to a request (a fingerprint) for a time after the hold closes.
+
+    A key may now name several holds in the history, one of them bound to it (key_forgotten_at
+    NULL): the UNIQUE constraint of version 1 gives way to a partial unique index. SQLite cannot
+    drop a constraint, so the holds table is rebuilt (the documented create, copy, drop, rename),
+    keeping every row with its rowid, which orders the history. Keys of existing holds have no
+    fingerprint (nothing was recorded) and get the default lifetime, so they are forgotten 24 h
+    after their hold closes."""
+    statements = [
+        """CREATE TABLE holds_v3 (
+            id TEXT PRIMARY KEY,
+            idempotency_key TEXT,
+            endpoint TEXT NOT NULL,
+            amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount >= 0),
+            state TEXT NOT NULL
+                CHECK (state IN ('held', 'submitted', 'settled', 'released', 'expired')),
+            buckets TEXT NOT NULL,
+            request_id TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            settled_amount INTEGER
+                CHECK (settled_amount IS NULL OR typeof(settled_amount) = 'integer'),
+            tags TEXT NOT NULL DEFAULT '{}',
+            table_version TEXT,
+            table_sha256 TEXT,
+            adjusted_amount INTEGER
+                CHECK (adjusted_amount IS NULL
+                    OR (typeof(adjusted_amount) = 'integer' AND adjusted_amount >= 0)),
+            fingerprint TEXT,
+            idempotency_ttl REAL CHECK (idempotency_ttl IS NULL OR idempotency_ttl > 0),
+            key_forgotten_at REAL
+        )""",
+        f"""INSERT INTO holds_v3 (rowid, {_V2_HOLD_COLUMNS}, idempotency_ttl)
+            SELECT rowid, {_V2_HOLD_COLUMNS},
+                CASE WHEN idempotency_key IS NOT NULL THEN {DEFAULT_IDEMPOTENCY_TTL!r} END
+            FROM holds ORDER BY rowid""",
+        "DROP TABLE holds",
+        "ALTER TABLE holds_v3 RENAME TO holds",
+        """CREATE INDEX holds_open_by_expiry ON holds (expires_at)
+            WHERE state IN ('held', 'submitted')""",
+        "CREATE INDEX holds_by_created ON holds (created_at)",
+        "CREATE INDEX holds_by_state_created ON holds (state, created_at)",
+        "CREATE INDEX holds_by_request_id ON holds (request_id) WHERE request_id IS NOT NULL",
+        """CREATE UNIQUE INDEX holds_by_bound_key ON holds (idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND key_forgotten_at IS NULL""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
 
@@ -115,7 +174,7 @@ _INHERITED: list[sqlite3.Connection] = []
 _HOLD_COLUMNS = (
     "id, endpoint, amount, state, buckets, created_at, expires_at, updated_at, "
     "idempotency_key, request_id, settled_amount, tags, table_version, table_sha256, "
-    "adjusted_amount"
+    "adjusted_amount, fingerprint, idempotency_ttl"
 )
 _ADJUSTMENT_COLUMNS = "id, hold_id, previous, amount, delta, reason, source, created_at"
 _ID_BATCH = 500
@@ -257,25 +316,37 @@ class SQLiteLedger:
         tags: Mapping[str, str] | None = None,
         table_version: str | None = None,
         table_sha256: str | None = None,
+        fingerprint: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Admission:
         """See :meth:`Ledger.reserve`."""
         amount, keys, now, expires_at, checked_tags = _checks.reservation(
             amount, charges, now, expires_at, tags
         )
+        idempotency_key, fingerprint, idempotency_ttl = _checks.idempotency(
+            idempotency_key, fingerprint, idempotency_ttl
+        )
         tags_json = json.dumps(checked_tags, sort_keys=True)
         with self._transaction(write=True) as db:
             _expire(db, now)
             reopen: str | None = None
+            forget: str | None = None
             if idempotency_key is not None:
                 row = db.execute(
-                    f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = ?",
+                    f"SELECT {_HOLD_COLUMNS} FROM holds INDEXED BY holds_by_bound_key "
+                    "WHERE idempotency_key = ? AND key_forgotten_at IS NULL",
                     (idempotency_key,),
                 ).fetchone()
                 if row is not None:
                     existing = _hold(row)
-                    if not _checks.readmits(existing):
+                    if _checks.key_forgotten(existing, now):
+                        forget = existing.id
+                    elif existing.fingerprint != fingerprint:
+                        return Admission(admitted=False, hold=existing, conflict=True)
+                    elif not _checks.readmits(existing):
                         return Admission(admitted=True, hold=existing, replayed=True)
-                    reopen = existing.id
+                    else:
+                        reopen = existing.id
             if (
                 reopen is None
                 and db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone()
@@ -314,12 +385,17 @@ class SQLiteLedger:
                 tags_json,
                 table_version,
                 table_sha256,
+                fingerprint,
+                idempotency_ttl,
             )
+            if forget is not None:  # the old hold keeps its key in the history, unbound
+                db.execute("UPDATE holds SET key_forgotten_at = ? WHERE id = ?", (now, forget))
             if reopen is None:
                 db.execute(
                     "INSERT INTO holds (endpoint, amount, state, buckets, created_at, expires_at, "
-                    "updated_at, idempotency_key, tags, table_version, table_sha256, id) "
-                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "updated_at, idempotency_key, tags, table_version, table_sha256, "
+                    "fingerprint, idempotency_ttl, id) "
+                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, hold_id),
                 )
                 new_id = hold_id
@@ -327,8 +403,9 @@ class SQLiteLedger:
                 db.execute(
                     "UPDATE holds SET endpoint = ?, amount = ?, state = 'held', buckets = ?, "
                     "created_at = ?, expires_at = ?, updated_at = ?, idempotency_key = ?, "
-                    "tags = ?, table_version = ?, table_sha256 = ?, request_id = NULL, "
-                    "settled_amount = NULL, adjusted_amount = NULL WHERE id = ?",
+                    "tags = ?, table_version = ?, table_sha256 = ?, fingerprint = ?, "
+                    "idempotency_ttl = ?, request_id = NULL, settled_amount = NULL, "
+                    "adjusted_amount = NULL WHERE id = ?",
                     (*values, reopen),
                 )
                 db.execute("DELETE FROM hold_buckets WHERE hold_id = ?", (reopen,))
