@@ -149,7 +149,11 @@ def test_postgres_without_psycopg_says_what_to_install(
     monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
     monkeypatch.delitem(sys.modules, "falbudget.ledger.postgres", raising=False)
-    with pytest.raises(ConfigurationError, match=r"install falbudget\[postgres\]") as info:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"pip install 'falbudget\[postgres\]' "
+        r"\(from a clone of falbudget: pip install '\.\[postgres\]'\)",
+    ) as info:
         open_ledger(f"{scheme}://budget:s3cret@localhost:5432/spend")
     assert "s3cret" not in str(info.value)
 
