@@ -15,8 +15,8 @@ a fake clock (times UTC, November 2026), with hold_ttl 100 years so no hold is o
     5  11-23 13:00  bob   -        32 steps          0.80x2=1.60     released           nothing
     6  11-24 08:00  bob   beta     144 frames        1.20            settled at 1.10    spent 1.10
 
-Caps (CAPS_YAML): global total 10.00; each user 3.00 (total); project alpha 5 (total); global
-4.00 a day. The CLI reads the ledger at the real time, after all of this, so the day cap is in a
+Caps (CAPS_YAML): global total 10.00; each user 3.00 (total); project alpha 5 (total; a request
+without a project is let past it, untagged: skip, as #5 is); global 4.00 a day. The CLI reads the ledger at the real time, after all of this, so the day cap is in a
 day with no spend. Errors are exit 2 with one line on stderr and never a traceback.
 """
 
@@ -56,14 +56,15 @@ caps:
   - limit: "3.00"
     scope: user
   - limit: 5
-    scope: project:alpha
+    scope: project=alpha
+    untagged: skip
   - limit: "4.00"
     window: day
 """
 CAPS = [
     Cap("10.00"),
     Cap("3.00", scope="user"),
-    Cap(5, scope="project:alpha"),
+    Cap(5, scope="project=alpha", untagged="skip"),
     Cap("4.00", window="day"),
 ]
 
@@ -384,18 +385,19 @@ def test_history_shows_what_reconcile_corrected(
 @pytest.mark.parametrize(
     ("argv", "holds"),
     [
-        (["--scope", "user:ann"], [4, 3, 1]),
-        (["--scope", "project:beta"], [6, 3]),
-        (["--scope", f"endpoint:{MAGI}"], [6, 5, 4, 3, 2, 1]),
-        (["--scope", "user:nobody"], []),
+        (["--scope", "user=ann"], [4, 3, 1]),
+        (["--scope", "user:ann"], [4, 3, 1]),  # the spelling of earlier versions, still read
+        (["--scope", "project=beta"], [6, 3]),
+        (["--scope", f"endpoint={MAGI}"], [6, 5, 4, 3, 2, 1]),
+        (["--scope", "user=nobody"], []),
         (["--since", "2026-11-22", "--until", "2026-11-24"], [5, 4, 3]),  # until is excluded
         (["--until", "2026-11-23T12:00:00"], [3, 2, 1]),  # hold 4 at 12:00 exactly is out
         (["--since", "2026-11-23T13:30+01:00"], [6, 5]),  # 12:30 UTC
-        (["--since", "2026-11-21", "--scope", "user:ann"], [4, 3]),
+        (["--since", "2026-11-21", "--scope", "user=ann"], [4, 3]),
         (["--state", "settled"], [6, 2, 1]),
         (["--state", "held", "--state", "submitted"], [4, 3]),
         (["--limit", "2"], [6, 5]),
-        (["--scope", "user:ann", "--limit", "1"], [4]),  # the limit counts after the scope
+        (["--scope", "user=ann", "--limit", "1"], [4]),  # the limit counts after the scope
     ],
 )
 def test_history_filters(
@@ -412,7 +414,7 @@ def test_history_filters(
         (["budget", "history", "--since", "yesterday"], ("--since='yesterday'", "ISO")),
         (["budget", "history", "--until", "2026-13-01"], ("--until='2026-13-01'",)),
         (["budget", "history", "--limit", "0"], ("--limit=0", "1 or more")),
-        (["budget", "history", "--scope", "ann"], ("--scope='ann'", "TAG:VALUE")),
+        (["budget", "history", "--scope", "ann"], ("--scope='ann'", "TAG=VALUE")),
         (["budget", "history", "--state", "gone"], ("--state", "'gone'")),
         (["budget", "history", "--format", "xml"], ("--format", "'xml'")),
         (["budget", "status", "--format", "csv"], ("--format", "'csv'")),
@@ -565,12 +567,13 @@ def test_quote_does_not_fit(capsys: pytest.CaptureFixture[str], seeded: Seeded) 
 
 
 def test_quote_json_budget_key(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None:
-    # 192 frames, 64 steps: (0.80 + 0.20 x 4) x 4 = 6.40; no tag: the global caps only, and the
-    # day cap (4.00 left today) refuses it first
+    # 192 frames, 64 steps: (0.80 + 0.20 x 4) x 4 = 6.40; user dan has spent nothing, and the
+    # day cap (4.00 left today) refuses it first (buckets are checked in key order)
     before = today()
     code, out, err = quote(
-        capsys, seeded, "num_frames=192", "num_inference_steps=64", "--format", "json"
-    )
+        capsys, seeded, "num_frames=192", "num_inference_steps=64", "--format", "json",
+        "--tag", "user=dan",
+    )  # fmt: skip
     reason = "it costs 6.40 and global day cap 4.00 has 4.00 left"
     assert (code, err) == (1, f"falbudget: does not fit the caps now: {reason}\n")
     assert out.count("\n") == 1
@@ -586,6 +589,8 @@ def test_quote_json_budget_key(capsys: pytest.CaptureFixture[str], seeded: Seede
             {"cap": "global day cap 4.00", "spent": "0.00", "held": "0.00", "remaining": "4.00"},
             {"cap": "global total cap 10.00", "bucket": "global|total", "spent": "3.10",
              "held": "1.60", "remaining": "5.30"},
+            {"cap": "user=dan total cap 3.00", "bucket": "user=dan|total", "spent": "0.00",
+             "held": "0.00", "remaining": "3.00"},
         ],
     }  # fmt: skip
 

@@ -81,7 +81,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_guard_options(history)
     history.add_argument(
-        "--scope", metavar="TAG:VALUE", help="only holds tagged so, e.g. project:alpha"
+        "--scope", metavar="TAG=VALUE", help="only holds tagged so, e.g. project=alpha"
     )
     history.add_argument("--since", metavar="DATE", help="created on or after (ISO date/time)")
     history.add_argument("--until", metavar="DATE", help="created before (ISO date/time)")
@@ -124,10 +124,9 @@ def run_history(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--limit={args.limit} is not allowed: 1 or more")
     scope = None
     if args.scope is not None:
-        tag, sep, value = args.scope.partition(":")
-        if not (tag and sep and value):
-            raise UsageError(f"--scope={args.scope!r} is not allowed: TAG:VALUE such as user:ann")
-        scope = (tag, value)
+        from falbudget.report import parse_scope
+
+        scope = parse_scope(args.scope)
     guard = guard_from_args(args)
     try:
         holds = guard.ledger.holds(

@@ -30,7 +30,7 @@ EPILOG = """\
 examples:
   falbudget report --config falbudget.yaml
   falbudget report --since 2026-11-01 --until 2026-12-01 --by project,day --format csv
-  falbudget report --scope project:alpha --chart
+  falbudget report --scope project=alpha --chart
   falbudget report --png spend.png          (needs falbudget[plot])
 
 docs: docs/reports.md"""
@@ -68,7 +68,7 @@ def register(subparsers: Subparsers) -> None:
         " --by endpoint --by project --by user --by day",
     )
     parser.add_argument(
-        "--scope", metavar="TAG:VALUE", help="only holds tagged so (project:alpha), and its caps"
+        "--scope", metavar="TAG=VALUE", help="only holds tagged so (project=alpha), and its caps"
     )
     parser.add_argument(
         "--tz",
@@ -211,7 +211,7 @@ def report_data(report: Report) -> dict[str, Any]:
         "now": _iso(report.now, tz),
         "since": _iso(report.since, tz),
         "until": _iso(report.until, tz),
-        "scope": None if report.scope is None else ":".join(report.scope),
+        "scope": None if report.scope is None else "=".join(report.scope),
         "totals": {
             **_figures(totals.figures),
             "expired": totals.expired,

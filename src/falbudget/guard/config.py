@@ -59,6 +59,7 @@ class CapConfig(_Strict):
     max_per_request: _Amount | None = None
     alert_at: list[_Fraction] = Field(default_factory=list)
     name: StrictStr | None = None
+    untagged: Literal["refuse", "skip"] = "refuse"
 
 
 class GuardConfig(_Strict):
@@ -89,6 +90,7 @@ class GuardConfig(_Strict):
                         max_per_request=item.max_per_request,
                         alert_at=item.alert_at,
                         name=item.name,
+                        untagged=item.untagged,
                     )
                 )
             except ConfigurationError as exc:
