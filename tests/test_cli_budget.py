@@ -16,8 +16,9 @@ a fake clock (times UTC, November 2026), with hold_ttl 100 years so no hold is o
     6  11-24 08:00  bob   beta     144 frames        1.20            settled at 1.10    spent 1.10
 
 Caps (CAPS_YAML): global total 10.00; each user 3.00 (total); project alpha 5 (total; a request
-without a project is let past it, untagged: skip, as #5 is); global 4.00 a day. The CLI reads the ledger at the real time, after all of this, so the day cap is in a
-day with no spend. Errors are exit 2 with one line on stderr and never a traceback.
+without a project is let past it, untagged: skip, as #5 is); global 4.00 a day. The CLI reads
+the ledger at the real time, after all of this, so the day cap is in a day with no spend.
+Errors are exit 2 with one line on stderr and never a traceback.
 """
 
 from __future__ import annotations

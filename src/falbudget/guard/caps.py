@@ -21,7 +21,9 @@ GLOBAL_TOTAL = "global|total"
 
 Untagged = Literal["refuse", "skip"]
 UNTAGGED: tuple[str, ...] = get_args(Untagged)
-SCOPE_FORMS = "'global', a tag name such as 'user' (each value its own budget), or 'user=ann' (one value)"
+SCOPE_FORMS = (
+    "'global', a tag name such as 'user' (each value its own budget), or 'user=ann' (one value)"
+)
 
 
 def parse_scope(
@@ -41,7 +43,9 @@ def parse_scope(
         raise ConfigurationError(f"{what}={scope!r} is not allowed: {forms}")
     text = scope.strip()
     cut = re.search("[=:]", text)
-    name, sep, value = (text[: cut.start()], cut.group(), text[cut.end() :]) if cut else (text, "", "")
+    name, sep, value = (text, "", "")
+    if cut is not None:
+        name, sep, value = text[: cut.start()], cut.group(), text[cut.end() :]
     if one_value and not (sep and value and name != "global"):
         raise ConfigurationError(f"{what}={scope!r} is not allowed: {forms}")
     if name == "global":
