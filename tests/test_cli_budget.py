@@ -267,21 +267,24 @@ def test_ledger_option_wins_over_the_configuration(
     capsys: pytest.CaptureFixture[str], seeded: Seeded, tmp_path: Path
 ) -> None:
     empty = f"sqlite:///{tmp_path / 'other.db'}"
+    open_ledger(empty).close()  # a command that only reads creates no ledger
     data = status_json(capsys, "--config", str(seeded.config), "--ledger", empty)
     assert data["global"] == {"spent": "0.00", "held": "0.00"}
-    assert [c["spent"] for c in data["caps"]] == ["0.00", "0.00", "0.00"]
+    assert [c["spent"] for c in data["caps"]] == ["0.00", "0.00", "0.00", "0.00"]
 
 
 def test_an_empty_ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_ledger(url).close()  # a command that only reads creates no ledger
     config = str(write_config(tmp_path / "falbudget.yaml", url))
     data = status_json(capsys, "--config", config)
-    # the per-user cap has no value yet, so no row; the others read 0 of their limit
-    assert [(c["scope"], c["window"], c["spent"], c["held"], c["remaining"], c["used"])
-            for c in data["caps"]] == [
-        ("global", "total", "0.00", "0.00", "10.00", "0.0%"),
-        ("project=alpha", "total", "0.00", "0.00", "5.00", "0.0%"),
-        ("global", "day", "0.00", "0.00", "4.00", "0.0%"),
+    # every cap has a row: the per-user cap says it has no value yet; all read 0 of their limit
+    assert [(c["scope"], c["window"], c["spent"], c["held"], c["remaining"], c["used"],
+             c.get("note")) for c in data["caps"]] == [
+        ("global", "total", "0.00", "0.00", "10.00", "0.0%", None),
+        ("user", "total", "0.00", "0.00", "3.00", "0.0%", "no values yet"),
+        ("project=alpha", "total", "0.00", "0.00", "5.00", "0.0%", None),
+        ("global", "day", "0.00", "0.00", "4.00", "0.0%", None),
     ]  # fmt: skip
     assert data["global"] == {"spent": "0.00", "held": "0.00"}
     history = ["budget", "history", "--config", config]
@@ -607,6 +610,7 @@ def test_quote_config_with_another_ledger(
 ) -> None:
     # on an empty ledger ann has all 3.00 of her cap: 1.20 fits
     empty = f"sqlite:///{tmp_path / 'other.db'}"
+    open_ledger(empty).close()
     out = ok(quote(capsys, seeded, "num_frames=144", "--tag", "user=ann", "--ledger", empty))
     assert "fits the caps now: yes" in out.splitlines()
     assert "  user=ann total cap 3.00: remaining 3.00 (spent 0.00, held 0.00)" in out.splitlines()
@@ -618,6 +622,7 @@ def test_quote_over_max_per_request_exits_1(
     url = f"sqlite:///{tmp_path / 'mpr.db'}"
     text = 'ledger: {url}\ncaps:\n  - {{limit: "10.00", max_per_request: "1.00"}}\n'
     config = write_config(tmp_path / "mpr.yaml", url, text)
+    open_ledger(url).close()
     # 144 frames: 1.20 > 1.00
     code, _, err = run(capsys, "quote", MAGI, "num_frames=144", "--config", str(config))
     assert code == 1
@@ -631,6 +636,7 @@ def test_quote_over_max_per_request_says_no(
     url = f"sqlite:///{tmp_path / 'mpr.db'}"
     text = 'ledger: {url}\ncaps:\n  - {{limit: "10.00", max_per_request: "1.00"}}\n'
     config = write_config(tmp_path / "mpr.yaml", url, text)
+    open_ledger(url).close()
     _, out, _ = run(capsys, "quote", MAGI, "num_frames=144", "--config", str(config))
     assert "fits the caps now: NO" in out
     assert "fits the caps now: yes" not in out
@@ -750,6 +756,7 @@ def test_quote_config_prices_with_the_configurations_table(
     url = f"sqlite:///{tmp_path / 'p.db'}"
     text = 'ledger: {url}\npricing: acme.yaml\ncaps: [{{limit: "0.01"}}]\n'
     config = write_config(tmp_path / "falbudget.yaml", url, text)
+    open_ledger(url).close()
     code, out, err = run(capsys, "quote", "acme/upscale", "scale=4", "--config", str(config))
     # 0.0025 x 3 (scale 4) = 0.0075, within 0.01
     assert (code, err) == (0, "")

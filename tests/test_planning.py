@@ -27,6 +27,7 @@ import pytest
 from falbudget import Guard, InvalidArguments, NoPriceInEffect
 from falbudget.cli import main
 from falbudget.errors import FalbudgetError
+from falbudget.ledger import open_ledger
 from falbudget.pricing import PricedEndpoint, Quote, load_table, packaged_table_path, parse_table
 from falbudget.pricing.planning import (
     Fit,
@@ -671,6 +672,7 @@ def write_config(tmp_path: Path) -> Path:
         "    scope: user\n"
         "    window: day\n"
     )
+    open_ledger(f"sqlite:///{tmp_path / 'spend.db'}").close()  # plan count creates no ledger
     return config
 
 

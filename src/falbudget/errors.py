@@ -157,6 +157,12 @@ class LedgerUnavailable(LedgerError):
     """The ledger cannot be reached: file locked past the timeout, server down, connection lost."""
 
 
+class LedgerNotFound(LedgerError, LookupError):
+    """A command that only reads found no ledger where the URL points (a SQLite file that does
+    not exist, a PostgreSQL schema never created); it creates none. The message names the
+    resolved path or schema."""
+
+
 class HoldNotFound(LedgerError, LookupError):
     """No hold has that id."""
 

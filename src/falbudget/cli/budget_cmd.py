@@ -41,17 +41,26 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def guard_from_args(args: argparse.Namespace, *, need_config: bool = False) -> Guard:
-    """The guard the options name; without a configuration, one with no caps."""
+def guard_from_args(
+    args: argparse.Namespace, *, need_config: bool = False, read_only: bool = False
+) -> Guard:
+    """The guard the options name; without a configuration, one with no caps.
+
+    ``read_only``: for a command that only reads. Its ledger is opened read-only: nothing is
+    created, migrated or written, and a missing ledger is LedgerNotFound (exit 2, one line
+    naming the resolved path), never a new, empty ledger read as "nothing spent"."""
     from falbudget.guard.config import config_path, load_config
     from falbudget.guard.core import Guard
+    from falbudget.ledger import default_ledger_url, open_ledger
 
     path = config_path(args.config)
     overrides = {"ledger": args.ledger} if args.ledger else {}
     if path is not None:
-        return load_config(path).build_guard(**overrides)
+        return load_config(path).build_guard(read_only=read_only, **overrides)
     if need_config:
         raise UsageError("no caps to check: give --config PATH or set FALBUDGET_CONFIG")
+    if read_only:
+        return Guard(open_ledger(args.ledger or default_ledger_url(), read_only=True))
     return Guard(args.ledger)
 
 
@@ -108,7 +117,7 @@ def _missing_command(args: argparse.Namespace) -> Outcome:
 
 
 def run_status(args: argparse.Namespace) -> Outcome:
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         data = render.status_data(guard.status(), guard.spent(), guard.held())
     finally:
@@ -127,7 +136,7 @@ def run_history(args: argparse.Namespace) -> Outcome:
         from falbudget.report import parse_scope
 
         scope = parse_scope(args.scope)
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         holds = guard.ledger.holds(
             states=args.state,

@@ -241,7 +241,7 @@ def _remaining(args: argparse.Namespace, scope: str, window: str) -> tuple[Price
     from falbudget.cli.budget_cmd import guard_from_args
     from falbudget.errors import ConfigurationError
 
-    guard = guard_from_args(args, need_config=True)
+    guard = guard_from_args(args, need_config=True, read_only=True)
     try:
         table = table_for(args.pricing) if args.pricing is not None else guard.table
         try:

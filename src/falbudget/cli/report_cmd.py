@@ -123,7 +123,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
         since=parse_when(args.since, "--since", zone),
         until=parse_when(args.until, "--until", zone),
     )
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         start = rp.history_start(guard.caps, now=now, since=since, burn_days=args.burn_days)
         holds = guard.ledger.holds(since=start)

@@ -72,8 +72,10 @@ class GuardConfig(_Strict):
 
     source: str = Field(default="<config>", exclude=True)
 
-    def build_guard(self, **overrides: Any) -> Guard:
-        """A Guard with these settings; keyword overrides win (ledger=..., clock=...)."""
+    def build_guard(self, *, read_only: bool = False, **overrides: Any) -> Guard:
+        """A Guard with these settings; keyword overrides win (ledger=..., clock=...).
+        ``read_only``: open the ledger URL read-only (see ``open_ledger``), once the rest of
+        the configuration has been checked."""
         from falbudget.guard.caps import Cap
         from falbudget.guard.core import Guard
         from falbudget.pricing.loader import default_table
@@ -108,6 +110,11 @@ class GuardConfig(_Strict):
                 raise type(exc)(f"{self.source}: pricing: {exc}") from None
         settings.update(overrides)
         try:
+            if read_only and (settings["ledger"] is None or isinstance(settings["ledger"], str)):
+                from falbudget.ledger import default_ledger_url, open_ledger
+
+                url = settings["ledger"] or default_ledger_url()
+                settings["ledger"] = open_ledger(url, read_only=True)
             return Guard(**settings)
         except FalbudgetError as exc:
             raise type(exc)(f"{self.source}: {exc}") from None
@@ -157,4 +164,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GuardConfig:
     pricing = config.pricing
     if pricing is not None and not os.path.isabs(pricing):
         pricing = str(Path(name).parent / pricing)
-    return config.model_copy(update={"source": name, "pricing": pricing})
+    ledger = config.ledger
+    if ledger is not None:  # a relative SQLite path is relative to this file, as pricing: is
+        from falbudget.ledger import resolve_ledger_url
+
+        ledger = resolve_ledger_url(ledger, os.path.dirname(os.path.abspath(name)))
+    return config.model_copy(update={"source": name, "pricing": pricing, "ledger": ledger})
