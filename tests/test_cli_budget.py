@@ -15,9 +15,10 @@ a fake clock (times UTC, November 2026), with hold_ttl 100 years so no hold is o
     5  11-23 13:00  bob   -        32 steps          0.80x2=1.60     released           nothing
     6  11-24 08:00  bob   beta     144 frames        1.20            settled at 1.10    spent 1.10
 
-Caps (CAPS_YAML): global total 10.00; each user 3.00 (total); project alpha 5 (total); global
-4.00 a day. The CLI reads the ledger at the real time, after all of this, so the day cap is in a
-day with no spend. Errors are exit 2 with one line on stderr and never a traceback.
+Caps (CAPS_YAML): global total 10.00; each user 3.00 (total); project alpha 5 (total; a request
+without a project is let past it, untagged: skip, as #5 is); global 4.00 a day. The CLI reads
+the ledger at the real time, after all of this, so the day cap is in a day with no spend.
+Errors are exit 2 with one line on stderr and never a traceback.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ caps:
   - limit: "3.00"
     scope: user
   - limit: 5
-    scope: project:alpha
+    scope: project=alpha
+    untagged: skip
   - limit: "4.00"
     window: day
 """
 CAPS = [
     Cap("10.00"),
     Cap("3.00", scope="user"),
-    Cap(5, scope="project:alpha"),
+    Cap(5, scope="project=alpha", untagged="skip"),
     Cap("4.00", window="day"),
 ]
 
@@ -290,21 +292,24 @@ def test_ledger_option_wins_over_the_configuration(
     capsys: pytest.CaptureFixture[str], seeded: Seeded, tmp_path: Path
 ) -> None:
     empty = f"sqlite:///{tmp_path / 'other.db'}"
+    open_ledger(empty).close()  # a command that only reads creates no ledger
     data = status_json(capsys, "--config", str(seeded.config), "--ledger", empty)
     assert data["global"] == {"spent": "0.00", "held": "0.00", "overruns": 0, "overrun": "0.00"}
-    assert [c["spent"] for c in data["caps"]] == ["0.00", "0.00", "0.00"]
+    assert [c["spent"] for c in data["caps"]] == ["0.00", "0.00", "0.00", "0.00"]
 
 
 def test_an_empty_ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_ledger(url).close()  # a command that only reads creates no ledger
     config = str(write_config(tmp_path / "falbudget.yaml", url))
     data = status_json(capsys, "--config", config)
-    # the per-user cap has no value yet, so no row; the others read 0 of their limit
-    assert [(c["scope"], c["window"], c["spent"], c["held"], c["remaining"], c["used"])
-            for c in data["caps"]] == [
-        ("global", "total", "0.00", "0.00", "10.00", "0.0%"),
-        ("project=alpha", "total", "0.00", "0.00", "5.00", "0.0%"),
-        ("global", "day", "0.00", "0.00", "4.00", "0.0%"),
+    # every cap has a row: the per-user cap says it has no value yet; all read 0 of their limit
+    assert [(c["scope"], c["window"], c["spent"], c["held"], c["remaining"], c["used"],
+             c.get("note")) for c in data["caps"]] == [
+        ("global", "total", "0.00", "0.00", "10.00", "0.0%", None),
+        ("user", "total", "0.00", "0.00", "3.00", "0.0%", "no values yet"),
+        ("project=alpha", "total", "0.00", "0.00", "5.00", "0.0%", None),
+        ("global", "day", "0.00", "0.00", "4.00", "0.0%", None),
     ]  # fmt: skip
     assert data["global"] == {"spent": "0.00", "held": "0.00", "overruns": 0, "overrun": "0.00"}
     history = ["budget", "history", "--config", config]
@@ -409,18 +414,19 @@ def test_history_shows_what_reconcile_corrected(
 @pytest.mark.parametrize(
     ("argv", "holds"),
     [
-        (["--scope", "user:ann"], [4, 3, 1]),
-        (["--scope", "project:beta"], [6, 3]),
-        (["--scope", f"endpoint:{MAGI}"], [6, 5, 4, 3, 2, 1]),
-        (["--scope", "user:nobody"], []),
+        (["--scope", "user=ann"], [4, 3, 1]),
+        (["--scope", "user:ann"], [4, 3, 1]),  # the spelling of earlier versions, still read
+        (["--scope", "project=beta"], [6, 3]),
+        (["--scope", f"endpoint={MAGI}"], [6, 5, 4, 3, 2, 1]),
+        (["--scope", "user=nobody"], []),
         (["--since", "2026-11-22", "--until", "2026-11-24"], [5, 4, 3]),  # until is excluded
         (["--until", "2026-11-23T12:00:00"], [3, 2, 1]),  # hold 4 at 12:00 exactly is out
         (["--since", "2026-11-23T13:30+01:00"], [6, 5]),  # 12:30 UTC
-        (["--since", "2026-11-21", "--scope", "user:ann"], [4, 3]),
+        (["--since", "2026-11-21", "--scope", "user=ann"], [4, 3]),
         (["--state", "settled"], [6, 2, 1]),
         (["--state", "held", "--state", "submitted"], [4, 3]),
         (["--limit", "2"], [6, 5]),
-        (["--scope", "user:ann", "--limit", "1"], [4]),  # the limit counts after the scope
+        (["--scope", "user=ann", "--limit", "1"], [4]),  # the limit counts after the scope
     ],
 )
 def test_history_filters(
@@ -437,7 +443,7 @@ def test_history_filters(
         (["budget", "history", "--since", "yesterday"], ("--since='yesterday'", "ISO")),
         (["budget", "history", "--until", "2026-13-01"], ("--until='2026-13-01'",)),
         (["budget", "history", "--limit", "0"], ("--limit=0", "1 or more")),
-        (["budget", "history", "--scope", "ann"], ("--scope='ann'", "TAG:VALUE")),
+        (["budget", "history", "--scope", "ann"], ("--scope='ann'", "TAG=VALUE")),
         (["budget", "history", "--state", "gone"], ("--state", "'gone'")),
         (["budget", "history", "--format", "xml"], ("--format", "'xml'")),
         (["budget", "status", "--format", "csv"], ("--format", "'csv'")),
@@ -590,12 +596,13 @@ def test_quote_does_not_fit(capsys: pytest.CaptureFixture[str], seeded: Seeded) 
 
 
 def test_quote_json_budget_key(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None:
-    # 192 frames, 64 steps: (0.80 + 0.20 x 4) x 4 = 6.40; no tag: the global caps only, and the
-    # day cap (4.00 left today) refuses it first
+    # 192 frames, 64 steps: (0.80 + 0.20 x 4) x 4 = 6.40; user dan has spent nothing, and the
+    # day cap (4.00 left today) refuses it first (buckets are checked in key order)
     before = today()
     code, out, err = quote(
-        capsys, seeded, "num_frames=192", "num_inference_steps=64", "--format", "json"
-    )
+        capsys, seeded, "num_frames=192", "num_inference_steps=64", "--format", "json",
+        "--tag", "user=dan",
+    )  # fmt: skip
     reason = "it costs 6.40 and global day cap 4.00 has 4.00 left"
     assert (code, err) == (1, f"falbudget: does not fit the caps now: {reason}\n")
     assert out.count("\n") == 1
@@ -611,6 +618,8 @@ def test_quote_json_budget_key(capsys: pytest.CaptureFixture[str], seeded: Seede
             {"cap": "global day cap 4.00", "spent": "0.00", "held": "0.00", "remaining": "4.00"},
             {"cap": "global total cap 10.00", "bucket": "global|total", "spent": "3.10",
              "held": "1.60", "remaining": "5.30"},
+            {"cap": "user=dan total cap 3.00", "bucket": "user=dan|total", "spent": "0.00",
+             "held": "0.00", "remaining": "3.00"},
         ],
     }  # fmt: skip
 
@@ -626,6 +635,7 @@ def test_quote_config_with_another_ledger(
 ) -> None:
     # on an empty ledger ann has all 3.00 of her cap: 1.20 fits
     empty = f"sqlite:///{tmp_path / 'other.db'}"
+    open_ledger(empty).close()
     out = ok(quote(capsys, seeded, "num_frames=144", "--tag", "user=ann", "--ledger", empty))
     assert "fits the caps now: yes" in out.splitlines()
     assert "  user=ann total cap 3.00: remaining 3.00 (spent 0.00, held 0.00)" in out.splitlines()
@@ -637,6 +647,7 @@ def test_quote_over_max_per_request_exits_1(
     url = f"sqlite:///{tmp_path / 'mpr.db'}"
     text = 'ledger: {url}\ncaps:\n  - {{limit: "10.00", max_per_request: "1.00"}}\n'
     config = write_config(tmp_path / "mpr.yaml", url, text)
+    open_ledger(url).close()
     # 144 frames: 1.20 > 1.00
     code, _, err = run(capsys, "quote", MAGI, "num_frames=144", "--config", str(config))
     assert code == 1
@@ -650,6 +661,7 @@ def test_quote_over_max_per_request_says_no(
     url = f"sqlite:///{tmp_path / 'mpr.db'}"
     text = 'ledger: {url}\ncaps:\n  - {{limit: "10.00", max_per_request: "1.00"}}\n'
     config = write_config(tmp_path / "mpr.yaml", url, text)
+    open_ledger(url).close()
     _, out, _ = run(capsys, "quote", MAGI, "num_frames=144", "--config", str(config))
     assert "fits the caps now: NO" in out
     assert "fits the caps now: yes" not in out
@@ -769,6 +781,7 @@ def test_quote_config_prices_with_the_configurations_table(
     url = f"sqlite:///{tmp_path / 'p.db'}"
     text = 'ledger: {url}\npricing: acme.yaml\ncaps: [{{limit: "0.01"}}]\n'
     config = write_config(tmp_path / "falbudget.yaml", url, text)
+    open_ledger(url).close()
     code, out, err = run(capsys, "quote", "acme/upscale", "scale=4", "--config", str(config))
     # 0.0025 x 3 (scale 4) = 0.0075, within 0.01
     assert (code, err) == (0, "")

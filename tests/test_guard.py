@@ -140,9 +140,9 @@ def test_max_per_request(ledger_url: str, clock: Clock) -> None:
 
 def test_scopes_project_user_endpoint(ledger_url: str, clock: Clock) -> None:
     caps = [
-        Cap("1.00", scope="project:alpha"),
+        Cap("1.00", scope="project=alpha"),
         Cap("1.60", scope="user"),  # each user their own 1.60
-        Cap("100", scope=f"endpoint:{MAGI}"),
+        Cap("100", scope=f"endpoint={MAGI}"),
     ]
     guard = make(ledger_url, caps, clock)
     with guard.reserve(MAGI, REQ, project="alpha", user="ann"):
@@ -159,13 +159,16 @@ def test_scopes_project_user_endpoint(ledger_url: str, clock: Clock) -> None:
     assert info.value.cap is caps[1]
     with guard.reserve(MAGI, REQ, project="beta", user="bob"):
         pass
-    assert guard.spent("project:alpha") == Decimal("0.80")
-    assert guard.spent("user:ann") == Decimal("1.60")
-    assert guard.spent("user:bob") == Decimal("0.80")
-    assert guard.spent(f"endpoint:{MAGI}") == Decimal("2.40")
+    assert guard.spent("project=alpha") == Decimal("0.80")
+    assert guard.spent("user=ann") == Decimal("1.60")
+    assert guard.spent("user=bob") == Decimal("0.80")
+    assert guard.spent(f"endpoint={MAGI}") == Decimal("2.40")
     assert guard.spent() == Decimal("2.40")
+    # the spelling of earlier versions is still read, and names the same scope
+    assert guard.spent("user:ann") == Decimal("1.60")
+    assert guard.spent(f"endpoint:{MAGI}") == Decimal("2.40")
     with pytest.raises(ConfigurationError, match="no cap tracks"):
-        guard.spent("project:beta")
+        guard.spent("project=beta")
 
 
 def test_day_window_rolls_over_at_midnight_in_the_caps_zone(ledger_url: str) -> None:
@@ -328,7 +331,7 @@ def test_config_file(tmp_path: Path, clock: Clock) -> None:
     with guard.reserve(MAGI, REQ, project="p"):
         pass
     with pytest.raises(BudgetExceeded):
-        guard.reserve(MAGI, REQ).acquire()
+        guard.reserve(MAGI, REQ, project="p").acquire()
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ import pytest
 from falbudget import Guard, InvalidArguments, NoPriceInEffect
 from falbudget.cli import main
 from falbudget.errors import FalbudgetError
+from falbudget.ledger import open_ledger
 from falbudget.pricing import PricedEndpoint, Quote, load_table, packaged_table_path, parse_table
 from falbudget.pricing.planning import (
     Fit,
@@ -671,11 +672,13 @@ def write_config(tmp_path: Path) -> Path:
         "    scope: user\n"
         "    window: day\n"
     )
+    open_ledger(f"sqlite:///{tmp_path / 'spend.db'}").close()  # plan count creates no ledger
     return config
 
 
+@pytest.mark.parametrize("spelling", ["user=ann", "user:ann"])  # user:ann: the older spelling
 def test_cli_count_with_what_remains_of_a_cap(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, spelling: str
 ) -> None:
     config = write_config(tmp_path)
     guard = Guard.from_config(str(config))
@@ -695,10 +698,10 @@ def test_cli_count_with_what_remains_of_a_cap(
     data = json_of(
         capsys,
         "plan", "count", MAGI, "resolution=480p", "--config", str(config),
-        "--scope", "user:ann", "--window", "day",
+        "--scope", spelling, "--window", "day",
     )  # fmt: skip
     assert (data["amount"], data["count"], data["leftover"]) == ("1.80", 4, "0.20")
-    assert data["budget"] == {"scope": "user:ann", "window": "day"}
+    assert data["budget"] == {"scope": "user=ann", "window": "day"}  # one spelling out
 
 
 def test_cli_count_reads_falbudget_config(

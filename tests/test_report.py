@@ -15,7 +15,8 @@ MAGI-1 prices (DESIGN.md section 1): defaults = 0.80; 144 frames = 1.20; 144 fra
     8  11-23 17:30        ann   beta     default  0.80   submitted               held 0.80
 
 Caps: global day 5.00, global month 10.00, each project 10.00 (total), project gamma 5.00
-(total, never used), user bob 1.20 a week (his hold #7 fills it exactly).
+(total, never used), user bob 1.20 a week (his hold #7 fills it exactly). The project caps let
+a request without a project past them (untagged: skip), as #6 is.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ CAPS_YAML = """\
 caps:
   - {limit: "5.00", window: day}
   - {limit: "10.00", window: month}
-  - {limit: "10.00", scope: project}
-  - {limit: "5.00", scope: "project:gamma"}
-  - {limit: "1.20", scope: "user:bob", window: week}
+  - {limit: "10.00", scope: project, untagged: skip}
+  - {limit: "5.00", scope: "project=gamma", untagged: skip}
+  - {limit: "1.20", scope: "user=bob", window: week}
 """
 
 
@@ -69,9 +70,9 @@ def caps() -> list[Cap]:
     return [
         Cap("5.00", window="day"),
         Cap("10.00", window="month"),
-        Cap("10.00", scope="project"),
-        Cap("5.00", scope="project:gamma"),
-        Cap("1.20", scope="user:bob", window="week"),
+        Cap("10.00", scope="project", untagged="skip"),
+        Cap("5.00", scope="project=gamma", untagged="skip"),
+        Cap("1.20", scope="user=bob", window="week"),
     ]
 
 
@@ -742,12 +743,15 @@ def test_cli_shows_overruns(
     assert "overruns" not in out
 
 
-def test_cli_scope_and_tz(capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str]) -> None:
+@pytest.mark.parametrize("spelling", ["user=cy", "user:cy"])  # user:cy: the older spelling
+def test_cli_scope_and_tz(
+    capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str], spelling: str
+) -> None:
     out = report_cli(
         capsys,
         cli_ledger,
         "--scope",
-        "user:cy",
+        spelling,
         "--tz",
         "Europe/Paris",
         "--by",
@@ -756,7 +760,7 @@ def test_cli_scope_and_tz(capsys: pytest.CaptureFixture[str], cli_ledger: tuple[
         "json",
     )
     data = json.loads(out)
-    assert data["scope"] == "user:cy"
+    assert data["scope"] == "user=cy"  # one spelling in the output, whichever was given
     assert data["now"] == "2026-11-23T19:00:00+01:00"
     assert data["breakdowns"][0]["rows"] == [
         {"day": "2026-11-22", "spent": "0.00", "held": "0.00", "requests": 0, "open": 0},
@@ -831,7 +835,7 @@ def test_cli_png_without_matplotlib(
         (["--since", "2026-11-20", "--until", "2026-11-20"], "--since must be before --until"),
         (["--by", "month"], "--by 'month' is not allowed"),
         (["--by", "user,user"], "user is given twice"),
-        (["--scope", "alpha"], "--scope 'alpha' is not allowed"),
+        (["--scope", "alpha"], "--scope='alpha' is not allowed: TAG=VALUE"),
         (["--burn-days", "0"], "--burn-days=0 is not allowed"),
         (["--burn-days", "x"], "invalid int value"),
         (["--format", "xml"], "invalid choice"),

@@ -177,12 +177,43 @@ class IdempotencyReplayed(FalbudgetError):
         self.state = state
 
 
+class MissingTag(FalbudgetError, ValueError):
+    """A request lacks the tag a cap is keyed on; refused before anything was held or sent.
+
+    ``cap`` is the cap (its ``untagged`` is "refuse"), ``tag`` the missing tag name, ``given``
+    the tag names the request carried and ``close_matches`` those of them close to ``tag``.
+    """
+
+    def __init__(
+        self, cap: Any, tag: str, given: Sequence[str], close_matches: Sequence[str] = ()
+    ) -> None:
+        self.cap = cap
+        self.tag = tag
+        self.given = tuple(given)
+        self.close_matches = tuple(close_matches)
+        shown = ", ".join(self.given) if self.given else "none"
+        if self.close_matches:
+            wrote = " or ".join(repr(m) for m in self.close_matches)
+            shown += f"; did you mean {tag!r} where you wrote {wrote}?"
+        super().__init__(
+            f"missing tag {tag!r}: cap {cap.label()!r} is keyed on it and the request has no"
+            f" {tag!r} tag (tags given: {shown}). Tag the request {tag}=VALUE, or set"
+            " untagged: skip on the cap to let requests without the tag past it"
+        )
+
+
 class LedgerError(FalbudgetError):
     """The ledger failed; the guard fails closed and sends nothing."""
 
 
 class LedgerUnavailable(LedgerError):
     """The ledger cannot be reached: file locked past the timeout, server down, connection lost."""
+
+
+class LedgerNotFound(LedgerError, LookupError):
+    """A command that only reads found no ledger where the URL points (a SQLite file that does
+    not exist, a PostgreSQL schema never created); it creates none. The message names the
+    resolved path or schema."""
 
 
 class HoldNotFound(LedgerError, LookupError):

@@ -102,13 +102,12 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 
 def parse_scope(text: str) -> tuple[str, str]:
-    """'project:alpha' -> ('project', 'alpha'); 'endpoint:fal-ai/x' works too."""
-    tag, sep, value = text.partition(":")
-    if not (tag.isidentifier() and sep and value):
-        raise ConfigurationError(
-            f"--scope {text!r} is not allowed: TAG:VALUE such as project:alpha or user:ann"
-        )
-    return tag, value
+    """'project=alpha' -> ('project', 'alpha'); 'endpoint=fal-ai/x' works too; the older
+    'project:alpha' is read as well (one parser with the caps: falbudget.guard.caps)."""
+    from falbudget.guard.caps import parse_scope as parse
+
+    tag, value = parse(text, what="--scope", one_value=True)
+    return tag, str(value)
 
 
 def _midnight(day: dt.date, tz: ZoneInfo) -> float:
@@ -353,10 +352,9 @@ def _rate(holds: Iterable[Hold], now: float, days: int) -> BurnRate:
 
 def _fixed_scope(cap: Cap) -> str | None:
     """'global' or 'TAG=VALUE' for a cap on one scope; None for a per-value cap."""
-    tag, sep, value = cap.scope.partition(":")
-    if tag == "global":
+    if cap.tag is None:
         return "global"
-    return f"{tag}={value}" if sep else None
+    return None if cap.scope == cap.tag else cap.scope
 
 
 def _cap_forecasts(cap: Cap, holds: Sequence[Hold], now: float, days: int) -> list[Forecast]:

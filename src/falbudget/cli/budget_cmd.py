@@ -41,17 +41,26 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def guard_from_args(args: argparse.Namespace, *, need_config: bool = False) -> Guard:
-    """The guard the options name; without a configuration, one with no caps."""
+def guard_from_args(
+    args: argparse.Namespace, *, need_config: bool = False, read_only: bool = False
+) -> Guard:
+    """The guard the options name; without a configuration, one with no caps.
+
+    ``read_only``: for a command that only reads. Its ledger is opened read-only: nothing is
+    created, migrated or written, and a missing ledger is LedgerNotFound (exit 2, one line
+    naming the resolved path), never a new, empty ledger read as "nothing spent"."""
     from falbudget.guard.config import config_path, load_config
     from falbudget.guard.core import Guard
+    from falbudget.ledger import default_ledger_url, open_ledger
 
     path = config_path(args.config)
     overrides = {"ledger": args.ledger} if args.ledger else {}
     if path is not None:
-        return load_config(path).build_guard(**overrides)
+        return load_config(path).build_guard(read_only=read_only, **overrides)
     if need_config:
         raise UsageError("no caps to check: give --config PATH or set FALBUDGET_CONFIG")
+    if read_only:
+        return Guard(open_ledger(args.ledger or default_ledger_url(), read_only=True))
     return Guard(args.ledger)
 
 
@@ -82,7 +91,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_guard_options(history)
     history.add_argument(
-        "--scope", metavar="TAG:VALUE", help="only holds tagged so, e.g. project:alpha"
+        "--scope", metavar="TAG=VALUE", help="only holds tagged so, e.g. project=alpha"
     )
     history.add_argument("--since", metavar="DATE", help="created on or after (ISO date/time)")
     history.add_argument("--until", metavar="DATE", help="created before (ISO date/time)")
@@ -109,7 +118,7 @@ def _missing_command(args: argparse.Namespace) -> Outcome:
 
 
 def run_status(args: argparse.Namespace) -> Outcome:
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         data = render.status_data(guard.status(), guard.spent(), guard.held(), guard.overruns())
     finally:
@@ -125,11 +134,10 @@ def run_history(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--limit={args.limit} is not allowed: 1 or more")
     scope = None
     if args.scope is not None:
-        tag, sep, value = args.scope.partition(":")
-        if not (tag and sep and value):
-            raise UsageError(f"--scope={args.scope!r} is not allowed: TAG:VALUE such as user:ann")
-        scope = (tag, value)
-    guard = guard_from_args(args)
+        from falbudget.report import parse_scope
+
+        scope = parse_scope(args.scope)
+    guard = guard_from_args(args, read_only=True)
     try:
         holds = guard.ledger.holds(
             states=args.state,

@@ -77,7 +77,7 @@ def _missing_command(args: argparse.Namespace) -> Outcome:
 def run_adjustments(args: argparse.Namespace) -> Outcome:
     from falbudget.cli.budget_cmd import guard_from_args
 
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         rows = adjustment_rows(guard.ledger.adjustments(args.hold))
     finally:

@@ -114,7 +114,7 @@ def register(subparsers: Subparsers) -> None:
     count.add_argument(
         "--scope",
         metavar="SCOPE",
-        help="with --config: the cap's scope, global (default) or TAG:VALUE such as user:ann",
+        help="with --config: the cap's scope, global (default) or TAG=VALUE such as user=ann",
     )
     count.add_argument(
         "--window", choices=WINDOWS, help="with --config: the cap's window (default: total)"
@@ -222,7 +222,9 @@ def run_count(args: argparse.Namespace) -> Outcome:
                 "plan count: give --amount AMOUNT, or --config PATH (or FALBUDGET_CONFIG) to"
                 " plan with what remains of a cap"
             )
-        scope = args.scope or "global"
+        from falbudget.guard.caps import parse_scope, scope_text
+
+        scope = scope_text(*parse_scope(args.scope or "global", what="--scope"))
         window = args.window or "total"
         table, amount = _remaining(args, scope, window)
         budget = {"scope": scope, "window": window}
@@ -239,7 +241,7 @@ def _remaining(args: argparse.Namespace, scope: str, window: str) -> tuple[Price
     from falbudget.cli.budget_cmd import guard_from_args
     from falbudget.errors import ConfigurationError
 
-    guard = guard_from_args(args, need_config=True)
+    guard = guard_from_args(args, need_config=True, read_only=True)
     try:
         table = table_for(args.pricing) if args.pricing is not None else guard.table
         try:

@@ -317,7 +317,7 @@ def _guard_for(args: argparse.Namespace) -> Guard | None:
         )
     from falbudget.cli.budget_cmd import guard_from_args
 
-    return guard_from_args(args)
+    return guard_from_args(args, read_only=True)
 
 
 def _budget_check(

@@ -186,7 +186,7 @@ def run_reconcile(args: argparse.Namespace) -> Outcome:
     now = _moment(args.now, "--now")
     now = clock.now() if now is None else now
     billing = _billing(args, now)
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=not args.apply)
     try:
         result = rc.reconcile(
             guard.ledger, billing, now=now, grace_s=grace, endpoints=args.endpoint or ()

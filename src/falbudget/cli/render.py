@@ -383,10 +383,13 @@ def status_data(
     caps = []
     for status in statuses:
         cap = status.cap
+        scope = status.bucket.partition("|")[0]
+        # a per-value cap no request has charged yet: its scope is the bare tag ('user')
+        waiting = {"note": "no values yet"} if scope == cap.tag else {}
         caps.append(
             {
                 "cap": cap.label(status.bucket),
-                "scope": status.bucket.partition("|")[0],
+                "scope": scope,
                 "window": cap.window,
                 "window_key": status.bucket.partition("|")[2],
                 "tz": cap.tz,
@@ -395,6 +398,7 @@ def status_data(
                 "held": format_usd(status.held),
                 "remaining": format_usd(status.remaining),
                 "used": _percent(status.spent + status.held, cap.limit),
+                **waiting,
             }
         )
     return {
@@ -411,7 +415,10 @@ def status_data(
 
 def status_table(data: Mapping[str, Any]) -> str:
     rows = [
-        [c["scope"], c["window_key"], c["limit"], c["spent"], c["held"], c["remaining"], c["used"]]
+        [
+            f"{c['scope']} ({c['note']})" if c.get("note") else c["scope"],
+            *(c[k] for k in ("window_key", "limit", "spent", "held", "remaining", "used")),
+        ]
         for c in data["caps"]
     ]
     summary = (

@@ -30,7 +30,7 @@ EPILOG = """\
 examples:
   falbudget report --config falbudget.yaml
   falbudget report --since 2026-11-01 --until 2026-12-01 --by project,day --format csv
-  falbudget report --scope project:alpha --chart
+  falbudget report --scope project=alpha --chart
   falbudget report --png spend.png          (needs falbudget[plot])
 
 docs: docs/reports.md"""
@@ -68,7 +68,7 @@ def register(subparsers: Subparsers) -> None:
         " --by endpoint --by project --by user --by day",
     )
     parser.add_argument(
-        "--scope", metavar="TAG:VALUE", help="only holds tagged so (project:alpha), and its caps"
+        "--scope", metavar="TAG=VALUE", help="only holds tagged so (project=alpha), and its caps"
     )
     parser.add_argument(
         "--tz",
@@ -123,7 +123,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
         since=parse_when(args.since, "--since", zone),
         until=parse_when(args.until, "--until", zone),
     )
-    guard = guard_from_args(args)
+    guard = guard_from_args(args, read_only=True)
     try:
         start = rp.history_start(guard.caps, now=now, since=since, burn_days=args.burn_days)
         holds = guard.ledger.holds(since=start)
@@ -211,7 +211,7 @@ def report_data(report: Report) -> dict[str, Any]:
         "now": _iso(report.now, tz),
         "since": _iso(report.since, tz),
         "until": _iso(report.until, tz),
-        "scope": None if report.scope is None else ":".join(report.scope),
+        "scope": None if report.scope is None else "=".join(report.scope),
         "totals": {
             **_figures(totals.figures),
             "expired": totals.expired,

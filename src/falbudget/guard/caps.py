@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,39 +19,66 @@ GLOBAL_TOTAL = "global|total"
 """The bucket every admitted request charges, cap or not: global spend over all time."""
 
 
-def _parse_scope(scope: object) -> tuple[str, str | None]:
+Untagged = Literal["refuse", "skip"]
+UNTAGGED: tuple[str, ...] = get_args(Untagged)
+SCOPE_FORMS = (
+    "'global', a tag name such as 'user' (each value its own budget), or 'user=ann' (one value)"
+)
+
+
+def parse_scope(
+    scope: object, *, what: str = "scope", one_value: bool = False
+) -> tuple[str, str | None]:
     """'global' -> ('global', None); 'project' -> ('project', None): each project its own bucket;
-    'project:alpha' -> ('project', 'alpha'): that project only. Any tag name works like project."""
+    'project=alpha' -> ('project', 'alpha'): that project only. Any tag name works like project.
+
+    ``TAG=VALUE`` is the one spelling falbudget writes (in buckets, output, JSON and ``--tag``);
+    ``TAG:VALUE``, the spelling of earlier versions, is still read so that existing configuration
+    files, code and scripts keep working. The tag name is an identifier, so the first '=' or ':'
+    ends it: a value may itself contain either. ``what`` names the field in errors;
+    ``one_value`` asks for one scope value ('user=ann'), as the CLI's ``--scope`` does.
+    """
+    forms = "TAG=VALUE such as user=ann or project=alpha" if one_value else SCOPE_FORMS
     if not isinstance(scope, str) or not scope.strip():
-        raise ConfigurationError(
-            f"scope={scope!r} is not allowed: 'global', a tag name such as 'project' (each value"
-            " its own budget), or 'project:NAME' (one value)"
-        )
-    name, sep, value = scope.strip().partition(":")
+        raise ConfigurationError(f"{what}={scope!r} is not allowed: {forms}")
+    text = scope.strip()
+    cut = re.search("[=:]", text)
+    name, sep, value = (text, "", "")
+    if cut is not None:
+        name, sep, value = text[: cut.start()], cut.group(), text[cut.end() :]
+    if one_value and not (sep and value and name != "global"):
+        raise ConfigurationError(f"{what}={scope!r} is not allowed: {forms}")
     if name == "global":
         if sep:
-            raise ConfigurationError(f"scope={scope!r} is not allowed: 'global' takes no value")
+            raise ConfigurationError(f"{what}={scope!r} is not allowed: 'global' takes no value")
         return "global", None
     if not name.isidentifier():
         raise ConfigurationError(
-            f"scope={scope!r} is not allowed: the tag name must be an identifier such as"
+            f"{what}={scope!r} is not allowed: the tag name must be an identifier such as"
             " 'project', 'user' or 'endpoint'"
         )
     if sep and not value:
-        raise ConfigurationError(f"scope={scope!r} is not allowed: a value must follow ':'")
+        raise ConfigurationError(f"{what}={scope!r} is not allowed: a value must follow {sep!r}")
     return name, (value if sep else None)
+
+
+def scope_text(tag: str, value: str | None) -> str:
+    """The one spelling of a scope: 'global', 'user' (each value) or 'user=ann'."""
+    return tag if value is None else f"{tag}={value}"
 
 
 @dataclass(frozen=True, init=False)
 class Cap:
-    """A spend limit. ``Cap("10.00", scope="project:alpha", window="day", tz="Europe/Paris")``.
+    """A spend limit. ``Cap("10.00", scope="project=alpha", window="day", tz="Europe/Paris")``.
 
     ``limit`` and ``max_per_request`` take Decimal, str or int (a float is refused: it cannot hold
     cents exactly). ``scope``: "global", a tag name ("project": each project its own limit), or
-    "tag:value" ("project:alpha": that project only); "endpoint" is always a tag. ``window``:
-    "total" or a calendar "day", "week" (from Monday) or "month" in the IANA time zone ``tz``.
-    ``alert_at``: fractions of the limit (0.5, 0.8, 1.0) at which settled spend raises an alert,
-    once per window.
+    "tag=value" ("project=alpha": that project only; "project:alpha" is read too); "endpoint" is
+    always a tag. ``window``: "total" or a calendar "day", "week" (from Monday) or "month" in the
+    IANA time zone ``tz``. ``alert_at``: fractions of the limit (0.5, 0.8, 1.0) at which settled
+    spend raises an alert, once per window. ``untagged``: what a request without the cap's tag
+    meets: "refuse" (default; the guard raises MissingTag before anything is held) or "skip" (the
+    cap does not apply to it: such a request is not limited by this cap at all).
     """
 
     limit: Decimal
@@ -60,6 +88,7 @@ class Cap:
     max_per_request: Decimal | None
     alert_at: tuple[Decimal, ...]
     name: str | None
+    untagged: Untagged
     _tag: str = field(repr=False, compare=False)
     _value: str | None = field(repr=False, compare=False)
     _zone: ZoneInfo | None = field(repr=False, compare=False)
@@ -74,6 +103,7 @@ class Cap:
         max_per_request: Decimal | str | int | None = None,
         alert_at: Iterable[float | Decimal | str] = (),
         name: str | None = None,
+        untagged: Untagged = "refuse",
     ) -> None:
         try:
             limit_d = to_decimal(limit, what="limit")
@@ -90,7 +120,17 @@ class Cap:
             raise ConfigurationError(
                 f"max_per_request={max_per_request!r} is not allowed: it must be above 0"
             )
-        tag, value = _parse_scope(scope)
+        tag, value = parse_scope(scope)
+        if untagged not in UNTAGGED:
+            raise ConfigurationError(
+                f"untagged={untagged!r} is not allowed: 'refuse' (a request without the cap's"
+                " tag is refused) or 'skip' (the cap does not apply to it)"
+            )
+        if tag == "global" and untagged != "refuse":
+            raise ConfigurationError(
+                f"untagged={untagged!r} is not allowed on scope 'global': every request is in"
+                " the global scope; untagged applies to a cap on a tag such as 'user'"
+            )
         if window not in WINDOWS:
             raise ConfigurationError(
                 f"window={window!r} is not allowed: one of {', '.join(WINDOWS)}"
@@ -116,12 +156,13 @@ class Cap:
                 )
             fractions.append(fraction)
         object.__setattr__(self, "limit", limit_d)
-        object.__setattr__(self, "scope", scope.strip())
+        object.__setattr__(self, "scope", scope_text(tag, value))
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "tz", tz)
         object.__setattr__(self, "max_per_request", per_request)
         object.__setattr__(self, "alert_at", tuple(sorted(set(fractions))))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "untagged", untagged)
         object.__setattr__(self, "_tag", tag)
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_zone", zone)
@@ -129,6 +170,16 @@ class Cap:
     @property
     def limit_micros(self) -> int:
         return to_micros(self.limit)
+
+    @property
+    def tag(self) -> str | None:
+        """The tag the cap is keyed on ('user' for scope 'user' or 'user=ann'); None: global."""
+        return None if self._tag == "global" else self._tag
+
+    def lacks_tag(self, tags: Mapping[str, str]) -> bool:
+        """True when a request with ``tags`` must be refused for want of this cap's tag: the cap
+        is keyed on a tag the request does not carry and ``untagged`` is "refuse"."""
+        return self.untagged == "refuse" and self._tag != "global" and self._tag not in tags
 
     def label(self, bucket: str | None = None) -> str:
         """How messages name the cap: 'global total cap 10.00', 'user=ann day (Europe/Paris)
@@ -171,9 +222,9 @@ class Cap:
         return f"{scope}|{self.window_key(now)}"
 
     def bucket_for_scope(self, scope: str, now: float) -> str | None:
-        """The bucket of scope instance ``scope`` ('global', 'project:alpha') at ``now``, when
+        """The bucket of scope instance ``scope`` ('global', 'project=alpha') at ``now``, when
         this cap covers it."""
-        tag, value = _parse_scope(scope)
+        tag, value = parse_scope(scope)
         if tag == "global":
             return f"global|{self.window_key(now)}" if self._tag == "global" else None
         if value is None or tag != self._tag or self._value not in (None, value):

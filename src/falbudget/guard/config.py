@@ -61,6 +61,7 @@ class CapConfig(_Strict):
     max_per_request: _Amount | None = None
     alert_at: list[_Fraction] = Field(default_factory=list)
     name: StrictStr | None = None
+    untagged: Literal["refuse", "skip"] = "refuse"
 
 
 class GuardConfig(_Strict):
@@ -80,8 +81,10 @@ class GuardConfig(_Strict):
 
     source: str = Field(default="<config>", exclude=True)
 
-    def build_guard(self, **overrides: Any) -> Guard:
-        """A Guard with these settings; keyword overrides win (ledger=..., clock=...)."""
+    def build_guard(self, *, read_only: bool = False, **overrides: Any) -> Guard:
+        """A Guard with these settings; keyword overrides win (ledger=..., clock=...).
+        ``read_only``: open the ledger URL read-only (see ``open_ledger``), once the rest of
+        the configuration has been checked."""
         from falbudget.guard.caps import Cap
         from falbudget.guard.core import Guard
         from falbudget.pricing.loader import default_table
@@ -98,6 +101,7 @@ class GuardConfig(_Strict):
                         max_per_request=item.max_per_request,
                         alert_at=item.alert_at,
                         name=item.name,
+                        untagged=item.untagged,
                     )
                 )
             except ConfigurationError as exc:
@@ -116,6 +120,11 @@ class GuardConfig(_Strict):
                 raise type(exc)(f"{self.source}: pricing: {exc}") from None
         settings.update(overrides)
         try:
+            if read_only and (settings["ledger"] is None or isinstance(settings["ledger"], str)):
+                from falbudget.ledger import default_ledger_url, open_ledger
+
+                url = settings["ledger"] or default_ledger_url()
+                settings["ledger"] = open_ledger(url, read_only=True)
             return Guard(**settings)
         except FalbudgetError as exc:
             raise type(exc)(f"{self.source}: {exc}") from None
@@ -165,4 +174,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GuardConfig:
     pricing = config.pricing
     if pricing is not None and not os.path.isabs(pricing):
         pricing = str(Path(name).parent / pricing)
-    return config.model_copy(update={"source": name, "pricing": pricing})
+    ledger = config.ledger
+    if ledger is not None:  # a relative SQLite path is relative to this file, as pricing: is
+        from falbudget.ledger import resolve_ledger_url
+
+        ledger = resolve_ledger_url(ledger, os.path.dirname(os.path.abspath(name)))
+    return config.model_copy(update={"source": name, "pricing": pricing, "ledger": ledger})

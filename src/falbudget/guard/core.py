@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import threading
 import uuid
@@ -16,7 +17,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from falbudget import clock as falbudget_clock
-from falbudget.errors import BudgetExceeded, ConfigurationError, HoldClosed, UnknownEndpoint
+from falbudget.errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    HoldClosed,
+    MissingTag,
+    UnknownEndpoint,
+)
 from falbudget.guard import _idempotency
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
 from falbudget.ledger.base import Admission, BucketCharge, Ledger
@@ -462,7 +469,12 @@ class Guard:
             clean_tags[key] = value
         if "endpoint" in clean_tags and clean_tags["endpoint"] != endpoint:
             raise ConfigurationError("tag 'endpoint' is set by the guard from the request")
+        given = sorted(clean_tags)
         clean_tags["endpoint"] = endpoint
+        for cap in self.caps:
+            if cap.lacks_tag(clean_tags):
+                tag = str(cap.tag)
+                raise MissingTag(cap, tag, given, difflib.get_close_matches(tag, given, n=3))
         now = self._now()
         quote: Quote | None
         if endpoint in self.table:
@@ -594,8 +606,10 @@ class Guard:
     ) -> Reservation:
         """``with guard.reserve(endpoint, arguments, project="alpha") as hold:``.
 
-        Validates the full request (required inputs included) and quotes it at once; on entry
-        holds the amount against every cap that applies or raises BudgetExceeded. Normal exit
+        Validates the full request (required inputs included) and quotes it at once; a request
+        without the tag a cap is keyed on raises MissingTag at once (unless that cap has
+        ``untagged="skip"``). On entry holds the amount against every cap that applies or raises
+        BudgetExceeded. Normal exit
         settles at the quoted amount; an exception releases (a hold marked submitted stays
         submitted) and propagates.
 
@@ -753,11 +767,17 @@ class Guard:
         return max(Decimal(0), cap.limit - from_micros(totals.settled + totals.held))
 
     def status(self) -> list[CapStatus]:
-        """Every cap's figures now: per-value caps ('project') list each value seen."""
+        """Every cap's figures now, in the order of the caps: per-value caps ('project') list
+        each value seen; one with no value yet is listed once, with bucket 'project|WINDOW'
+        (the tag without a value) and zero figures, so that no cap is ever left out."""
         now = self._now()
         result = []
         for cap in self.caps:
             buckets = _cap_buckets(self, cap, now)
+            if not buckets:
+                bucket = f"{cap.scope}|{cap.window_key(now)}"
+                result.append(CapStatus(cap, bucket, Decimal(0), Decimal(0), cap.limit))
+                continue
             for totals in self.ledger.totals(buckets):
                 spent, held = from_micros(totals.settled), from_micros(totals.held)
                 result.append(

@@ -34,7 +34,7 @@ _FORMS = (
 )
 
 
-def open_ledger(url: str) -> Ledger:
+def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     """The ledger ``url`` names; each call opens a new ledger object.
 
     ``memory://`` is a new, empty in-process ledger. ``sqlite:///`` follows SQLAlchemy: three
@@ -42,6 +42,10 @@ def open_ledger(url: str) -> Ledger:
     expanded; a missing parent directory is created (0700) and a new file is 0600.
     ``postgresql://`` and ``postgres://`` need ``falbudget[postgres]``. Anything else raises
     ConfigurationError.
+
+    ``read_only=True`` (the CLI's commands that only read) opens an existing ledger without
+    creating, migrating or writing anything: a missing SQLite file or PostgreSQL schema raises
+    LedgerNotFound naming the resolved path or schema.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"ledger URL {url!r} is not a string; {_allowed()}")
@@ -49,13 +53,32 @@ def open_ledger(url: str) -> Ledger:
     scheme = scheme.lower()
     if sep and scheme == "memory" and not rest:
         return MemoryLedger()
-    if sep and scheme == "sqlite":
-        path = rest[1:] if rest.startswith("/") else ""
-        if path and not any(c in path for c in "?#") and path.strip("/"):
-            return SQLiteLedger(os.path.expanduser(path))
+    path = _sqlite_path(url)
+    if path is not None:
+        return SQLiteLedger(os.path.expanduser(path), read_only=read_only)
     if sep and scheme in ("postgresql", "postgres") and rest:
-        return _open_postgres(url)
+        return _open_postgres(url, read_only)
     raise ConfigurationError(f"ledger URL {redact_url(url)!r} is not allowed; {_allowed()}")
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The path of a well-formed ``sqlite:///`` URL as written (relative, absolute or ``~``)."""
+    scheme, sep, rest = url.partition("://")
+    if not (sep and scheme.lower() == "sqlite"):
+        return None
+    path = rest[1:] if rest.startswith("/") else ""
+    if path and not any(c in path for c in "?#") and path.strip("/"):
+        return path
+    return None
+
+
+def resolve_ledger_url(url: str, base_dir: str) -> str:
+    """``url`` with a relative SQLite path made absolute against ``base_dir`` (a configuration
+    file's directory, as its ``pricing:`` is); any other URL is returned as it is."""
+    path = _sqlite_path(url) if isinstance(url, str) else None
+    if path is None or os.path.isabs(path) or path.startswith("~"):
+        return url
+    return "sqlite:///" + os.path.join(os.path.abspath(base_dir), path)
 
 
 def default_ledger_url() -> str:
@@ -68,10 +91,10 @@ def default_ledger_url() -> str:
     return "sqlite:///" + os.path.join(platformdirs.user_data_dir("falbudget"), "ledger.db")
 
 
-def _open_postgres(url: str) -> Ledger:
+def _open_postgres(url: str, read_only: bool = False) -> Ledger:
     try:
         module = importlib.import_module("falbudget.ledger.postgres")
-        return cast(Ledger, module.PostgresLedger(url))
+        return cast(Ledger, module.PostgresLedger(url, read_only=read_only))
     except ImportError as exc:
         raise ConfigurationError(
             f"ledger URL {redact_url(url)!r} needs PostgreSQL support: {install_hint('postgres')}"
@@ -99,4 +122,5 @@ __all__ = [
     "SQLiteLedger",
     "default_ledger_url",
     "open_ledger",
+    "resolve_ledger_url",
 ]

@@ -52,7 +52,13 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
+from falbudget.errors import (
+    ConfigurationError,
+    HoldNotFound,
+    LedgerError,
+    LedgerNotFound,
+    LedgerUnavailable,
+)
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger._urls import redact_url
@@ -316,7 +322,9 @@ class PostgresLedger:
     threads of this process. ``connect_timeout_s`` bounds a connection attempt (unless the URL
     sets ``connect_timeout``), ``pool_timeout_s`` the wait for a free pooled connection and
     ``lock_timeout_s`` the wait for another worker's row lock; past any of them the operation
-    raises LedgerUnavailable.
+    raises LedgerUnavailable, with the wait that really happened. ``read_only=True`` never
+    creates the schema (a missing one raises LedgerNotFound) and runs every session with
+    ``default_transaction_read_only``, so nothing can be written through it.
     """
 
     def __init__(
@@ -328,8 +336,10 @@ class PostgresLedger:
         connect_timeout_s: float = 10.0,
         pool_timeout_s: float = 30.0,
         lock_timeout_s: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         self._target = _parse_url(url)
+        self.read_only = bool(read_only)
         self.schema = self._target.schema
         self.url = self._target.shown
         for name, value in (
@@ -386,7 +396,7 @@ class PostgresLedger:
                 conn = self._connect_direct()
                 try:
                     if not self._schema_ok:
-                        _prepare_schema(conn, self._target, create=True)
+                        _prepare_schema(conn, self._target, create=not self.read_only)
                         self._schema_ok = True
                     if self._queries is None:
                         self._queries = _Queries(sql.Identifier(self.schema), conn)
@@ -428,17 +438,25 @@ class PostgresLedger:
             "SET default_transaction_isolation = 'read committed'; "
             "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}; "
             "SET plan_cache_mode = force_generic_plan; "
-        ).format(sql.Literal(self._lock_timeout_ms), sql.Literal(60_000))
+            "SET default_transaction_read_only = {}; "
+        ).format(
+            sql.Literal(self._lock_timeout_ms),
+            sql.Literal(60_000),
+            sql.SQL("on" if self.read_only else "off"),
+        )
         conn.execute(settings.as_bytes(conn) + self._q.prepare_all)
 
     def _getconn(self) -> tuple[ConnectionPool[Connection], Connection]:
         for _ in range(self._pool_sizes[1] + 2):
             pool = self._ready_pool()
+            started = time.monotonic()
             try:
                 conn = pool.getconn()
             except PoolTimeout:
+                waited = time.monotonic() - started
                 raise LedgerUnavailable(
-                    f"{self.url}: no connection to the ledger within {self._pool_timeout_s:g} s"
+                    f"{self.url}: no free connection to the ledger: gave up after waiting"
+                    f" {waited:.3f} s (pool_timeout {self._pool_timeout_s:g} s)"
                 ) from None
             except PoolClosed:
                 raise LedgerError(f"{self.url}: the ledger is closed") from None
@@ -469,6 +487,7 @@ class PostgresLedger:
         (``work`` must be transactions that are safe to repeat after such a failure)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             pool, conn = self._getconn()
+            started = time.monotonic()
             try:
                 return work(conn)
             except psycopg.Error as exc:
@@ -476,16 +495,22 @@ class PostgresLedger:
                     log.debug("%s: %s: retrying after %s", self.url, action, _sqlstate(exc))
                     _backoff(attempt)
                     continue
-                raise self._error(exc, action, conn) from None
+                raise self._error(exc, action, conn, time.monotonic() - started) from None
             finally:
                 self._putconn(pool, conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(
-        self, exc: BaseException, action: str, conn: Connection | None = None
+        self,
+        exc: BaseException,
+        action: str,
+        conn: Connection | None = None,
+        waited: float | None = None,
     ) -> LedgerError:
         """``exc`` as a LedgerError (LedgerUnavailable when the server is out of reach, the
-        connection was lost or a lock was not granted in time), with no password in it."""
+        connection was lost or a lock was not granted in time), with no password in it.
+        ``waited``: the seconds the failed operation took (monotonic clock), which a lock
+        timeout's message states."""
         state = _sqlstate(exc)
         text = _scrub(_describe(exc), self._target.secrets)
         broken = conn is not None and (conn.broken or conn.closed)
@@ -504,8 +529,10 @@ class PostgresLedger:
                 f"was lost ({text})"
             )
         if state in _WAITED_TOO_LONG:
+            took = "" if waited is None else f" after waiting {waited:.3f} s"
             return LedgerUnavailable(
-                f"{self.url}: {action}: waited longer than lock_timeout for another worker ({text})"
+                f"{self.url}: {action}: another worker held a lock; gave up{took}"
+                f" (lock_timeout {self._lock_timeout_ms / 1000:g} s) ({text})"
             )
         if state in _RETRYABLE:
             return LedgerUnavailable(
@@ -1270,6 +1297,11 @@ def _prepare_schema(conn: Connection, target: _Target, *, create: bool) -> None:
     workers start at once: creation happens under a transaction-scoped advisory lock and
     re-reads the version once it holds the lock. An older schema is never upgraded here."""
     version = _schema_version(conn, target.schema)
+    if version == 0 and not create:
+        raise LedgerNotFound(
+            f"{target.shown}: no ledger: schema {target.schema!r} holds no falbudget ledger, and a"
+            " command that only reads creates none (check the URL and its schema=)"
+        )
     if version == 0 and create:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))

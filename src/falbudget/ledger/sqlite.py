@@ -12,11 +12,13 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import quote
 
-from falbudget.errors import HoldNotFound, LedgerError, LedgerUnavailable
+from falbudget.errors import HoldNotFound, LedgerError, LedgerNotFound, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
@@ -187,11 +189,20 @@ class SQLiteLedger:
     """The Ledger protocol on one SQLite file (created with mode 0600, WAL journal).
 
     One connection per ledger object and process, used under a lock: share an object between
-    threads freely, or open one per thread or process. ``busy_timeout_s`` is how long a write
-    waits for another writer before LedgerUnavailable.
+    threads freely, or open one per thread or process. ``busy_timeout_s`` is how long opening the
+    file or a write waits for another writer before LedgerUnavailable; the message states the
+    wait that really happened. ``read_only=True`` opens an existing ledger to read it (SQLite's
+    ``mode=ro``): it creates, migrates and writes nothing, so a file the user may only read can
+    be read, and a missing file raises LedgerNotFound naming the path.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 30.0,
+        read_only: bool = False,
+    ) -> None:
         raw = os.fspath(path)
         if raw in ("", ":memory:") or raw.startswith("file:"):
             raise LedgerError(f"SQLiteLedger needs a file path, got {raw!r} (memory:// is RAM)")
@@ -201,11 +212,20 @@ class SQLiteLedger:
         self.path = os.path.abspath(os.path.expanduser(raw))
         self.url = "sqlite:///" + self.path
         self.busy_timeout_s = float(busy_timeout_s)
+        self.read_only = bool(read_only)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._closed = False
-        _create_private(self.path)
+        if self.read_only:
+            if not os.path.isfile(self.path):
+                raise LedgerNotFound(
+                    f"no ledger at {self.path}: a command that only reads creates none (check"
+                    " the path; in a configuration file a relative sqlite path is relative to"
+                    " that file)"
+                )
+        else:
+            _create_private(self.path)
         with self._lock:
             self._connection()
 
@@ -217,36 +237,91 @@ class SQLiteLedger:
             if self._conn is not None:  # inherited through fork(): the parent's, never closed here
                 _INHERITED.append(self._conn)
                 self._conn = None
+            self._conn, self._pid = self._open(), os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the file set up (WAL, schema at the latest version; read-only: the
+        schema checked). Several processes opening a brand-new file at once contend for the
+        set-up, and SQLite answers some of them SQLITE_BUSY at once, without waiting (a journal
+        mode change, a reader that cannot upgrade its lock): such a set-up is tried again, with
+        short pauses, until ``busy_timeout_s`` has passed by the monotonic clock."""
+        started = time.monotonic()
+        pause = 0.001
+        immutable = False
+        while True:
+            conn: sqlite3.Connection | None = None
+            left = max(0.0, self.busy_timeout_s - (time.monotonic() - started))
             try:
+                if self.read_only:
+                    mode = "ro&immutable=1" if immutable else "ro"
+                    target, uri = f"file:{quote(self.path)}?mode={mode}", True
+                else:
+                    target, uri = self.path, False
                 conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout_s,
+                    target,
+                    timeout=left,
                     isolation_level=None,
                     check_same_thread=False,
+                    uri=uri,
                 )
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
-            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+                self._set_up(conn)
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise LedgerError(f"{self.url}: cannot use WAL journal mode (got {mode!r})")
-                conn.execute("PRAGMA synchronous = FULL")
-                self._migrate(conn)
+                return conn
             except sqlite3.Error as exc:
-                conn.close()
-                raise self._translate(exc) from exc
+                if conn is not None:
+                    conn.close()
+                if self._needs_immutable(exc) and not immutable:
+                    # A WAL file needs its -shm file to be read; a reader that may not create
+                    # it (a directory it cannot write) reads the file as it stands. No -wal
+                    # file means no writer is connected and every commit is in the file.
+                    immutable = True
+                    continue
+                waited = time.monotonic() - started
+                if not _busy(exc) or waited + pause > self.busy_timeout_s:
+                    raise self._translate(exc, waited, "opening the ledger") from exc
             except BaseException:
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 raise
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _needs_immutable(self, exc: sqlite3.Error) -> bool:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        return (
+            self.read_only
+            and primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+            and not os.path.exists(self.path + "-wal")
+            and not os.access(os.path.dirname(self.path), os.W_OK)
+        )
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        if self.read_only:
+            version = self._check_version(_schema_version(conn))
+            if version == 0:
+                raise LedgerNotFound(f"{self.url}: {self.path} holds no falbudget ledger")
+            if version < len(MIGRATIONS):
+                raise LedgerError(
+                    f"{self.url}: the ledger's schema is at version {version} and this falbudget"
+                    f" reads version {len(MIGRATIONS)}; a command that writes upgrades it (or"
+                    " `falbudget ledger migrate URL`), a command that only reads does not"
+                )
+            return
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise LedgerError(f"{self.url}: cannot use WAL journal mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        self._migrate(conn)
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE) or a read snapshot (BEGIN)."""
         with self._lock:
             conn = self._connection()
+            started = time.monotonic()
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
@@ -257,19 +332,26 @@ class SQLiteLedger:
                         with suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
             except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+                raise self._translate(exc, time.monotonic() - started) from exc
 
-    def _translate(self, exc: sqlite3.Error) -> LedgerError:
+    def _translate(
+        self, exc: sqlite3.Error, waited: float, action: str = "a transaction"
+    ) -> LedgerError:
+        """``exc`` as a LedgerError; a lock error says how long it really waited (``waited``,
+        measured with the monotonic clock), which may be far less than ``busy_timeout_s``:
+        SQLite gives up at once where waiting could deadlock."""
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         text = str(exc)
-        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+        if _busy(exc):
             return LedgerUnavailable(
-                f"{self.url}: the ledger stayed locked by another writer for more than "
-                f"{self.busy_timeout_s:g} s ({text})"
+                f"{self.url}: {action}: the ledger was locked by another writer; gave up after"
+                f" waiting {waited:.3f} s (busy timeout {self.busy_timeout_s:g} s) ({text})"
             )
         if primary == sqlite3.SQLITE_CANTOPEN:
             return LedgerUnavailable(f"{self.url}: cannot open the ledger file ({text})")
+        if primary == sqlite3.SQLITE_READONLY and self.read_only:
+            return LedgerError(f"{self.url}: the ledger was opened read-only ({text})")
         return LedgerError(f"{self.url}: {text}")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -645,6 +727,13 @@ class SQLiteLedger:
 
 
 # -- statements run inside a transaction --------------------------------------------------------
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock this one needs."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
 def _schema_version(db: sqlite3.Connection) -> int:
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
