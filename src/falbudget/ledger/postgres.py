@@ -55,7 +55,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from falbudget.errors import ConfigurationError, HoldNotFound, LedgerError, LedgerUnavailable
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
-from falbudget.ledger._urls import redact_url
+from falbudget.ledger._urls import is_secret_param, redact_url, url_secrets
 from falbudget.ledger.base import (
     Adjustment,
     Admission,
@@ -241,20 +241,15 @@ def _parse_url(url: str) -> _Target:
         raise ConfigurationError(
             f"ledger URL {shown!r} is not a valid PostgreSQL URL: {_scrub(str(exc), secrets)}"
         ) from None
-    return _Target(conninfo, schema, shown, _secrets_of(url, params.get("password")), params)
+    return _Target(conninfo, schema, shown, _secrets_of(url, params), params)
 
 
-def _secrets_of(url: str, password: str | None) -> tuple[str, ...]:
-    found = set()
-    if password:
-        found.add(password)
-    userinfo = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")[0]
-    if ":" in userinfo:
-        raw = userinfo.split(":", 1)[1]
-        found.update({raw, unquote(raw)})
-    for match in re.finditer(r"[?&]password=([^&#]*)", url):
-        found.update({match.group(1), unquote(match.group(1))})
-    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+def _secrets_of(url: str, params: Mapping[str, str] | None) -> tuple[str, ...]:
+    """Every spelling of every secret: the URL's (see ledger/_urls.py) and, as libpq read
+    them, the values of its secret parameters (``password``, ``sslpassword``...)."""
+    found = set(url_secrets(url))
+    found.update(v for k, v in (params or {}).items() if is_secret_param(k) and v)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def schema_name(url: str) -> str:
