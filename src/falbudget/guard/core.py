@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
-from falbudget.errors import BudgetExceeded, ConfigurationError, UnknownEndpoint
+from falbudget.errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    HoldNotFound,
+    LedgerError,
+    LedgerUnavailable,
+    UnknownEndpoint,
+)
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
 from falbudget.ledger.base import Admission, BucketCharge, Ledger
 from falbudget.ledger.base import Hold as LedgerHold
@@ -130,7 +137,10 @@ class Hold:
     # -- the steps, sync -------------------------------------------------------------------
     def mark_submitted(self, request_id: str) -> None:
         """fal accepted the request: from now on an expiry counts the hold as spent."""
-        self._row = self._guard.ledger.mark_submitted(self.id, request_id, now=self._guard._now())
+        ledger = self._guard.ledger
+        self._row = self._twice(
+            "mark_submitted", lambda: ledger.mark_submitted(self.id, request_id, now=self._now())
+        )
 
     def settle(self, amount: Decimal | str | int | None = None) -> None:
         """Count the hold as spent, at ``amount`` (default: the amount held)."""
@@ -138,13 +148,35 @@ class Hold:
         if micros is not None and micros < 0:
             raise ValueError(f"amount={amount!r} is not allowed: it must be 0 or more")
         was_open = not self.closed
-        self._row = self._guard.ledger.settle(self.id, micros, now=self._guard._now())
+        ledger = self._guard.ledger
+        self._row = self._twice("settle", lambda: ledger.settle(self.id, micros, now=self._now()))
         if was_open and self._row.state == "settled":
             self._guard._after_settle(self._row)
 
     def release(self) -> None:
         """Give the held amount back: the request was not sent or not billed."""
-        self._row = self._guard.ledger.release(self.id, now=self._guard._now())
+        ledger = self._guard.ledger
+        self._row = self._twice("release", lambda: ledger.release(self.id, now=self._now()))
+
+    def _now(self) -> float:
+        return self._guard._now()
+
+    def _twice(self, step: str, write: Callable[[], LedgerHold]) -> LedgerHold:
+        """``write`` (an idempotent step: on a closed hold it changes nothing), tried again once
+        when the ledger is unavailable. The first try may have taken effect all the same (a
+        connection lost after the request left: the server may have committed it); the second
+        then finds it done and changes nothing, so the step never counts twice."""
+        try:
+            return write()
+        except LedgerUnavailable as exc:
+            log.warning("falbudget: %s of hold %s: %s; trying once more", step, self.id, exc)
+        try:
+            return write()
+        except LedgerUnavailable as exc:
+            raise LedgerUnavailable(
+                f"{exc}; hold {self.id}: whether {step} took effect is not known; call "
+                f"{step}() again when the ledger answers (it never counts twice)"
+            ) from None
 
     def renew(self) -> None:
         """Push the expiry ``hold_ttl`` seconds past now (a job still running is not dead)."""
@@ -403,8 +435,25 @@ class Guard:
             raise ConfigurationError("nothing to reserve")
         now = self._now()
         quote = plan.quote
-        result: Admission = self.ledger.reserve(
-            hold_id=uuid.uuid4().hex,
+        hold_id = uuid.uuid4().hex
+        try:
+            result: Admission = self._reserve(plan, hold_id, idempotency_key, now)
+        except LedgerUnavailable as exc:
+            raise self._unresolved(exc, hold_id, idempotency_key) from None
+        if not result.admitted or result.hold is None:
+            bucket = result.refused_by or GLOBAL_TOTAL
+            cap = plan.caps_by_bucket.get(bucket)
+            if cap is None:  # pragma: no cover - trackers have no limit
+                raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
+            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
+        return Hold(self, result.hold, quote, result.replayed)
+
+    def _reserve(
+        self, plan: _Plan, hold_id: str, idempotency_key: str | None, now: float
+    ) -> Admission:
+        quote = plan.quote
+        return self.ledger.reserve(
+            hold_id=hold_id,
             endpoint=plan.endpoint,
             amount=plan.amount,
             charges=plan.charges,
@@ -416,13 +465,50 @@ class Guard:
             table_version=quote.rules_version if quote else None,
             table_sha256=quote.table_sha256 if quote else None,
         )
-        if not result.admitted or result.hold is None:
-            bucket = result.refused_by or GLOBAL_TOTAL
-            cap = plan.caps_by_bucket.get(bucket)
-            if cap is None:  # pragma: no cover - trackers have no limit
-                raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
-            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
-        return Hold(self, result.hold, quote, result.replayed)
+
+    def _unresolved(
+        self, exc: LedgerUnavailable, hold_id: str, idempotency_key: str | None
+    ) -> LedgerUnavailable:
+        """A reservation the ledger did not confirm. It may have been recorded all the same (the
+        connection was lost after the request left: the server may have committed it), so the
+        guard looks the hold up by the id it chose. Recorded without an idempotency key: nobody
+        else knows that id, so it is released at once. With a key it is left alone (another
+        worker retrying with the key may be using it): a retry with the key returns it. Either
+        way the caller gets LedgerUnavailable and sends nothing; a hold left behind was never
+        submitted, so its expiry releases it and never counts it as spent."""
+        later = f"released when it expires (hold_ttl {self.hold_ttl:g} s), never counted as spent"
+        try:
+            row = self.ledger.get_hold(hold_id)
+        except HoldNotFound:
+            return LedgerUnavailable(
+                f"{exc}; the reservation is not recorded (hold {hold_id}): nothing is held; were "
+                f"the server to record it still, it would be {later}"
+            )
+        except LedgerError:
+            return LedgerUnavailable(
+                f"{exc}; the reservation may have been recorded as hold {hold_id}: if so, it is "
+                f"{later}"
+            )
+        if row.state != "held":
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id}, now {row.state}"
+            )
+        if idempotency_key is not None:
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id} under idempotency key "
+                f"{idempotency_key!r}: retry with the same key to use it; otherwise it is {later}"
+            )
+        try:
+            self.ledger.release(hold_id, now=self._now())
+        except LedgerError:
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id} and could not be "
+                f"released now: it is {later}"
+            )
+        return LedgerUnavailable(
+            f"{exc}; the reservation had been recorded as hold {hold_id} and has been released: "
+            "nothing is held"
+        )
 
     def _after_settle(self, row: LedgerHold) -> None:
         watched = []
