@@ -77,6 +77,38 @@ def test_three_slashes_is_relative_to_the_working_directory(
     ledger.close()
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277], ids=["000", "022", "277"])
+def test_every_directory_created_for_a_ledger_is_0700(tmp_path: Path, umask: int) -> None:
+    """Parents included: os.makedirs(mode=0o700) left them 0777 under umask 000 (and 0500 under
+    277 stopped it from creating the next one); what existed keeps its mode."""
+    existing = tmp_path / "srv"
+    existing.mkdir()
+    existing.chmod(0o755)
+    old = os.umask(umask)
+    try:
+        ledger = open_ledger(f"sqlite:///{existing}/a/b/c/spend.db")
+        touch_ledger(ledger)
+        ledger.close()
+    finally:
+        os.umask(old)
+    assert mode(existing) == 0o755
+    for created in ("a", "a/b", "a/b/c"):
+        assert mode(existing / created) == 0o700, created
+    assert mode(existing / "a" / "b" / "c" / "spend.db") == 0o600
+
+
+def test_the_default_ledger_directories_are_0700(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, permissive_umask: None
+) -> None:
+    if sys.platform != "linux":  # pragma: no cover - XDG_DATA_HOME is the Linux convention
+        pytest.skip("checks the XDG location")
+    monkeypatch.delenv("FALBUDGET_LEDGER", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / ".local" / "share"))
+    open_ledger(default_ledger_url()).close()
+    for created in ("home", "home/.local", "home/.local/share", "home/.local/share/falbudget"):
+        assert mode(tmp_path / created) == 0o700, created
+
+
 def test_four_slashes_is_an_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -337,9 +338,7 @@ def test_opening_a_locked_new_file_states_the_wait_that_happened(
 
 
 @pytest.mark.postgres
-def test_a_postgres_lock_timeout_states_the_wait_that_happened(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_postgres_lock_timeout_states_the_wait_that_happened() -> None:
     import falbudget.ledger.postgres as postgres_module
     from pgutil import admin_connection, postgres_test_url, schema_of
 
@@ -353,21 +352,17 @@ def test_a_postgres_lock_timeout_states_the_wait_that_happened(
         now=T0,
         expires_at=T0 + 60,
     ).admitted
-    clock = FakeMonotonic()
     with admin_connection() as blocker:
         blocker.execute("BEGIN")
         blocker.execute(f"SELECT * FROM {schema_of(url)}.buckets FOR UPDATE")
-        monkeypatch.setattr(postgres_module, "time", clock)
         try:
             with pytest.raises(LedgerUnavailable) as info:
                 ledger.settle("a", None, now=T0 + 1)
         finally:
-            monkeypatch.undo()
             blocker.execute("ROLLBACK")
     ledger.close()
-    # the clock was read when a pooled connection was asked for, then when the work began and
-    # when it failed: the message states the last two apart
-    assert len(clock.readings) == 3
+    # the wait measured, not a configured figure: the server waited at least lock_timeout
     message = str(info.value)
-    assert f"gave up after waiting {clock.waited(since=1)} (lock_timeout 0.05 s)" in message
-    assert "30 s" not in message
+    found = re.search(r"gave up after waiting (\d+\.\d{3}) s \(lock_timeout 0\.05 s\)", message)
+    assert found is not None, message
+    assert float(found.group(1)) >= 0.05

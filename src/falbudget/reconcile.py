@@ -588,7 +588,19 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER: Final = urllib.request.build_opener(_NoRedirects())
+_LOCAL_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+"""For this machine (loopback): no proxy, whatever the environment says (``http_proxy`` would
+get the request, and with it the key, in clear text); no redirect is followed."""
+
+
+def _opener_for(base: str) -> urllib.request.OpenerDirector:
+    """The opener for ``base`` (checked by :func:`_check_base_url`). A loopback host is reached
+    directly, never through a proxy. fal's https:// API goes through the proxy the environment
+    names now (read at each fetch, not at import), as a CONNECT tunnel: the key stays inside
+    TLS. No redirect is followed."""
+    if _loopback(urllib.parse.urlsplit(base).hostname):
+        return _LOCAL_OPENER
+    return urllib.request.build_opener(urllib.request.ProxyHandler(), _NoRedirects())
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -617,7 +629,9 @@ def fetch_billing_events(
 
     Records are returned as fal gives them (a record repeated at a page boundary too:
     :func:`reconcile` counts an exact repeat once). No redirect is followed (the key would go
-    with it); ``base_url`` must be https://, or http:// to this machine.
+    with it); ``base_url`` must be https://, or http:// to this machine. A loopback address is
+    reached directly, whatever the proxy environment variables say; any other goes through the
+    https proxy they name, if any, as a CONNECT tunnel (the key stays inside TLS).
 
     Raises BillingApiError (never naming the key) when the range is empty or longer than fal's
     90 days, when a request to fal does not complete within ``timeout_s`` (answer included) or
@@ -714,7 +728,7 @@ def _get_json(url: str, api_key: str, timeout_s: float, base: str) -> Any:
         f"cannot reach fal's billing API at {base}: no complete answer within {timeout_s:g} s"
     )
     try:
-        with _OPENER.open(request, timeout=timeout_s) as answer:
+        with _opener_for(base).open(request, timeout=timeout_s) as answer:
             raw = _read_answer(answer, deadline, shown, late)
     except urllib.error.HTTPError as exc:
         raise _http_error(exc, shown, api_key) from None

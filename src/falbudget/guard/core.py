@@ -21,6 +21,9 @@ from falbudget.errors import (
     BudgetExceeded,
     ConfigurationError,
     HoldClosed,
+    HoldNotFound,
+    LedgerError,
+    LedgerUnavailable,
     MissingTag,
     UnknownEndpoint,
 )
@@ -158,7 +161,10 @@ class Hold:
         """The request is about to leave, or fal accepted it (``request_id``, once known): from
         now on an expiry counts the hold as spent. Call it with no request id just before the
         bytes are sent, and again with fal's request id when the queue returns it."""
-        self._row = self._guard.ledger.mark_submitted(self.id, request_id, now=self._guard._now())
+        ledger = self._guard.ledger
+        self._row = self._twice(
+            "mark_submitted", lambda: ledger.mark_submitted(self.id, request_id, now=self._now())
+        )
 
     def settle(self, amount: Decimal | str | int | None = None) -> None:
         """Count the hold as spent, at ``amount`` (default: the amount held). More than the
@@ -175,7 +181,7 @@ class Hold:
         guard = self._guard
         was_open = not self.closed
         now = guard._now()
-        row = guard.ledger.settle(self.id, micros, now=now)
+        row = self._twice("settle", lambda: guard.ledger.settle(self.id, micros, now=now))
         self._row = row
         target = row.amount if micros is None else micros
         if row.state == "settled":
@@ -216,7 +222,8 @@ class Hold:
         """Give the held amount back: the request was not sent or not billed. Releasing a hold
         that is already released changes nothing; one that counts as spent (settled, or expired
         as spent) raises HoldClosed and stays as it is."""
-        self._row = self._guard.ledger.release(self.id, now=self._guard._now())
+        ledger = self._guard.ledger
+        self._row = self._twice("release", lambda: ledger.release(self.id, now=self._now()))
         if self._row.counts_as_spent:
             raise self._closed_error("release", None)
 
@@ -235,6 +242,26 @@ class Hold:
             amount=asked,
             counted=counted,
         )
+
+    def _now(self) -> float:
+        return self._guard._now()
+
+    def _twice(self, step: str, write: Callable[[], LedgerHold]) -> LedgerHold:
+        """``write`` (an idempotent step: on a closed hold it changes nothing), tried again once
+        when the ledger is unavailable. The first try may have taken effect all the same (a
+        connection lost after the request left: the server may have committed it); the second
+        then finds it done and changes nothing, so the step never counts twice."""
+        try:
+            return write()
+        except LedgerUnavailable as exc:
+            log.warning("falbudget: %s of hold %s: %s; trying once more", step, self.id, exc)
+        try:
+            return write()
+        except LedgerUnavailable as exc:
+            raise LedgerUnavailable(
+                f"{exc}; hold {self.id}: whether {step} took effect is not known; call "
+                f"{step}() again when the ledger answers (it never counts twice)"
+            ) from None
 
     def renew(self) -> None:
         """Push the expiry ``hold_ttl`` seconds past now (a job still running is not dead)."""
@@ -540,8 +567,32 @@ class Guard:
             fingerprint = _idempotency.fingerprint(plan.endpoint, plan.arguments, plan.tags)
         now = self._now()
         quote = plan.quote
-        result: Admission = self.ledger.reserve(
-            hold_id=uuid.uuid4().hex,
+        hold_id = uuid.uuid4().hex
+        try:
+            result: Admission = self._reserve(plan, hold_id, idempotency_key, fingerprint, now)
+        except LedgerUnavailable as exc:
+            raise self._unresolved(exc, hold_id, idempotency_key) from None
+        if result.conflict and result.hold is not None and idempotency_key is not None:
+            raise _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
+        if not result.admitted or result.hold is None:
+            bucket = result.refused_by or GLOBAL_TOTAL
+            cap = plan.caps_by_bucket.get(bucket)
+            if cap is None:  # pragma: no cover - trackers have no limit
+                raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
+            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
+        return Hold(self, result.hold, quote, result.replayed)
+
+    def _reserve(
+        self,
+        plan: _Plan,
+        hold_id: str,
+        idempotency_key: str | None,
+        fingerprint: str | None,
+        now: float,
+    ) -> Admission:
+        quote = plan.quote
+        return self.ledger.reserve(
+            hold_id=hold_id,
             endpoint=plan.endpoint,
             amount=plan.amount,
             charges=plan.charges,
@@ -555,15 +606,50 @@ class Guard:
             fingerprint=fingerprint,
             idempotency_ttl=None if idempotency_key is None else self.idempotency_ttl,
         )
-        if result.conflict and result.hold is not None and idempotency_key is not None:
-            raise _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
-        if not result.admitted or result.hold is None:
-            bucket = result.refused_by or GLOBAL_TOTAL
-            cap = plan.caps_by_bucket.get(bucket)
-            if cap is None:  # pragma: no cover - trackers have no limit
-                raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
-            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
-        return Hold(self, result.hold, quote, result.replayed)
+
+    def _unresolved(
+        self, exc: LedgerUnavailable, hold_id: str, idempotency_key: str | None
+    ) -> LedgerUnavailable:
+        """A reservation the ledger did not confirm. It may have been recorded all the same (the
+        connection was lost after the request left: the server may have committed it), so the
+        guard looks the hold up by the id it chose. Recorded without an idempotency key: nobody
+        else knows that id, so it is released at once. With a key it is left alone (another
+        worker retrying with the key may be using it): a retry with the key returns it. Either
+        way the caller gets LedgerUnavailable and sends nothing; a hold left behind was never
+        submitted, so its expiry releases it and never counts it as spent."""
+        later = f"released when it expires (hold_ttl {self.hold_ttl:g} s), never counted as spent"
+        try:
+            row = self.ledger.get_hold(hold_id)
+        except HoldNotFound:
+            return LedgerUnavailable(
+                f"{exc}; the reservation is not recorded (hold {hold_id}): nothing is held; were "
+                f"the server to record it still, it would be {later}"
+            )
+        except LedgerError:
+            return LedgerUnavailable(
+                f"{exc}; the reservation may have been recorded as hold {hold_id}: if so, it is "
+                f"{later}"
+            )
+        if row.state != "held":
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id}, now {row.state}"
+            )
+        if idempotency_key is not None:
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id} under idempotency key "
+                f"{idempotency_key!r}: retry with the same key to use it; otherwise it is {later}"
+            )
+        try:
+            self.ledger.release(hold_id, now=self._now())
+        except LedgerError:
+            return LedgerUnavailable(
+                f"{exc}; the reservation was recorded as hold {hold_id} and could not be "
+                f"released now: it is {later}"
+            )
+        return LedgerUnavailable(
+            f"{exc}; the reservation had been recorded as hold {hold_id} and has been released: "
+            "nothing is held"
+        )
 
     def _after_settle(self, row: LedgerHold) -> None:
         watched = []

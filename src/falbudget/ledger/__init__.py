@@ -39,7 +39,8 @@ def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
 
     ``memory://`` is a new, empty in-process ledger. ``sqlite:///`` follows SQLAlchemy: three
     slashes and a relative path (from the working directory), four for an absolute one, ``~``
-    expanded; a missing parent directory is created (0700) and a new file is 0600.
+    expanded; every missing directory above the file is created 0700 (whatever the umask) and
+    a new file is 0600.
     ``postgresql://`` and ``postgres://`` need ``falbudget[postgres]``. Anything else raises
     ConfigurationError.
 

@@ -24,8 +24,10 @@ Admission (see docs/postgres.md for the reasoning and the measured alternatives)
   transaction is settling, renewing or expiring at that moment; admission never skips or NOWAITs.
 * Serialization failures and deadlocks (neither is expected) are retried a bounded number of
   times. A server that cannot be reached, a connection lost in the middle of an operation, or a
-  lock not granted within ``lock_timeout_s`` raise LedgerUnavailable: the guard fails closed.
-  Messages carry the URL with its password replaced by ``***``.
+  lock not granted within ``lock_timeout`` raise LedgerUnavailable: the guard fails closed.
+  Every operation ends within ``connect_timeout`` + ``statement_timeout`` (10 s by default):
+  the server enforces both timeouts, and a watchdog thread shuts down the socket of a call the
+  server has not answered by then. Messages carry the URL with its secrets replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import os
 import random
 import re
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +64,7 @@ from falbudget.errors import (
 )
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
-from falbudget.ledger._urls import redact_url
+from falbudget.ledger._urls import is_secret_param, redact_url, url_secrets
 from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
     Adjustment,
@@ -85,6 +88,12 @@ MAX_ATTEMPTS: Final = 8
 (admission only) a race that a retry resolves."""
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_OWN_PARAMS = (SCHEMA_PARAM, "statement_timeout", "lock_timeout")
+"""The URL's parameters that are falbudget's: removed before the URL reaches libpq."""
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min)")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "min": 60.0}
+MAX_TIMEOUT_S: Final = 3600
+"""The largest timeout a URL or argument may set, in seconds."""
 _OPEN = "state IN ('held', 'submitted')"
 """Written exactly as in the partial index's WHERE, so that the planner uses that index."""
 _HOLD_COLUMNS = (
@@ -108,10 +117,21 @@ _HOLD_COLUMNS = (
 )
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-_WAITED_TOO_LONG = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
 """admin_shutdown, crash_shutdown, cannot_connect_now, idle_in_transaction_session_timeout; all
 of class 08 (connection exception) and 53 (insufficient resources) count as well."""
+
+_KEEPALIVES: Final[Mapping[str, int]] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's TCP settings unless the URL sets its own: the kernel probes an idle connection after
+5 s and drops it when the peer is gone (about 10 s), and drops one whose sent data stays
+unacknowledged for 10 s. They keep the pool's idle connections honest; the bound of a call is
+kept by the watchdog below whatever they are."""
 
 _INHERITED: list[object] = []
 """Pools a forked child inherited: kept referenced so that the child never closes the parent's
@@ -248,6 +268,34 @@ class _Target:
     secrets: tuple[str, ...]
     """Every spelling of the password, scrubbed from any text we show."""
     params: Mapping[str, str]
+    timeouts: Mapping[str, float]
+    """falbudget's own ``statement_timeout=`` and ``lock_timeout=`` (seconds), when given."""
+
+
+def _duration(shown: str, name: str, text: str) -> float:
+    """A ``statement_timeout=`` or ``lock_timeout=`` value in seconds: a number with its unit."""
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"ledger URL {shown!r}: {name}={text!r} is not allowed: a duration with its unit, "
+            f"above 0 and at most {MAX_TIMEOUT_S:g} s (for example 5s, 500ms or 1min)"
+        )
+    return seconds
+
+
+def _connect_seconds(shown: str, text: str) -> int:
+    """The URL's ``connect_timeout``, as libpq counts it (whole seconds, less than 2 is 2)."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"ledger URL {shown!r}: connect_timeout={text!r} is not allowed: whole seconds from 1 "
+            f"to {MAX_TIMEOUT_S:g} (libpq waits at least 2; 0 would mean no limit)"
+        )
+    return max(2, value)
 
 
 def _parse_url(url: str) -> _Target:
@@ -262,16 +310,24 @@ def _parse_url(url: str) -> _Target:
         raise ConfigurationError(f"ledger URL {shown!r}: a PostgreSQL URL has no #fragment")
     head, question, query = base.partition("?")
     kept: list[str] = []
-    schemas: list[str] = []
+    own: dict[str, list[str]] = {name: [] for name in _OWN_PARAMS}
     for item in query.split("&") if question else []:
         name, _, value = item.partition("=")
-        if unquote(name) == SCHEMA_PARAM:
-            schemas.append(unquote(value))
+        if unquote(name) in own:
+            own[unquote(name)].append(unquote(value))
         elif item:
             kept.append(item)
-    if len(schemas) > 1:
-        raise ConfigurationError(f"ledger URL {shown!r} names the schema more than once")
+    for name, values in own.items():
+        if len(values) > 1:
+            what = "the schema" if name == SCHEMA_PARAM else name
+            raise ConfigurationError(f"ledger URL {shown!r} names {what} more than once")
+    schemas = own[SCHEMA_PARAM]
     schema = schemas[0] if schemas else DEFAULT_SCHEMA
+    timeouts = {
+        name: _duration(shown, name, values[0])
+        for name, values in own.items()
+        if name != SCHEMA_PARAM and values
+    }
     if not _SCHEMA_NAME.fullmatch(schema) or schema.startswith("pg_"):
         raise ConfigurationError(
             f"ledger URL {shown!r}: schema={schema!r} is not allowed: a schema name is 1 to 63 "
@@ -285,20 +341,17 @@ def _parse_url(url: str) -> _Target:
         raise ConfigurationError(
             f"ledger URL {shown!r} is not a valid PostgreSQL URL: {_scrub(str(exc), secrets)}"
         ) from None
-    return _Target(conninfo, schema, shown, _secrets_of(url, params.get("password")), params)
+    if "connect_timeout" in params:
+        _connect_seconds(shown, params["connect_timeout"])
+    return _Target(conninfo, schema, shown, _secrets_of(url, params), params, timeouts)
 
 
-def _secrets_of(url: str, password: str | None) -> tuple[str, ...]:
-    found = set()
-    if password:
-        found.add(password)
-    userinfo = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")[0]
-    if ":" in userinfo:
-        raw = userinfo.split(":", 1)[1]
-        found.update({raw, unquote(raw)})
-    for match in re.finditer(r"[?&]password=([^&#]*)", url):
-        found.update({match.group(1), unquote(match.group(1))})
-    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+def _secrets_of(url: str, params: Mapping[str, str] | None) -> tuple[str, ...]:
+    """Every spelling of every secret: the URL's (see ledger/_urls.py) and, as libpq read
+    them, the values of its secret parameters (``password``, ``sslpassword``...)."""
+    found = set(url_secrets(url))
+    found.update(v for k, v in (params or {}).items() if is_secret_param(k) and v)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def schema_name(url: str) -> str:
@@ -317,13 +370,21 @@ class PostgresLedger:
     """The Ledger protocol on a PostgreSQL schema; see the module docstring and docs/postgres.md.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``, ``postgres://`` too) with
-    an optional ``schema=`` parameter (default ``falbudget``). Nothing connects until the first
+    optional ``schema=`` (default ``falbudget``), ``statement_timeout=`` and ``lock_timeout=``
+    parameters (a duration with its unit: ``5s``, ``500ms``). Nothing connects until the first
     operation; then a small pool (``pool_min_size`` to ``pool_max_size`` connections) serves all
-    threads of this process. ``connect_timeout_s`` bounds a connection attempt (unless the URL
-    sets ``connect_timeout``), ``pool_timeout_s`` the wait for a free pooled connection and
-    ``lock_timeout_s`` the wait for another worker's row lock; past any of them the operation
-    raises LedgerUnavailable, with the wait that really happened. ``read_only=True`` never
-    creates the schema (a missing one raises LedgerNotFound) and runs every session with
+    threads of this process.
+
+    Every operation returns, or raises LedgerUnavailable, within :attr:`call_timeout_s` =
+    connect timeout + statement timeout (5 + 5 = 10 s by default), however the network fails:
+    ``connect_timeout_s`` (or the URL's ``connect_timeout``) bounds getting a connection,
+    ``statement_timeout_s`` (or ``statement_timeout``) the statements, on the server and, should
+    the server not answer at all, on this side (the connection is then closed).
+    ``lock_timeout_s`` (``lock_timeout``) bounds the wait for another worker's row lock and
+    ``pool_timeout_s`` the wait for a free pooled connection, both within that bound. TCP
+    keepalives and ``tcp_user_timeout`` (libpq parameters; the URL may set its own) make the
+    kernel notice a dead peer on idle pooled connections too. ``read_only=True``
+    never creates the schema (a missing one raises LedgerNotFound) and runs every session with
     ``default_transaction_read_only``, so nothing can be written through it.
     """
 
@@ -333,9 +394,10 @@ class PostgresLedger:
         *,
         pool_min_size: int = 1,
         pool_max_size: int = 4,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 5.0,
         pool_timeout_s: float = 30.0,
-        lock_timeout_s: float = 30.0,
+        lock_timeout_s: float = 4.0,
         read_only: bool = False,
     ) -> None:
         self._target = _parse_url(url)
@@ -344,11 +406,18 @@ class PostgresLedger:
         self.url = self._target.shown
         for name, value in (
             ("connect_timeout_s", connect_timeout_s),
+            ("statement_timeout_s", statement_timeout_s),
             ("pool_timeout_s", pool_timeout_s),
             ("lock_timeout_s", lock_timeout_s),
         ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= MAX_TIMEOUT_S
+            ):
+                raise ConfigurationError(
+                    f"{name}={value!r} is not allowed: seconds above 0, at most {MAX_TIMEOUT_S}"
+                )
         sizes = (pool_min_size, pool_max_size)
         if any(isinstance(n, bool) or not isinstance(n, int) for n in sizes) or not (
             0 <= pool_min_size <= pool_max_size and pool_max_size >= 1
@@ -357,16 +426,27 @@ class PostgresLedger:
                 f"pool sizes {pool_min_size!r}..{pool_max_size!r} are not allowed: "
                 "0 <= pool_min_size <= pool_max_size, pool_max_size >= 1"
             )
+        params, timeouts = self._target.params, self._target.timeouts
         self._pool_sizes = (pool_min_size, pool_max_size)
         self._pool_timeout_s = float(pool_timeout_s)
-        self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
+        self.statement_timeout_s = timeouts.get("statement_timeout", float(statement_timeout_s))
+        self.lock_timeout_s = timeouts.get("lock_timeout", float(lock_timeout_s))
+        self.connect_timeout_s = float(
+            _connect_seconds(self.url, params["connect_timeout"])
+            if "connect_timeout" in params
+            else max(2, round(connect_timeout_s))
+        )
+        self.call_timeout_s = self.connect_timeout_s + self.statement_timeout_s
+        """The most any operation takes before it returns or raises LedgerUnavailable."""
         # psycopg's own statement preparation is off: the hot statements are PREPAREd on each
         # pooled connection (see _Queries) and sent as one multi-statement query per operation.
         self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
-        if "connect_timeout" not in self._target.params:
-            self._kwargs["connect_timeout"] = max(2, round(connect_timeout_s))
-        if "application_name" not in self._target.params:
-            self._kwargs["application_name"] = "falbudget"
+        defaults: dict[str, Any] = {
+            "connect_timeout": round(self.connect_timeout_s),
+            "application_name": "falbudget",
+            **_KEEPALIVES,
+        }
+        self._kwargs.update((k, v) for k, v in defaults.items() if k not in params)
         self._queries: _Queries | None = None
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
@@ -376,16 +456,56 @@ class PostgresLedger:
         self._closed = False
 
     # -- connections -------------------------------------------------------------------------
-    def _connect_direct(self) -> Connection:
-        try:
-            return psycopg.Connection.connect(self._target.conninfo, **self._kwargs)
-        except psycopg.Error as exc:
-            raise self._error(exc, "cannot connect") from None
+    def _connect_direct(self, deadline: float | None = None) -> Connection:
+        """A connection of its own (not pooled). With a ``deadline`` (time.monotonic()), the
+        attempt runs in a helper thread and is abandoned (closed once it completes) when the
+        deadline passes first: libpq's connect_timeout applies to each host address it tries."""
+        if deadline is None:
+            try:
+                return psycopg.Connection.connect(self._target.conninfo, **self._kwargs)
+            except psycopg.Error as exc:
+                raise self._error(exc, "cannot connect") from None
+        outcome: list[Connection | psycopg.Error] = []
+        done = threading.Event()
+        guard = threading.Lock()
+        abandoned = False
 
-    def _ready_pool(self) -> ConnectionPool[Connection]:
+        def attempt() -> None:
+            result: Connection | psycopg.Error
+            try:
+                result = psycopg.Connection.connect(self._target.conninfo, **self._kwargs)
+            except psycopg.Error as exc:
+                result = exc
+            with guard:
+                if not abandoned:
+                    outcome.append(result)
+                    done.set()
+                    return
+            if isinstance(result, psycopg.Connection):  # nobody waits for it any more
+                with suppress(Exception):
+                    result.close()
+
+        threading.Thread(target=attempt, name="falbudget-connect", daemon=True).start()
+        done.wait(max(0.0, deadline - time.monotonic()))
+        with guard:
+            if not outcome:
+                abandoned = True
+                self._suspect = True
+                raise LedgerUnavailable(
+                    f"{self.url}: cannot connect: no connection within {self.call_timeout_s:g} s "
+                    "(connect_timeout + statement_timeout)"
+                )
+        result = outcome[0]
+        if isinstance(result, psycopg.Error):
+            raise self._error(result, "cannot connect") from None
+        return result
+
+    def _ready_pool(self, deadline: float) -> ConnectionPool[Connection]:
         """The pool, opened on first use after one direct connection has checked (and perhaps
         created) the schema: a server that is down fails fast instead of after a pool timeout."""
-        with self._lock:
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise self._late("cannot connect")
+        try:
             if self._closed:
                 raise LedgerError(f"{self.url}: the ledger is closed")
             if self._pid != os.getpid():  # forked: the parent's pool is not ours to use or close
@@ -393,7 +513,8 @@ class PostgresLedger:
                     _INHERITED.append(self._pool)
                 self._pool, self._pid, self._suspect = None, os.getpid(), False
             if self._pool is None or self._suspect:
-                conn = self._connect_direct()
+                conn = self._connect_direct(deadline)
+                alarm = _WATCHDOG.arm(conn, deadline)
                 try:
                     if not self._schema_ok:
                         _prepare_schema(conn, self._target, create=not self.read_only)
@@ -401,8 +522,9 @@ class PostgresLedger:
                     if self._queries is None:
                         self._queries = _Queries(sql.Identifier(self.schema), conn)
                 except psycopg.Error as exc:
-                    raise self._error(exc, "cannot check the ledger schema") from None
+                    raise self._error(exc, "cannot check the ledger schema", conn, alarm) from None
                 finally:
+                    alarm.disarm()
                     with suppress(Exception):
                         conn.close()
                 self._suspect = False
@@ -421,6 +543,8 @@ class PostgresLedger:
                 pool.open(wait=False)
                 self._pool = pool
             return self._pool
+        finally:
+            self._lock.release()
 
     @property
     def _q(self) -> _Queries:
@@ -431,32 +555,48 @@ class PostgresLedger:
 
     def _configure(self, conn: Connection) -> None:
         """Session settings and prepared statements of every pooled connection, in one round
-        trip. READ COMMITTED: a guarded statement that waited for a row lock re-checks its
-        condition against the committed row. An idle transaction (only ever a failed one left by
-        a frozen worker) is ended by the server after a minute, so its locks cannot linger."""
+        trip (bounded by statement_timeout on this side too). READ COMMITTED: a guarded
+        statement that waited for a row lock re-checks its condition against the committed row.
+        statement_timeout and lock_timeout bound each statement and each lock wait on the
+        server. An idle transaction (only ever a failed one left by a frozen worker) is ended by
+        the server after a minute, so its locks cannot linger."""
         settings = sql.SQL(
             "SET default_transaction_isolation = 'read committed'; "
-            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}; "
+            "SET statement_timeout = {}; SET lock_timeout = {}; "
+            "SET idle_in_transaction_session_timeout = {}; "
             "SET plan_cache_mode = force_generic_plan; "
             "SET default_transaction_read_only = {}; "
         ).format(
-            sql.Literal(self._lock_timeout_ms),
+            sql.Literal(_millis(self.statement_timeout_s)),
+            sql.Literal(_millis(self.lock_timeout_s)),
             sql.Literal(60_000),
             sql.SQL("on" if self.read_only else "off"),
         )
-        conn.execute(settings.as_bytes(conn) + self._q.prepare_all)
+        alarm = _WATCHDOG.arm(conn, time.monotonic() + self.statement_timeout_s)
+        try:
+            conn.execute(settings.as_bytes(conn) + self._q.prepare_all)
+        finally:
+            alarm.disarm()
 
-    def _getconn(self) -> tuple[ConnectionPool[Connection], Connection]:
+    def _getconn(
+        self, deadline: float | None = None
+    ) -> tuple[ConnectionPool[Connection], Connection]:
+        if deadline is None:
+            deadline = time.monotonic() + self.call_timeout_s
         for _ in range(self._pool_sizes[1] + 2):
-            pool = self._ready_pool()
+            pool = self._ready_pool(deadline)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._late("cannot connect")
+            wait = min(self._pool_timeout_s, left)
             started = time.monotonic()
             try:
-                conn = pool.getconn()
+                conn = pool.getconn(timeout=wait)
             except PoolTimeout:
                 waited = time.monotonic() - started
                 raise LedgerUnavailable(
                     f"{self.url}: no free connection to the ledger: gave up after waiting"
-                    f" {waited:.3f} s (pool_timeout {self._pool_timeout_s:g} s)"
+                    f" {waited:.3f} s (pool_timeout {wait:.3g} s)"
                 ) from None
             except PoolClosed:
                 raise LedgerError(f"{self.url}: the ledger is closed") from None
@@ -470,49 +610,77 @@ class PostgresLedger:
             self._suspect = True
         raise LedgerUnavailable(f"{self.url}: every pooled connection was found closed")
 
-    def _putconn(self, pool: ConnectionPool[Connection], conn: Connection) -> None:
+    def _putconn(
+        self, pool: ConnectionPool[Connection], conn: Connection, alarm: _Alarm | None = None
+    ) -> None:
+        """Back to the pool, rolled back (still under ``alarm``); closed if it cannot be."""
+        close = False
         if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-            try:
-                if conn.info.transaction_status != TransactionStatus.ACTIVE:
+            close = conn.info.transaction_status == TransactionStatus.ACTIVE
+            if not close:
+                try:
                     conn.execute(b"ROLLBACK", prepare=False)
-                else:
-                    conn.close()
-            except Exception:
-                with suppress(Exception):
-                    conn.close()
+                except Exception:
+                    close = True
+        if alarm is not None:  # before any close: the watchdog never touches a reused descriptor
+            alarm.disarm()
+        if close:
+            with suppress(Exception):
+                conn.close()
         pool.putconn(conn)
 
     def _run(self, action: str, work: Callable[[Connection], T]) -> T:
-        """``work`` on a pooled connection; retried on serialization failures and deadlocks
-        (``work`` must be transactions that are safe to repeat after such a failure)."""
+        """``work`` on a pooled connection, within :attr:`call_timeout_s`; retried on
+        serialization failures and deadlocks (``work`` must be transactions that are safe to
+        repeat after such a failure) while time is left."""
+        deadline = time.monotonic() + self.call_timeout_s
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            pool, conn = self._getconn()
+            pool, conn = self._getconn(deadline)
+            alarm = _WATCHDOG.arm(conn, deadline)
             started = time.monotonic()
             try:
                 return work(conn)
             except psycopg.Error as exc:
-                if _sqlstate(exc) in _RETRYABLE and attempt < MAX_ATTEMPTS and not conn.broken:
+                if (
+                    _sqlstate(exc) in _RETRYABLE
+                    and attempt < MAX_ATTEMPTS
+                    and not conn.broken
+                    and not alarm.fired
+                ):
                     log.debug("%s: %s: retrying after %s", self.url, action, _sqlstate(exc))
                     _backoff(attempt)
                     continue
-                raise self._error(exc, action, conn, time.monotonic() - started) from None
+                raise self._error(exc, action, conn, alarm, time.monotonic() - started) from None
             finally:
-                self._putconn(pool, conn)
+                self._putconn(pool, conn, alarm)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _late(self, action: str) -> LedgerUnavailable:
+        return LedgerUnavailable(
+            f"{self.url}: {action}: no answer within {self.call_timeout_s:g} s "
+            "(connect_timeout + statement_timeout)"
+        )
 
     def _error(
         self,
         exc: BaseException,
         action: str,
         conn: Connection | None = None,
+        alarm: _Alarm | None = None,
         waited: float | None = None,
     ) -> LedgerError:
         """``exc`` as a LedgerError (LedgerUnavailable when the server is out of reach, the
-        connection was lost or a lock was not granted in time), with no password in it.
-        ``waited``: the seconds the failed operation took (monotonic clock), which a lock
-        timeout's message states."""
+        connection was lost or a timeout passed), with no password in it. ``waited``: the
+        seconds the failed operation took (monotonic clock), which a timeout's message states."""
         state = _sqlstate(exc)
         text = _scrub(_describe(exc), self._target.secrets)
+        if alarm is not None and alarm.fired:
+            self._suspect = True
+            return LedgerUnavailable(
+                f"{self.url}: {action}: no answer from the PostgreSQL server within "
+                f"{self.call_timeout_s:g} s (connect_timeout + statement_timeout); the connection "
+                "was closed, and what the server did with the request is not known"
+            )
         broken = conn is not None and (conn.broken or conn.closed)
         lost = (
             broken
@@ -528,11 +696,16 @@ class PostgresLedger:
                 f"{self.url}: {action}: the PostgreSQL server cannot be reached or the connection "
                 f"was lost ({text})"
             )
-        if state in _WAITED_TOO_LONG:
-            took = "" if waited is None else f" after waiting {waited:.3f} s"
+        took = "" if waited is None else f"; gave up after waiting {waited:.3f} s"
+        if state == "55P03":  # lock_not_available
             return LedgerUnavailable(
-                f"{self.url}: {action}: another worker held a lock; gave up{took}"
-                f" (lock_timeout {self._lock_timeout_ms / 1000:g} s) ({text})"
+                f"{self.url}: {action}: another worker held a lock{took}"
+                f" (lock_timeout {self.lock_timeout_s:g} s) ({text})"
+            )
+        if state == "57014":  # query_canceled: statement_timeout
+            return LedgerUnavailable(
+                f"{self.url}: {action}: the server took longer than statement_timeout "
+                f"({self.statement_timeout_s:g} s){took} ({text})"
             )
         if state in _RETRYABLE:
             return LedgerUnavailable(
@@ -1366,6 +1539,99 @@ def _looks_alive(conn: Connection) -> bool:
         return not readable
     except (OSError, ValueError, psycopg.Error):
         return False
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class _Alarm:
+    """One armed deadline of :class:`_Watchdog` for one connection's socket."""
+
+    __slots__ = ("deadline", "fd", "fired", "inode", "watchdog")
+
+    def __init__(self, watchdog: _Watchdog, fd: int, inode: int, deadline: float) -> None:
+        self.watchdog = watchdog
+        self.fd = fd
+        self.inode = inode
+        self.deadline = deadline
+        self.fired = False
+
+    def disarm(self) -> None:
+        self.watchdog.disarm(self)
+
+
+class _Watchdog:
+    """Shuts down the socket of a connection still busy at its deadline (time.monotonic()).
+
+    psycopg waits for the server's answer without a limit of its own; a server that cannot
+    answer (a network that drops packets, a frozen host, a peer that acknowledges and never
+    replies) would hold the call for as long as that lasts. ``shutdown(SHUT_RDWR)`` on the
+    socket wakes that wait at once: libpq reports the connection lost and psycopg marks it
+    broken. The socket is never closed here (its descriptor stays the connection's); an alarm
+    is disarmed before its connection is closed, and the socket's inode is checked before the
+    shutdown, so another connection reusing the descriptor number is never touched.
+
+    One daemon thread per process, started on first use (again in a forked child); it sleeps
+    until the earliest deadline and is woken only when an earlier one is armed.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._alarms: set[_Alarm] = set()
+        self._wake_at = float("inf")
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: Connection, deadline: float) -> _Alarm:
+        fd = conn.fileno()
+        alarm = _Alarm(self, fd, os.fstat(fd).st_ino, deadline)
+        with self._cond:
+            self._alarms.add(alarm)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="falbudget-watchdog", daemon=True
+                )
+                self._thread.start()
+            if deadline < self._wake_at:
+                self._wake_at = deadline
+                self._cond.notify()
+        return alarm
+
+    def disarm(self, alarm: _Alarm) -> None:
+        with self._cond:
+            self._alarms.discard(alarm)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for alarm in [a for a in self._alarms if a.deadline <= now]:
+                    self._alarms.discard(alarm)
+                    alarm.fired = True
+                    _shutdown(alarm.fd, alarm.inode)
+                self._wake_at = min((a.deadline for a in self._alarms), default=float("inf"))
+                wait = self._wake_at - now if self._alarms else None
+                self._cond.wait(wait)
+
+
+def _shutdown(fd: int, inode: int) -> None:
+    """Shut the socket ``fd`` down both ways if it is still the one with ``inode``."""
+    with suppress(OSError):
+        if os.fstat(fd).st_ino != inode:
+            return
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+_WATCHDOG: Final = _Watchdog()
 
 
 def _backoff(attempt: int) -> None:

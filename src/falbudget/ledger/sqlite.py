@@ -787,15 +787,39 @@ def _hold(row: Sequence[Any]) -> Hold:
     return hold_from_row(row, decode=json.loads)
 
 
+def _make_private_dirs(directory: str) -> None:
+    """Create ``directory`` and every missing parent, each 0700 whatever the umask.
+
+    ``os.makedirs(mode=0o700)`` applies the mode to the last directory only (the parents get
+    0777 less the umask: 0777 under umask 000) and lets the umask narrow even that one. A
+    directory that already exists, or that another process creates meanwhile, is left as it is.
+    """
+    missing: list[str] = []
+    current = os.path.abspath(directory)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)
+
+
 def _create_private(path: str) -> None:
-    """Create ``path`` (and a missing parent, 0700) as an empty file readable by its owner only.
+    """Create ``path`` (and every missing directory above it, 0700) as an empty file readable by
+    its owner only.
 
     SQLite gives the -wal and -shm files the database file's mode, so they are 0600 too.
     """
     try:
         parent = os.path.dirname(path)
         if parent and not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700, exist_ok=True)
+            _make_private_dirs(parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
