@@ -10,7 +10,8 @@ from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from falbudget.errors import ConfigurationError
-from falbudget.money import format_usd, to_decimal, to_micros
+from falbudget.ledger._checks import MAX_MICROS
+from falbudget.money import format_usd, from_micros, to_decimal, to_micros
 
 Window = Literal["total", "day", "week", "month"]
 WINDOWS: tuple[str, ...] = get_args(Window)
@@ -39,6 +40,25 @@ def _parse_scope(scope: object) -> tuple[str, str | None]:
     if sep and not value:
         raise ConfigurationError(f"scope={scope!r} is not allowed: a value must follow ':'")
     return name, (value if sep else None)
+
+
+MAX_LIMIT = from_micros(MAX_MICROS)
+"""The largest limit (or max_per_request) a cap may have: what a ledger can count, 2**63 - 1
+micro-USD (9223372036854.775807 USD)."""
+
+
+def _countable(name: str, given: object, amount: Decimal) -> None:
+    """ConfigurationError unless ``amount`` fits in a ledger's counters (checked when the cap is
+    made, not at the first reservation)."""
+    try:
+        fits = to_micros(amount) <= MAX_MICROS
+    except ValueError:  # more digits than to_micros takes
+        fits = False
+    if not fits:
+        raise ConfigurationError(
+            f"{name}={given!r} is not allowed: at most {format_usd(MAX_LIMIT)} USD, what a ledger"
+            " can count (2**63 - 1 micro-USD)"
+        )
 
 
 @dataclass(frozen=True, init=False)
@@ -90,6 +110,9 @@ class Cap:
             raise ConfigurationError(
                 f"max_per_request={max_per_request!r} is not allowed: it must be above 0"
             )
+        _countable("limit", limit, limit_d)
+        if per_request is not None:
+            _countable("max_per_request", max_per_request, per_request)
         tag, value = _parse_scope(scope)
         if window not in WINDOWS:
             raise ConfigurationError(
@@ -109,10 +132,12 @@ class Cap:
                 fraction = Decimal(str(raw)) if isinstance(raw, float) else to_decimal(raw)
             except ValueError:
                 fraction = Decimal(-1)
+            if not fraction.is_finite():  # a float nan or inf: Decimal('NaN') cannot be compared
+                fraction = Decimal(-1)
             if isinstance(raw, bool) or not Decimal(0) < fraction <= Decimal(10):
                 raise ConfigurationError(
-                    f"alert_at value {raw!r} is not allowed: a fraction of the limit above 0,"
-                    " such as 0.5 or 1.0"
+                    f"alert_at value {raw!r} is not allowed: a fraction of the limit above 0 and"
+                    " at most 10, such as 0.5 or 1.0"
                 )
             fractions.append(fraction)
         object.__setattr__(self, "limit", limit_d)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("falbudget.guard")
 
+MAX_HOLD_TTL = 200 * 365 * 86400
+"""The longest ``hold_ttl``, in seconds (200 years of 365 days): within what the keep-alive
+timer can wait (a third of it) and what dates can show (an expiry before the year 9999)."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 OnUnknown = Literal["deny", "allow"]
@@ -285,9 +289,14 @@ class Guard:
     ) -> None:
         from falbudget.ledger import default_ledger_url, open_ledger
 
-        if isinstance(hold_ttl, bool) or not isinstance(hold_ttl, int | float) or hold_ttl <= 0:
+        if (
+            isinstance(hold_ttl, bool)
+            or not isinstance(hold_ttl, int | float)
+            or not 0 < hold_ttl <= MAX_HOLD_TTL  # False for nan; inf is above the bound
+        ):
             raise ConfigurationError(
-                f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0"
+                f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0 and at most"
+                f" {MAX_HOLD_TTL} (200 years)"
             )
         if on_unknown not in ("deny", "allow"):
             raise ConfigurationError(f"on_unknown={on_unknown!r} is not allowed: 'deny' or 'allow'")
