@@ -41,6 +41,9 @@ seconds (the guard's clock). None, where allowed, means now."""
 
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _SECONDS_A_DAY = 86400
+_FIRST_DAY, _LAST_DAY = dt.date.min.toordinal(), dt.date.max.toordinal()
+_FIRST_SECOND = (_FIRST_DAY - _EPOCH_DAY) * _SECONDS_A_DAY
+_LAST_SECOND = (_LAST_DAY + 1 - _EPOCH_DAY) * _SECONDS_A_DAY - 1
 
 
 def _today() -> int:
@@ -63,8 +66,20 @@ def day_of(moment: Moment, endpoint: str = "quote") -> int:
         return moment.toordinal()
     if isinstance(moment, dt.date):
         return moment.toordinal()
-    if isinstance(moment, int | float) and not isinstance(moment, bool) and math.isfinite(moment):
-        return int(moment // _SECONDS_A_DAY) + _EPOCH_DAY
+    day = None
+    if isinstance(moment, int) and not isinstance(moment, bool):
+        day = moment // _SECONDS_A_DAY + _EPOCH_DAY  # exact: math.isfinite(10**400) overflows
+    elif isinstance(moment, float) and math.isfinite(moment):
+        day = int(moment // _SECONDS_A_DAY) + _EPOCH_DAY
+    if day is not None:
+        if _FIRST_DAY <= day <= _LAST_DAY:
+            return day
+        raise InvalidArguments(
+            endpoint,
+            "at",
+            moment,
+            f"POSIX seconds within the years 1 to 9999 ({_FIRST_SECOND} to {_LAST_SECOND})",
+        )
     raise InvalidArguments(
         endpoint,
         "at",
