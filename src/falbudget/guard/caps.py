@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -150,6 +151,24 @@ class Cap:
         object.__setattr__(self, "_tag", tag)
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_zone", zone)
+
+    def __str__(self) -> str:
+        """The cap as a person reads it: 'the cap of 50.00 USD a day for each project', 'the
+        cap "team" of 500.00 USD a month (Europe/Paris) for all requests, at most 2.00 USD a
+        request'. ``repr()`` keeps every field."""
+        period = {"total": "in all", "day": "a day", "week": "a week", "month": "a month"}
+        zone = "" if self.window == "total" or self.tz == "UTC" else f" ({self.tz})"
+        if self._tag == "global":
+            whom = "for all requests"
+        elif self._value is None:
+            whom = f"for each {self._tag}"
+        else:
+            whom = f"for {self._tag} {self._value}"
+        named = f" {json.dumps(self.name, ensure_ascii=False)}" if self.name else ""
+        text = f"the cap{named} of {format_usd(self.limit)} USD {period[self.window]}{zone} {whom}"
+        if self.max_per_request is not None:
+            text += f", at most {format_usd(self.max_per_request)} USD a request"
+        return text
 
     @property
     def limit_micros(self) -> int:

@@ -126,10 +126,17 @@ class Hold:
         return self._row.state not in ("held", "submitted")
 
     def __repr__(self) -> str:
-        return (
-            f"Hold(id={self.id!r}, endpoint={self.endpoint!r}, amount={format_usd(self.amount)},"
-            f" state={self.state!r})"
-        )
+        """'<Hold 3f2a...: 0.80 USD for fal-ai/magi/image-to-video, held, not yet sent>': what
+        is held, for what, and where the hold stands (as last seen by this object)."""
+        row = self._row
+        state = {
+            "held": "held, not yet sent",
+            "submitted": f"submitted to fal as {row.request_id}",
+            "settled": f"settled at {format_usd(from_micros(row.spent_amount))} USD",
+            "released": "released, nothing spent",
+            "expired": "expired, counted as spent",
+        }.get(row.state, row.state)
+        return f"<Hold {self.id}: {format_usd(self.amount)} USD for {self.endpoint}, {state}>"
 
     # -- the steps, sync -------------------------------------------------------------------
     def mark_submitted(self, request_id: str) -> None:

@@ -98,6 +98,11 @@ def show_moment(moment: Moment) -> str:
         return repr(moment)
 
 
+def _shown(value: Any) -> str:
+    """An input's value as KEY=VALUE writes it: strings bare, others as JSON (true, null)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _json_key(value: Any) -> str:
     """How a value is written as a key of a lookup rule: strings as they are, others as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -164,6 +169,18 @@ class Quote:
     effective_from: str | None = None
     """The first day (ISO date, UTC) of the dated version of the endpoint's prices that priced
     this quote; None when the endpoint has one set of rules, always in effect."""
+
+    def __str__(self) -> str:
+        """The quote as a sentence: 'fal-ai/magi/image-to-video costs 1.20 USD with
+        num_frames=144 resolution=480p num_inference_steps=32 (price table 2026.11.30)'."""
+        priced = " ".join(
+            f"{item.input}={_shown(item.value)}" for item in self.line_items if item.input
+        )
+        inputs = f" with {priced}" if priced else ""
+        table = f"price table {self.table_version}"
+        if self.effective_from is not None:
+            table += f", prices from {self.effective_from}"
+        return f"{self.endpoint} costs {format_usd(self.total)} {self.currency}{inputs} ({table})"
 
     @property
     def rules_version(self) -> str:
@@ -287,7 +304,7 @@ class InputRule:
             hint = " (give the number itself, not a string)"
         elif self.type == "integer" and isinstance(value, float) and not isinstance(value, bool):
             hint = " (a float is not an integer, even when whole)"
-        elif isinstance(value, bool) and self.type != "boolean":
+        elif isinstance(value, bool) and self.type in ("integer", "number"):
             hint = " (a boolean is not a number)"
         return self.allowed + hint
 
