@@ -371,7 +371,7 @@ def test_best_within_with_fixed_inputs(magi: PricedEndpoint) -> None:
 def test_best_within_refuses_bad_input(magi: PricedEndpoint) -> None:
     with pytest.raises(PlanningError, match="per_request='-1' is not allowed"):
         best_within(magi, "-1")
-    with pytest.raises(InvalidArguments, match="resolution='1080p'"):
+    with pytest.raises(InvalidArguments, match='resolution="1080p"'):
         best_within(magi, "2.00", fixed={"resolution": "1080p"})
     with pytest.raises(InvalidArguments, match="unknown parameter"):
         best_within(magi, "2.00", fixed={"frames": 96})

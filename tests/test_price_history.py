@@ -292,7 +292,7 @@ def test_at_must_be_a_moment(table: PriceTable, at: object) -> None:
 
 def test_at_is_checked_for_an_undated_endpoint_too() -> None:
     table = load_table(REPO_TABLE)
-    with pytest.raises(InvalidArguments, match="at='tomorrow' is not allowed"):
+    with pytest.raises(InvalidArguments, match='at="tomorrow" is not allowed'):
         table.quote(MAGI, at="tomorrow")  # type: ignore[arg-type]
 
 

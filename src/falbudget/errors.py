@@ -6,6 +6,7 @@ stderr and exit code 2 (usage or bad input) without a traceback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -257,5 +258,26 @@ _MISSING: Any = _Missing()
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """A value as the user wrote it: JSON for what JSON can hold (null, true, "480p", [1, 2]),
+    since arguments are JSON on every path into a quote; Python's repr for anything else."""
+    text = None
+    if _json_shaped(value):
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (ValueError, RecursionError):
+            text = None
+    if text is None:
+        text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_shaped(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, list | tuple):
+        return all(_json_shaped(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_shaped(v, depth + 1) for k, v in value.items())
+    return False

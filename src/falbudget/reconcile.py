@@ -43,7 +43,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import (
     MAX_EMAX,
@@ -456,7 +456,11 @@ def parse_csv(text: str, origin: str) -> list[BillingRecord]:
     """CSV with a header row naming fal's fields (see :data:`CSV_COLUMNS`); cells are trimmed,
     an empty cell is a missing value."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip() for name in reader.fieldnames or []]
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise _csv_error(exc, reader, origin) from None
+    header = [name.strip() for name in fieldnames or []]
     if not header:
         raise ReconcileError(f"{origin}: empty file: a header row naming the columns is needed")
     named = [name for name in header if name]
@@ -476,7 +480,7 @@ def parse_csv(text: str, origin: str) -> list[BillingRecord]:
         )
     reader.fieldnames = header
     records = []
-    for row in reader:
+    for row in _rows(reader, origin):
         where = f"{origin}: line {reader.line_num}"
         if None in row:
             raise ReconcileError(f"{where}: more cells than the header has columns")
@@ -487,6 +491,24 @@ def parse_csv(text: str, origin: str) -> list[BillingRecord]:
         }
         records.append(record_from_mapping(cells, where))
     return records
+
+
+def _rows(reader: csv.DictReader[str], origin: str) -> Iterator[dict[str, str | Any]]:
+    """The reader's rows; a line the csv module cannot read (a cell over its size limit, a NUL)
+    is a ReconcileError naming it."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _csv_error(exc, reader, origin) from None
+        yield row
+
+
+def _csv_error(exc: csv.Error, reader: csv.DictReader[str], origin: str) -> ReconcileError:
+    # line_num counts the lines read before the one that failed
+    return ReconcileError(f"{origin}: line {reader.line_num + 1}: not readable CSV ({exc})")
 
 
 def input_format_of(path: str) -> InputFormat:
@@ -784,7 +806,7 @@ def _http_error(exc: urllib.error.HTTPError, url: str, api_key: str) -> BillingA
         parsed = json.loads(detail)
         if isinstance(parsed, Mapping) and "detail" in parsed:
             detail = str(parsed["detail"])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or 1,999 "[": the text as it came
         pass
     detail = _scrub(" ".join(detail.split())[:200], api_key)
     said = f" ({detail})" if detail else ""

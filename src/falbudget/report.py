@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import io
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -49,6 +50,11 @@ DEFAULT_DAYS = 30
 """Without ``since``: the report covers the 30 calendar days up to ``until``."""
 BURN_DAYS = 7
 """The burn rate's default span, in days of 24 hours up to now."""
+MAX_BURN_DAYS = 3650
+"""The longest burn span, in days (ten years)."""
+DAILY_SPAN_DAYS = 366
+"""A window of up to this many days has every day in its daily series (zeros included); a
+longer one lists only the days that hold a hold."""
 
 Outcome = Literal["reached", "will_reach", "not_in_window", "never"]
 """reached: spent + held is at or over the limit now; will_reach: at the burn rate it gets there
@@ -118,22 +124,45 @@ def _local_day(epoch: float, tz: ZoneInfo) -> dt.date:
     return dt.datetime.fromtimestamp(epoch, tz=tz).date()
 
 
+EARLIEST = dt.datetime(1, 1, 3, tzinfo=dt.UTC).timestamp()
+LATEST = dt.datetime(9999, 12, 29, tzinfo=dt.UTC).timestamp()
+"""A report's moments stay within [EARLIEST, LATEST] (UTC), two days inside the calendar's
+ends, so that every day, week and month around them has a date in every time zone: a window
+reaching further is cut there (no ledger holds a moment beyond), and ``now`` must lie within."""
+
+
 def default_window(
     now: float, tz: str, *, since: float | None = None, until: float | None = None
 ) -> tuple[float, float]:
     """[since, until): by default until is the start of the day after ``now`` (in ``tz``) and
-    since the midnight ``DEFAULT_DAYS`` calendar days before until."""
+    since the midnight ``DEFAULT_DAYS`` calendar days before until. A window reaching before
+    EARLIEST or after LATEST is cut there; a ``now`` beyond them is a ConfigurationError."""
     zone_ = zone(tz)
+    if not EARLIEST <= now <= LATEST:
+        shown = _utc(now) if math.isfinite(now) and abs(now) < 1e12 else repr(now)
+        raise ConfigurationError(
+            f"now={shown} is not allowed: a moment from {_utc(EARLIEST)} to {_utc(LATEST)} (UTC)"
+        )
+    if since is not None:
+        since = min(max(since, EARLIEST), LATEST)
+    if until is not None:
+        until = min(max(until, EARLIEST), LATEST)
     if until is None:
         until = _midnight(_local_day(now, zone_) + dt.timedelta(days=1), zone_)
     if since is None:
         end_day = _local_day(until, zone_)
         if _midnight(end_day, zone_) < until:
             end_day += dt.timedelta(days=1)
-        since = _midnight(end_day - dt.timedelta(days=DEFAULT_DAYS), zone_)
+        first = dt.date.fromordinal(max(1, end_day.toordinal() - DEFAULT_DAYS))
+        since = max(EARLIEST, _midnight(first, zone_))
     if since >= until:
         raise ConfigurationError("the report window is empty: --since must be before --until")
     return since, until
+
+
+def _utc(epoch: float) -> str:
+    """'0001-01-03 00:00': the UTC minute of a moment (EARLIEST <= epoch <= LATEST)."""
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).isoformat(" ", "minutes")[:16]
 
 
 def window_bounds(cap: Cap, now: float) -> tuple[float | None, float | None]:
@@ -143,14 +172,15 @@ def window_bounds(cap: Cap, now: float) -> tuple[float | None, float | None]:
     tz = zone(cap.tz)
     day = _local_day(now, tz)
     if cap.window == "day":
-        start, end = day, day + dt.timedelta(days=1)
+        start, days = day, 1
     elif cap.window == "week":
-        start = day - dt.timedelta(days=day.weekday())
-        end = start + dt.timedelta(days=7)
+        start, days = day - dt.timedelta(days=day.weekday()), 7
     else:
-        start = day.replace(day=1)
-        end = (start + dt.timedelta(days=32)).replace(day=1)
-    return _midnight(start, tz), _midnight(end, tz)
+        start, days = day.replace(day=1), 32
+    if dt.date.max - start < dt.timedelta(days=days):  # the window ends after the year 9999
+        return _midnight(start, tz), _midnight(dt.date.max, tz) + DAY_SECONDS
+    end = start + dt.timedelta(days=days)
+    return _midnight(start, tz), _midnight(end if days != 32 else end.replace(day=1), tz)
 
 
 def history_start(
@@ -229,8 +259,8 @@ class Forecast:
 
     ``scope`` is 'global' or 'TAG=VALUE'; ``bucket`` the ledger bucket of the window;
     ``window_end`` None for a total cap. ``reached_at`` (epoch s) is set for will_reach and
-    not_in_window (then it is past ``window_end``); ``projected`` is spent + held at the window's
-    end at this rate (None for a total cap).
+    not_in_window (then it is past ``window_end``), unless it falls after the year 9999;
+    ``projected`` is spent + held at the window's end at this rate (None for a total cap).
     """
 
     cap: Cap
@@ -405,8 +435,9 @@ def _forecast(
     else:
         # ceil(remaining / (rate_total / span)) seconds, in integers
         seconds = -(-remaining * days * DAY_SECONDS // rate_total)
-        reached_at = now + seconds
-        outcome = "not_in_window" if end is not None and reached_at >= end else "will_reach"
+        outcome = "not_in_window" if end is not None and now + seconds >= end else "will_reach"
+        # past the calendar's end (a huge limit at a slow rate) there is no date to give
+        reached_at = now + seconds if now + seconds <= LATEST else None
     return Forecast(
         cap=cap,
         scope=scope,
@@ -424,18 +455,33 @@ def _forecast(
     )
 
 
+def _next_midnight(day: dt.date, tz: ZoneInfo, until: float) -> float:
+    """The end of ``day`` (the next midnight), or ``until`` when that comes first."""
+    if day == dt.date.max:
+        return until
+    return min(until, _midnight(day + dt.timedelta(days=1), tz))
+
+
 def _days(holds: Sequence[Hold], since: float, until: float, tz: ZoneInfo) -> list[Day]:
+    """The daily series: every day of a window of up to DAILY_SPAN_DAYS days; of a longer
+    window only the days that hold a hold, so that its cost follows the ledger's data and not
+    the calendar (``--since 0001-01-01`` walks no empty millennia)."""
     first, last = _local_day(since, tz), _local_day(until, tz)
     if _midnight(last, tz) >= until:
         last -= dt.timedelta(days=1)
-    dates = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    if (last - first).days < DAILY_SPAN_DAYS:
+        dates = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    else:
+        dates = sorted(
+            {_local_day(h.created_at, tz) for h in holds if since <= h.created_at < until}
+        )
     starts = [max(since, _midnight(d, tz)) for d in dates]
-    ends = [*starts[1:], until]
+    ends = [_next_midnight(d, tz, until) for d in dates]
     spent = [0] * len(dates)
     held = [0] * len(dates)
     for hold in holds:
         index = bisect.bisect_right(starts, hold.created_at) - 1
-        if 0 <= index < len(dates) and hold.created_at < until:
+        if 0 <= index < len(dates) and hold.created_at < ends[index]:
             spent[index] += _spent(hold)
             held[index] += _held(hold)
     return [
@@ -465,11 +511,15 @@ def _cumulative(
                 before[key] = before.get(key, 0) + used
             elif hold.created_at < days[index].end:
                 by_day[key, index] = by_day.get((key, index), 0) + used
+    # each day adds only what charged it: the walk follows the holds, not days x windows
+    added: dict[int, list[tuple[str, int]]] = {}
+    for (key, index), used in by_day.items():
+        added.setdefault(index, []).append((key, used))
     running = dict(before)
     result: list[Decimal | None] = []
     for index, (key, day) in enumerate(zip(keys, days, strict=True)):
-        for other in wanted:
-            running[other] = running.get(other, 0) + by_day.get((other, index), 0)
+        for other, used in added.get(index, ()):
+            running[other] = running.get(other, 0) + used
         result.append(None if day.start > now else from_micros(running.get(key, 0)))
     return tuple(result)
 
@@ -491,8 +541,10 @@ def build_report(
     so tagged, and the caps of that scope value. Breakdowns containing 'day' are in day order,
     the others by spent (then held) descending."""
     zone_ = zone(tz)
-    if burn_days < 1:
-        raise ConfigurationError(f"burn_days={burn_days} is not allowed: 1 or more")
+    if not 1 <= burn_days <= MAX_BURN_DAYS:
+        raise ConfigurationError(
+            f"burn_days={burn_days} is not allowed: from 1 to {MAX_BURN_DAYS} (ten years)"
+        )
     since, until = default_window(now, tz, since=since, until=until)
     if scope is not None:
         holds = [h for h in holds if _tag(h, scope[0]) == scope[1]]
@@ -553,18 +605,27 @@ def _cells(amount: Decimal, scale: Decimal, width: int) -> int:
     return max(1, int((amount * width / scale).quantize(Decimal(1), rounding=ROUND_HALF_UP)))
 
 
-def text_chart(report: Report, *, width: int = 40) -> str:
+CHART_CELLS = SPENT_CELL + HELD_CELL + CAP_MARK
+ASCII_CELLS = ("#", ".", "|")
+"""SPENT_CELL, HELD_CELL and CAP_MARK for a terminal whose encoding lacks them (cp1252)."""
+
+
+def text_chart(report: Report, *, width: int = 40, ascii_only: bool = False) -> str:
     """Daily spend as one row per day: the day, spent, held, for each week/month/total cap of
     the report's scope the share of it used by the day's end, then a bar (█ spent, ░ held)
-    scaled to the largest day or the tightest day cap, marked │ on the bar."""
+    scaled to the largest day or the tightest day cap, marked │ on the bar. ``ascii_only``
+    draws with # . | instead."""
+    spent_cell, held_cell, cap_mark = (
+        ASCII_CELLS if ascii_only else (SPENT_CELL, HELD_CELL, CAP_MARK)
+    )
     day_caps = [c.forecast for c in report.chart_caps if c.cumulative is None]
     window_caps = [c for c in report.chart_caps if c.cumulative is not None]
     day_cap = min(day_caps, key=lambda f: f.limit, default=None)
     peak = max((d.spent + d.held for d in report.days), default=Decimal(0))
     scale = max(peak, day_cap.limit if day_cap else Decimal(0))
-    legend = f"daily spend in USD, days in {report.tz}: {SPENT_CELL} spent  {HELD_CELL} held"
+    legend = f"daily spend in USD, days in {report.tz}: {spent_cell} spent  {held_cell} held"
     if day_cap is not None:
-        legend += f"  {CAP_MARK} {day_cap.cap.label(day_cap.bucket)}"
+        legend += f"  {cap_mark} {day_cap.cap.label(day_cap.bucket)}"
     lines = [legend]
     lines.extend(
         f"{c.forecast.cap.window}: share of {c.forecast.cap.label(c.forecast.bucket)} used by the"
@@ -588,10 +649,10 @@ def text_chart(report: Report, *, width: int = 40) -> str:
         total_cells = max(_cells(day.spent + day.held, scale, width), spent_cells)
         if day.held > 0 and total_cells == spent_cells:
             total_cells += 1
-        bar = SPENT_CELL * spent_cells + HELD_CELL * (total_cells - spent_cells)
+        bar = spent_cell * spent_cells + held_cell * (total_cells - spent_cells)
         if mark is not None:
             bar = bar.ljust(mark)
-            bar = bar[:mark] + CAP_MARK + bar[mark:]
+            bar = bar[:mark] + cap_mark + bar[mark:]
         bars.append(bar)
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines.append(_align(headers, widths).rstrip())
@@ -653,11 +714,15 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
             label=forecast.cap.label(forecast.bucket),
         )
     peak = max(
-        [*(s + h for s, h in zip(spent, held, strict=True)), *(float(f.limit) for f in day_caps)]
+        [*(s + h for s, h in zip(spent, held, strict=True)), *(float(f.limit) for f in day_caps)],
+        default=0.0,
     )
     top.set_ylim(0, peak * 1.3 if peak > 0 else 1)
     scope = "" if report.scope is None else f", {report.scope[0]}={report.scope[1]}"
-    first, last = report.days[0].day, report.days[-1].day
+    if report.days:
+        first, last = report.days[0].day, report.days[-1].day
+    else:  # a long window with no holds in it (its daily series lists only days with holds)
+        first, last = start.date(), (_naive(report.until - 1, tz)).date()
     top.set_title(
         title or f"Daily spend{scope}, {first} to {last} ({report.tz}), as of {now:%Y-%m-%d %H:%M}"
     )
@@ -732,8 +797,10 @@ def describe(forecast: Forecast) -> str:
         return "reached"
     if forecast.outcome == "never":
         return "never at this rate (nothing spent lately)"
-    assert forecast.reached_at is not None
+    if forecast.outcome == "will_reach" and forecast.reached_at is None:
+        return "reached after the year 9999 at this rate"
     if forecast.outcome == "will_reach":
+        assert forecast.reached_at is not None
         return f"reached {local_time(forecast.reached_at, forecast.cap.tz)} at this rate"
     assert forecast.window_end is not None and forecast.projected is not None
     return (

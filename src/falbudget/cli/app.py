@@ -2,14 +2,17 @@
 
 To add a command group, write a module with ``register(subparsers)`` (see ``common``) and add its
 ``register`` to ``REGISTRARS``. Handlers return an ``Outcome``; ``main`` prints it and maps errors
-to exit codes: a FalbudgetError or OSError is one line on stderr and exit 2, never a traceback.
+to exit codes: a FalbudgetError or OSError is one line on stderr and exit 2, and any other
+exception (a bug) one line and exit 70; never a traceback unless ``FALBUDGET_DEBUG=1`` asks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from falbudget import clock
@@ -24,7 +27,9 @@ from falbudget.cli import (
     report_cmd,
 )
 from falbudget.cli.common import (
+    DEBUG_ENV,
     EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     PROG,
@@ -57,7 +62,9 @@ examples:
   falbudget pricing validate pricing.yaml
 
 environment: FALBUDGET_NOW=2026-11-24T12:00Z makes every command take that moment as now
-exit codes: 0 ok, 1 a check found something (--fail-above), 2 bad input or usage
+exit codes: 0 ok; 1 a check found something (--fail-above, a price rise, a discrepancy);
+  2 bad input or usage; 70 an internal error, a bug (FALBUDGET_DEBUG=1 shows its traceback);
+  130 interrupted; 141 stdout closed early
 docs: docs/cli.md"""
 
 
@@ -104,9 +111,27 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _say(text: str) -> None:
-    sys.stderr.write(f"{PROG}: {one_line(text)}\n")
+    # a control character from the user's input (a NUL in a path) is shown escaped, not sent
+    line = _CONTROL.sub(lambda m: repr(m.group())[1:-1], one_line(text))
+    sys.stderr.write(_encodable(f"{PROG}: {line}\n", sys.stderr, "backslashreplace"))
     sys.stderr.flush()
+
+
+def _encodable(text: str, stream: object, errors: str) -> str:
+    """``text`` as ``stream``'s encoding can write it: a character it has no code for (a chart's
+    block under cp1252, an emoji in a tag) is replaced rather than raising UnicodeEncodeError."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, errors).decode(encoding)
+    except LookupError:  # pragma: no cover - a stream with an encoding Python does not know
+        return text
+    return text
 
 
 def _os_message(exc: OSError) -> str:
@@ -146,7 +171,7 @@ def _write_stdout(text: str) -> None:
     can end without EPIPE on some systems, so the broken pipe would go unnoticed."""
     if text:
         write = sys.stdout.write
-        for line in text.split("\n"):
+        for line in _encodable(text, sys.stdout, "replace").split("\n"):
             write(line)
             write("\n")
     sys.stdout.flush()
@@ -165,12 +190,29 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _internal_error(exc: BaseException) -> int:
+    """A bug in falbudget: one line on stderr (exit 70); with FALBUDGET_DEBUG=1 the traceback
+    first. The user gets the exception's type and text, and how to see and report the rest."""
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        traceback.print_exception(exc, file=sys.stderr)
+        how = "report it with the traceback above"
+    else:
+        how = f"set {DEBUG_ENV}=1 to see the traceback, and report it"
+    detail = one_line(str(exc))
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    said = f": {detail}" if detail else ""
+    _say(f"internal error (a bug in falbudget): {type(exc).__name__}{said}; {how}")
+    return EXIT_INTERNAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the falbudget command line with ``argv`` (default: ``sys.argv[1:]``); the exit code.
 
     0 ok; 1 a check found something (a total above --fail-above); 2 bad input or usage, with one
-    line on stderr; 130 interrupted; 141 stdout closed early (``| head``), quietly. Any other
-    exception is a bug in falbudget and keeps its traceback.
+    line on stderr; 70 an internal error (a bug in falbudget), one line on stderr and, with
+    ``FALBUDGET_DEBUG=1``, its traceback; 130 interrupted; 141 stdout closed early (``| head``),
+    quietly.
     """
     try:
         return _run(argv)
@@ -179,3 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        return _internal_error(exc)

@@ -29,8 +29,14 @@ EXIT_FOUND = 1
 """The check found something: a total above --fail-above (later: a request over a cap)."""
 EXIT_USAGE = 2
 """Bad input or usage: one line on stderr, nothing on stdout."""
+EXIT_INTERNAL = 70
+"""An unexpected internal error (a bug in falbudget): one line on stderr; the traceback with
+``FALBUDGET_DEBUG=1`` (EX_SOFTWARE of sysexits.h)."""
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+
+DEBUG_ENV = "FALBUDGET_DEBUG"
+"""Set to 1 to see the traceback of an internal error (exit 70) on stderr."""
 
 FORMATS = ("table", "json")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from falbudget.cli.common import (
     table_for,
 )
 from falbudget.cli.pricing_cmd import parse_moment
-from falbudget.errors import FalbudgetError
+from falbudget.errors import FalbudgetError, InvalidArguments
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,31 +113,122 @@ def register(subparsers: Subparsers) -> None:
 # --- reading the command line and --input ----------------------------------------------------
 
 
+MAX_INT_DIGITS = 4000
+"""The most digits an integer in KEY=VALUE or --input may have (Python's int() of text stops at
+4300; no fal input needs more than 20)."""
+
+
+class _Unreadable(Exception):
+    """JSON that parses but cannot be read safely: an integer of more than MAX_INT_DIGITS digits,
+    a number too large for a float, or nesting deeper than Python's recursion allows. Not a
+    ValueError, so that KEY=VALUE does not quietly take such a value as a string."""
+
+
+def _int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _Unreadable(f"an integer of {digits} digits: at most {MAX_INT_DIGITS} are allowed")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise _Unreadable(f"the number {shown} is too large for a float")
+    return value
+
+
+def _loads(text: str, **hooks: Any) -> Any:
+    """Strict JSON (no NaN or Infinity) with the limits of :class:`_Unreadable`."""
+    try:
+        return json.loads(
+            text, parse_int=_int, parse_float=_float, parse_constant=_reject_constant, **hooks
+        )
+    except RecursionError:
+        raise _Unreadable("nested too deeply") from None
+
+
 def parse_value(text: str) -> Any:
     """VALUE as JSON when it parses as (strict) JSON, else the string itself.
 
-    NaN and Infinity are not JSON, so they stay strings.
+    NaN and Infinity are not JSON, so they stay strings. JSON that cannot be read safely (see
+    ``_Unreadable``) raises UsageError rather than becoming a string.
     """
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _loads(text)
+    except _Unreadable as exc:
+        raise UsageError(f"quote: {_clip(text)} cannot be read: {exc}") from None
     except ValueError:
         return text
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_pairs(tokens: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE tokens into arguments; a token without "=", an empty KEY or a KEY given twice
-    is a UsageError naming it."""
+    """KEY=VALUE tokens into arguments; spaces around KEY are dropped. A token without "=", an
+    empty KEY or VALUE, or a KEY given twice is a UsageError naming it."""
     arguments: dict[str, Any] = {}
     for token in tokens:
-        key, sep, text = token.partition("=")
+        raw_key, sep, text = token.partition("=")
+        key = raw_key.strip()
         if not sep:
             raise UsageError(f"quote: expected KEY=VALUE, got {token!r}")
         if not key:
             raise UsageError(f"quote: {token!r} has no KEY before '='")
         if key in arguments:
             raise UsageError(f"quote: {key} is given twice")
-        arguments[key] = parse_value(text)
+        if not text:
+            raise UsageError(
+                f"quote: {key}= has no value: the value is missing after '=' (an empty string"
+                f" is {key}='\"\"')"
+            )
+        try:
+            arguments[key] = parse_value(text)
+        except UsageError as exc:
+            raise UsageError(f"quote: {key}={str(exc).removeprefix('quote: ')}") from None
     return arguments
+
+
+def _quoting_hints(tokens: Sequence[str]) -> dict[str, str]:
+    """For each KEY=VALUE whose VALUE read as JSON other than a string (2024, true, null), the
+    text as given: if the endpoint wanted a string, the error says how to quote it."""
+    hints: dict[str, str] = {}
+    for token in tokens:
+        raw_key, _, text = token.partition("=")
+        try:
+            value = _loads(text)
+        except (ValueError, _Unreadable):
+            continue
+        if not isinstance(value, str):
+            hints[raw_key.strip()] = text
+    return hints
+
+
+def _with_hint(
+    exc: InvalidArguments,
+    hints: Mapping[str, str],
+    retry: Callable[[str, str], object],
+) -> FalbudgetError:
+    """``exc``, or a UsageError that adds how to quote the value when KEY=VALUE read it as JSON
+    of another type and the same text as a string would pass (``retry`` quotes with it)."""
+    text = hints.get(exc.parameter)
+    if text is None:
+        return exc
+    try:
+        retry(exc.parameter, text)
+    except InvalidArguments as again:
+        if again.parameter == exc.parameter:
+            return exc
+    except FalbudgetError:
+        return exc
+    string = json.dumps(text)
+    return UsageError(
+        f"{exc} ({text} is read as JSON: {_kind(_loads(text))}; to give the string {string},"
+        f" quote it: {exc.parameter}='{string}')"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +239,8 @@ class Request:
     line: int | None
     endpoint: str | None
     arguments: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+    """Why the line cannot be read (a batch reports every bad line, not only the first)."""
 
 
 class _NotJson(ValueError):
@@ -167,6 +261,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
@@ -196,7 +292,9 @@ def _request(value: Any, line: int | None) -> Request:
 def _read_one(text: str, source: str, line: int | None) -> Request:
     where = source if line is None else f"{source} line {line}"
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = _loads(text, object_pairs_hook=_no_duplicates)
+    except _Unreadable as exc:
+        raise UsageError(f"{where}: not readable JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{where}: not valid JSON (a batch is one object per line): {exc.msg}"
@@ -218,10 +316,16 @@ def parse_requests(text: str, source: str) -> tuple[list[Request], bool]:
     object. Otherwise the JSON error is reported with its line and column. Every error is a
     UsageError naming ``source`` and, for a batch, the line.
     """
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (stdin keeps it)
+        text = text[1:]
     if not text.strip():
         raise UsageError(f"{source}: no request in the input (it is empty)")
     try:
-        json.loads(text)
+        # the shape only: numbers are not converted, so a huge one fails later with its line
+        json.loads(text, parse_int=len, parse_float=len, parse_constant=len)
+    except RecursionError:
+        if len([line for line in text.split("\n") if line.strip()]) < 2:
+            raise UsageError(f"{source}: not readable JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise UsageError(
@@ -229,11 +333,13 @@ def parse_requests(text: str, source: str) -> tuple[list[Request], bool]:
             ) from None
     else:
         return [_read_one(text, source, None)], False
-    requests = [
-        _read_one(line, source, number)
-        for number, line in enumerate(text.split("\n"), start=1)
-        if line.strip()
-    ]
+    requests = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                requests.append(_read_one(line, source, number))
+            except UsageError as exc:
+                requests.append(Request(number, None, problem=str(exc)))
     return requests, True
 
 
@@ -242,7 +348,7 @@ def read_input(path: str) -> tuple[str, str]:
     if path == "-":
         return sys.stdin.read(), "<stdin>"
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return handle.read(), path
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: --input is not UTF-8 text ({exc.reason})") from None
@@ -269,12 +375,17 @@ def _quote_requests(
     strict: bool,
     source: str,
     at: Moment | None = None,
+    hints: Mapping[str, str] | None = None,
 ) -> list[Quote]:
     """Quote every request before anything is printed; the first error (with a count of the
     others) is one UsageError, so a bad batch prints nothing on stdout."""
+    hints = hints or {}
     quotes: list[Quote] = []
     errors: list[str] = []
     for request in requests:
+        if request.problem is not None:
+            errors.append(request.problem)
+            continue
         where = source if request.line is None else f"{source} line {request.line}"
         name = request.endpoint or endpoint
         if name is None:
@@ -289,10 +400,12 @@ def _quote_requests(
                 f" {endpoint!r}; leave ENDPOINT out when the lines name theirs"
             )
             continue
+        arguments = {**request.arguments, **overrides}
         try:
-            quotes.append(
-                table.quote(name, {**request.arguments, **overrides}, strict=strict, at=at)
-            )
+            quotes.append(table.quote(name, arguments, strict=strict, at=at))
+        except InvalidArguments as exc:
+            error = _hinted(exc, table, name, arguments, hints, strict=strict, at=at)
+            errors.append(f"{where}: {error}")
         except FalbudgetError as exc:
             errors.append(f"{where}: {exc}")
     if errors:
@@ -300,6 +413,22 @@ def _quote_requests(
         others = f" (and {more} more line{'' if more == 1 else 's'} with errors)" if more else ""
         raise UsageError(errors[0] + others)
     return quotes
+
+
+def _hinted(
+    exc: InvalidArguments,
+    table: PriceTable,
+    endpoint: str,
+    arguments: Mapping[str, Any],
+    hints: Mapping[str, str],
+    *,
+    strict: bool,
+    at: Moment | None,
+) -> FalbudgetError:
+    def retry(key: str, text: str) -> object:
+        return table.quote(endpoint, {**arguments, key: text}, strict=strict, at=at)
+
+    return _with_hint(exc, hints, retry)
 
 
 def _guard_for(args: argparse.Namespace) -> Guard | None:
@@ -382,6 +511,7 @@ def run_quote(args: argparse.Namespace) -> Outcome:
 def _run_quote(args: argparse.Namespace, guard: Guard | None) -> Outcome:
     endpoint, tokens = _split_endpoint(([args.endpoint] if args.endpoint else []) + args.pairs)
     overrides = parse_pairs(tokens)
+    hints = _quoting_hints(tokens)
     lines: list[int] | None = None
     if args.input is None:
         if endpoint is None:
@@ -391,13 +521,25 @@ def _run_quote(args: argparse.Namespace, guard: Guard | None) -> Outcome:
                 " or --input FILE"
             )
         table = guard.table if guard is not None else table_for(args.pricing)
-        quotes = [table.quote(endpoint, overrides, strict=args.strict, at=args.at)]
+        try:
+            quotes = [table.quote(endpoint, overrides, strict=args.strict, at=args.at)]
+        except InvalidArguments as exc:
+            raise _hinted(
+                exc, table, endpoint, overrides, hints, strict=args.strict, at=args.at
+            ) from None
     else:
         content, source = read_input(args.input)
         requests, batch = parse_requests(content, source)
         table = guard.table if guard is not None else table_for(args.pricing)
         quotes = _quote_requests(
-            table, requests, endpoint, overrides, strict=args.strict, source=source, at=args.at
+            table,
+            requests,
+            endpoint,
+            overrides,
+            strict=args.strict,
+            source=source,
+            at=args.at,
+            hints=hints,
         )
         if batch:
             lines = [r.line for r in requests if r.line is not None]

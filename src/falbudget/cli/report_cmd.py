@@ -10,6 +10,7 @@ import argparse
 import csv
 import datetime as dt
 import io
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,8 +111,10 @@ def run_report(args: argparse.Namespace) -> Outcome:
     rp.zone(args.tz)
     breakdowns = [rp.parse_by(text) for text in args.by] if args.by else list(rp.DEFAULT_BY)
     scope = rp.parse_scope(args.scope) if args.scope is not None else None
-    if args.burn_days < 1:
-        raise UsageError(f"--burn-days={args.burn_days} is not allowed: 1 or more")
+    if not 1 <= args.burn_days <= rp.MAX_BURN_DAYS:
+        raise UsageError(
+            f"--burn-days={args.burn_days} is not allowed: from 1 to {rp.MAX_BURN_DAYS}"
+        )
     if args.chart and args.format != "table":
         raise UsageError("--chart draws in the terminal: it goes with --format table only")
     zone = _zone(args.tz)
@@ -148,7 +151,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
         return Outcome(report_csv(result))
     text = report_table(report_data(result))
     if args.chart:
-        text += "\n\n" + rp.text_chart(result)
+        text += "\n\n" + rp.text_chart(result, ascii_only=not _can_write(rp.CHART_CELLS))
     if args.png is not None:
         text += f"\n\nchart written to {args.png}"
     return Outcome(text)
@@ -329,6 +332,15 @@ def report_csv(report: Report) -> str:
                 ]
             )
     return out.getvalue().rstrip("\n")
+
+
+def _can_write(text: str) -> bool:
+    """Whether stdout's encoding has ``text`` (not so under PYTHONIOENCODING=cp1252)."""
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _zone(tz: str) -> dt.tzinfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from falbudget.errors import ConfigurationError
-from falbudget.money import format_usd, to_decimal, to_micros
+from falbudget.ledger._checks import MAX_MICROS
+from falbudget.money import format_usd, from_micros, to_decimal, to_micros
 
 Window = Literal["total", "day", "week", "month"]
 WINDOWS: tuple[str, ...] = get_args(Window)
@@ -67,6 +69,25 @@ def scope_text(tag: str, value: str | None) -> str:
     return tag if value is None else f"{tag}={value}"
 
 
+MAX_LIMIT = from_micros(MAX_MICROS)
+"""The largest limit (or max_per_request) a cap may have: what a ledger can count, 2**63 - 1
+micro-USD (9223372036854.775807 USD)."""
+
+
+def _countable(name: str, given: object, amount: Decimal) -> None:
+    """ConfigurationError unless ``amount`` fits in a ledger's counters (checked when the cap is
+    made, not at the first reservation)."""
+    try:
+        fits = to_micros(amount) <= MAX_MICROS
+    except ValueError:  # more digits than to_micros takes
+        fits = False
+    if not fits:
+        raise ConfigurationError(
+            f"{name}={given!r} is not allowed: at most {format_usd(MAX_LIMIT)} USD, what a ledger"
+            " can count (2**63 - 1 micro-USD)"
+        )
+
+
 @dataclass(frozen=True, init=False)
 class Cap:
     """A spend limit. ``Cap("10.00", scope="project=alpha", window="day", tz="Europe/Paris")``.
@@ -120,6 +141,9 @@ class Cap:
             raise ConfigurationError(
                 f"max_per_request={max_per_request!r} is not allowed: it must be above 0"
             )
+        _countable("limit", limit, limit_d)
+        if per_request is not None:
+            _countable("max_per_request", max_per_request, per_request)
         tag, value = parse_scope(scope)
         if untagged not in UNTAGGED:
             raise ConfigurationError(
@@ -149,10 +173,12 @@ class Cap:
                 fraction = Decimal(str(raw)) if isinstance(raw, float) else to_decimal(raw)
             except ValueError:
                 fraction = Decimal(-1)
+            if not fraction.is_finite():  # a float nan or inf: Decimal('NaN') cannot be compared
+                fraction = Decimal(-1)
             if isinstance(raw, bool) or not Decimal(0) < fraction <= Decimal(10):
                 raise ConfigurationError(
-                    f"alert_at value {raw!r} is not allowed: a fraction of the limit above 0,"
-                    " such as 0.5 or 1.0"
+                    f"alert_at value {raw!r} is not allowed: a fraction of the limit above 0 and"
+                    " at most 10, such as 0.5 or 1.0"
                 )
             fractions.append(fraction)
         object.__setattr__(self, "limit", limit_d)
@@ -166,6 +192,24 @@ class Cap:
         object.__setattr__(self, "_tag", tag)
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_zone", zone)
+
+    def __str__(self) -> str:
+        """The cap as a person reads it: 'the cap of 50.00 USD a day for each project', 'the
+        cap "team" of 500.00 USD a month (Europe/Paris) for all requests, at most 2.00 USD a
+        request'. ``repr()`` keeps every field."""
+        period = {"total": "in all", "day": "a day", "week": "a week", "month": "a month"}
+        zone = "" if self.window == "total" or self.tz == "UTC" else f" ({self.tz})"
+        if self._tag == "global":
+            whom = "for all requests"
+        elif self._value is None:
+            whom = f"for each {self._tag}"
+        else:
+            whom = f"for {self._tag} {self._value}"
+        named = f" {json.dumps(self.name, ensure_ascii=False)}" if self.name else ""
+        text = f"the cap{named} of {format_usd(self.limit)} USD {period[self.window]}{zone} {whom}"
+        if self.max_per_request is not None:
+            text += f", at most {format_usd(self.max_per_request)} USD a request"
+        return text
 
     @property
     def limit_micros(self) -> int:

@@ -20,6 +20,7 @@ from pydantic import (
 
 from falbudget.errors import ConfigurationError, FalbudgetError
 from falbudget.guard import _idempotency
+from falbudget.guard.core import MAX_HOLD_TTL
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard
@@ -67,8 +68,9 @@ class CapConfig(_Strict):
 class GuardConfig(_Strict):
     ledger: StrictStr | None = None
     pricing: StrictStr | None = None
-    # strict: a number of seconds; YAML's true or a quoted "60" is refused, as Guard refuses them
-    hold_ttl: float = Field(default=3600.0, gt=0, strict=True)
+    # strict: a number of seconds; YAML's true or a quoted "60" is refused, as Guard refuses them;
+    # bounded as Guard bounds it (.inf and .nan too), so the file is refused when it is read
+    hold_ttl: float = Field(default=3600.0, gt=0, le=MAX_HOLD_TTL, strict=True, allow_inf_nan=False)
     # seconds an idempotency key is remembered after its hold closes: 1 hour to 365 days
     idempotency_ttl: float = Field(
         default=_idempotency.DEFAULT_TTL,
@@ -144,16 +146,28 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GuardConfig:
     name = config_path(path)
     if name is None:
         raise ConfigurationError(f"no configuration file: give --config PATH or set {CONFIG_ENV}")
+    from falbudget.pricing.loader import yaml_loader
+
     try:
         text = Path(name).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"{name}: cannot read the configuration: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{name}: the configuration is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     try:
-        document = yaml.safe_load(text)
+        # the price table's loader: a key given twice (a second `caps:`) is an error, not a
+        # silent replacement of the first
+        document = yaml.load(text, Loader=yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigurationError(f"{name}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        said = f": {problem}" if problem else ""
+        raise ConfigurationError(f"{name}: not valid YAML{where}{said}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{name}: not readable YAML: nested too deeply") from None
     if document is None:
         document = {}
     if not isinstance(document, dict):

@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("falbudget.guard")
 
+MAX_HOLD_TTL = 200 * 365 * 86400
+"""The longest ``hold_ttl``, in seconds (200 years of 365 days): within what the keep-alive
+timer can wait (a third of it) and what dates can show (an expiry before the year 9999)."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 OnUnknown = Literal["deny", "allow"]
@@ -151,10 +155,17 @@ class Hold:
         return self._row.state not in ("held", "submitted")
 
     def __repr__(self) -> str:
-        return (
-            f"Hold(id={self.id!r}, endpoint={self.endpoint!r}, amount={format_usd(self.amount)},"
-            f" state={self.state!r})"
-        )
+        """'<Hold 3f2a...: 0.80 USD for fal-ai/magi/image-to-video, held, not yet sent>': what
+        is held, for what, and where the hold stands (as last seen by this object)."""
+        row = self._row
+        state = {
+            "held": "held, not yet sent",
+            "submitted": f"submitted to fal as {row.request_id}",
+            "settled": f"settled at {format_usd(from_micros(row.spent_amount))} USD",
+            "released": "released, nothing spent",
+            "expired": "expired, counted as spent",
+        }.get(row.state, row.state)
+        return f"<Hold {self.id}: {format_usd(self.amount)} USD for {self.endpoint}, {state}>"
 
     # -- the steps, sync -------------------------------------------------------------------
     def mark_submitted(self, request_id: str | None = None) -> None:
@@ -438,9 +449,14 @@ class Guard:
     ) -> None:
         from falbudget.ledger import default_ledger_url, open_ledger
 
-        if isinstance(hold_ttl, bool) or not isinstance(hold_ttl, int | float) or hold_ttl <= 0:
+        if (
+            isinstance(hold_ttl, bool)
+            or not isinstance(hold_ttl, int | float)
+            or not 0 < hold_ttl <= MAX_HOLD_TTL  # False for nan; inf is above the bound
+        ):
             raise ConfigurationError(
-                f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0"
+                f"hold_ttl={hold_ttl!r} is not allowed: a number of seconds above 0 and at most"
+                f" {MAX_HOLD_TTL} (200 years)"
             )
         idempotency_ttl = _idempotency.check_ttl(idempotency_ttl)
         if on_unknown not in ("deny", "allow"):

@@ -50,6 +50,10 @@ def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"ledger URL {url!r} is not a string; {_allowed()}")
+    if "\0" in url:  # no file name or libpq string can hold one
+        raise ConfigurationError(
+            f"ledger URL {redact_url(url)!r} is not allowed: it holds a NUL character; {_allowed()}"
+        )
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if sep and scheme == "memory" and not rest:

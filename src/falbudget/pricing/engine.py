@@ -41,6 +41,9 @@ seconds (the guard's clock). None, where allowed, means now."""
 
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _SECONDS_A_DAY = 86400
+_FIRST_DAY, _LAST_DAY = dt.date.min.toordinal(), dt.date.max.toordinal()
+_FIRST_SECOND = (_FIRST_DAY - _EPOCH_DAY) * _SECONDS_A_DAY
+_LAST_SECOND = (_LAST_DAY + 1 - _EPOCH_DAY) * _SECONDS_A_DAY - 1
 
 
 def _today() -> int:
@@ -63,8 +66,20 @@ def day_of(moment: Moment, endpoint: str = "quote") -> int:
         return moment.toordinal()
     if isinstance(moment, dt.date):
         return moment.toordinal()
-    if isinstance(moment, int | float) and not isinstance(moment, bool) and math.isfinite(moment):
-        return int(moment // _SECONDS_A_DAY) + _EPOCH_DAY
+    day = None
+    if isinstance(moment, int) and not isinstance(moment, bool):
+        day = moment // _SECONDS_A_DAY + _EPOCH_DAY  # exact: math.isfinite(10**400) overflows
+    elif isinstance(moment, float) and math.isfinite(moment):
+        day = int(moment // _SECONDS_A_DAY) + _EPOCH_DAY
+    if day is not None:
+        if _FIRST_DAY <= day <= _LAST_DAY:
+            return day
+        raise InvalidArguments(
+            endpoint,
+            "at",
+            moment,
+            f"POSIX seconds within the years 1 to 9999 ({_FIRST_SECOND} to {_LAST_SECOND})",
+        )
     raise InvalidArguments(
         endpoint,
         "at",
@@ -81,6 +96,11 @@ def show_moment(moment: Moment) -> str:
         return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat()
     except (OverflowError, OSError, ValueError):
         return repr(moment)
+
+
+def _shown(value: Any) -> str:
+    """An input's value as KEY=VALUE writes it: strings bare, others as JSON (true, null)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _json_key(value: Any) -> str:
@@ -149,6 +169,18 @@ class Quote:
     effective_from: str | None = None
     """The first day (ISO date, UTC) of the dated version of the endpoint's prices that priced
     this quote; None when the endpoint has one set of rules, always in effect."""
+
+    def __str__(self) -> str:
+        """The quote as a sentence: 'fal-ai/magi/image-to-video costs 1.20 USD with
+        num_frames=144 resolution=480p num_inference_steps=32 (price table 2026.11.30)'."""
+        priced = " ".join(
+            f"{item.input}={_shown(item.value)}" for item in self.line_items if item.input
+        )
+        inputs = f" with {priced}" if priced else ""
+        table = f"price table {self.table_version}"
+        if self.effective_from is not None:
+            table += f", prices from {self.effective_from}"
+        return f"{self.endpoint} costs {format_usd(self.total)} {self.currency}{inputs} ({table})"
 
     @property
     def rules_version(self) -> str:
@@ -272,7 +304,7 @@ class InputRule:
             hint = " (give the number itself, not a string)"
         elif self.type == "integer" and isinstance(value, float) and not isinstance(value, bool):
             hint = " (a float is not an integer, even when whole)"
-        elif isinstance(value, bool) and self.type != "boolean":
+        elif isinstance(value, bool) and self.type in ("integer", "number"):
             hint = " (a boolean is not a number)"
         return self.allowed + hint
 

@@ -42,6 +42,10 @@ def load_table(path: str | os.PathLike[str]) -> PriceTable:
         data = Path(name).read_bytes()
     except OSError as exc:
         raise PriceTableError(f"cannot read the price table: {exc.strerror}", file=name) from None
+    except ValueError:  # a NUL in the name, from a configuration file
+        raise PriceTableError(
+            "cannot read the price table: the path holds a NUL", file=name
+        ) from None
     return parse_table(data, source=name)
 
 
@@ -60,6 +64,8 @@ def parse_table(data: bytes | str, *, source: str = "<string>") -> PriceTable:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise PriceTableError(f"not valid YAML{where}: {problem}", file=source) from None
+    except RecursionError:
+        raise PriceTableError("not readable YAML: nested too deeply", file=source) from None
     if not isinstance(document, dict):
         raise PriceTableError("the table must be a YAML mapping at the top level", file=source)
     try:
@@ -120,6 +126,12 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
 
 
 _SUBFIELD = re.compile(r"([A-Za-z_][\w.]*): ")
+
+
+def yaml_loader() -> Any:
+    """The safe YAML loader of price tables, for every YAML file falbudget reads (the guard's
+    configuration too): a key given twice in one mapping is a ``yaml.YAMLError`` naming it."""
+    return _unique_key_loader()
 
 
 def _unique_key_loader() -> Any:
