@@ -172,3 +172,19 @@ def test_blocks_left_out_say_why() -> None:
 def test_the_parser_reads_a_transcript() -> None:
     body = "$ echo a \\\n  b\na b\n$ false   # exit 1\n"
     assert transcript(body) == [("echo a \n  b", ["a b"]), ("false   # exit 1", [])]
+
+
+TEST_REFERENCE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`")
+
+
+def test_every_test_the_guard_promises_name_exists() -> None:
+    """docs/guard.md "What the guard promises" names the test behind each promise: each file and
+    test function it names exists, so a renamed or deleted test cannot leave a promise unbacked."""
+    text = (ROOT / "docs" / "guard.md").read_text(encoding="utf-8")
+    section = text.split("## What the guard promises", 1)[1].split("\n## ", 1)[0]
+    references = TEST_REFERENCE.findall(section)
+    assert len(references) >= 40, references
+    for path, name in references:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        if name:
+            assert re.search(rf"^(?:async )?def {name}\(", source, re.M), f"{path}::{name}"
