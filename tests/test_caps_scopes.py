@@ -3,7 +3,7 @@
 A cap keyed on a tag ('user', 'project=alpha') refuses a request without that tag before
 anything is held (MissingTag), unless the cap says ``untagged="skip"``. The guard runs on every
 ledger backend (memory, SQLite, PostgreSQL), sync and async, and through the fal_client wrapper
-against the local fake fal server. Prices (DESIGN.md section 1): MAGI defaults = 0.80.
+against the local fake fal server. Prices (docs/pricing.md): MAGI defaults = 0.80.
 """
 
 from __future__ import annotations

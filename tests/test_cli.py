@@ -1,6 +1,6 @@
 """The command line, through ``main(argv)`` and once through the installed ``falbudget`` script.
 
-Every expected total is worked out by hand beside the test (DESIGN.md section 1):
+Every expected total is worked out by hand beside the test (docs/pricing.md):
 
     total = (0.80 + 0.20 x ceil((num_frames - 96) / 24)) x resolution x max(1, steps / 16)
 

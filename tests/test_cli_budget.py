@@ -1,6 +1,6 @@
 """`falbudget budget status|history|release-expired` and `falbudget quote --config`, by hand.
 
-MAGI-1 prices (DESIGN.md section 1):
+MAGI-1 prices (docs/pricing.md):
 
     total = (0.80 + 0.20 x ceil((num_frames - 96) / 24)) x (0.5 at 480p) x max(1, steps / 16)
 

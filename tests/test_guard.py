@@ -1,6 +1,6 @@
 """The guard over the memory and SQLite ledgers: expectations computed by hand.
 
-MAGI-1 prices used below (DESIGN.md section 1): defaults (96 frames, 720p, 16 steps) = 0.80;
+MAGI-1 prices used below (docs/pricing.md): defaults (96 frames, 720p, 16 steps) = 0.80;
 144 frames = 0.80 + 2 x 0.20 = 1.20; 144 frames at 480p = 0.60.
 """
 

@@ -7,7 +7,7 @@ tests/ledger_backends.py) calls the real fal_client against the fake fal, which 
 back; the test kills the worker once the request has reached the fake, then lets the hold's ttl
 pass on a clock of its own.
 
-Price (DESIGN.md section 1): MAGI defaults (96 frames, 720p, 16 steps) = 0.80.
+Price (docs/pricing.md): MAGI defaults (96 frames, 720p, 16 steps) = 0.80.
 """
 
 from __future__ import annotations

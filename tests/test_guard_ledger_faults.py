@@ -133,20 +133,50 @@ def test_a_reservation_recorded_but_unconfirmed_is_released_at_once(
     assert faulty.calls == ["reserve", "get_hold", "release"]
 
 
-def test_a_reservation_recorded_under_a_key_is_left_for_the_retry(
+def test_a_reservation_under_a_key_whose_answer_is_lost_is_retried_and_is_its_own(
     faulty: LostReply, face: str
 ) -> None:
     guard = make(faulty, Clock())
-    faulty.lose["reserve"] = 1
+    faulty.lose["reserve"] = 1  # recorded, then the answer is lost
+    hold = enter(guard, face, idempotency_key="job-1")
+    (recorded,) = faulty.inner.holds()
+    # the retry found the hold made under its own id: this reservation's own, not a replay, so
+    # the caller sends and settles through it as usual
+    assert (hold.id, hold.replayed, recorded.state) == (recorded.id, False, "held")
+    assert faulty.calls == ["reserve", "reserve"]
+    assert totals(faulty) == BucketTotals(GLOBAL, 0, 800_000)  # charged once
+    hold.settle()
+    assert totals(faulty) == BucketTotals(GLOBAL, 800_000, 0)
+
+
+def test_a_reservation_under_a_key_never_recorded_is_recorded_by_the_retry(
+    faulty: LostReply, face: str
+) -> None:
+    guard = make(faulty, Clock())
+    faulty.fail["reserve"] = 1  # not recorded
+    hold = enter(guard, face, idempotency_key="job-1")
+    assert hold.replayed is False
+    assert [h.id for h in faulty.inner.holds()] == [hold.id]
+    assert totals(faulty) == BucketTotals(GLOBAL, 0, 800_000)
+
+
+def test_a_reservation_under_a_key_still_unconfirmed_says_so_and_expires_unspent(
+    faulty: LostReply, face: str
+) -> None:
+    clock = Clock()
+    guard = make(faulty, clock)
+    faulty.lose["reserve"] = 2  # recorded; the retry finds it, and its answer is lost too
     raised = enter(guard, face, idempotency_key="job-1")
     assert isinstance(raised, LedgerUnavailable)
-    assert "under idempotency key 'job-1': retry with the same key" in str(raised)
+    assert "under idempotency key 'job-1' may have been recorded as hold" in str(raised)
+    assert "releases it, never counted as spent; retry with the same key" in str(raised)
     (recorded,) = faulty.inner.holds()
     assert recorded.state == "held"
-    assert totals(faulty) == BucketTotals(GLOBAL, 0, 800_000)
-    hold = enter(guard, face, idempotency_key="job-1")
+    hold = enter(guard, face, idempotency_key="job-1")  # a later retry: a replay, sends nothing
     assert (hold.id, hold.replayed) == (recorded.id, True)
-    assert totals(faulty) == BucketTotals(GLOBAL, 0, 800_000)  # charged once
+    clock.now += 601
+    guard.release_expired()
+    assert totals(faulty) == BucketTotals(GLOBAL, 0, 0)  # never counted as spent
 
 
 def test_a_reservation_never_recorded_says_nothing_is_held(faulty: LostReply, face: str) -> None:

@@ -1,7 +1,7 @@
 """Spend is never lost, and closed holds say so: settle, release and expiry through the Guard on
 every backend (memory, SQLite, PostgreSQL). Expectations by hand; the clock is injected.
 
-MAGI-1 prices (DESIGN.md section 1): defaults (96 frames, 720p, 16 steps) = 0.80; 144 frames =
+MAGI-1 prices (docs/pricing.md): defaults (96 frames, 720p, 16 steps) = 0.80; 144 frames =
 0.80 + 2 x 0.20 = 1.20.
 """
 
@@ -303,3 +303,35 @@ def test_a_reservation_used_any_way_does_not_warn(guard: Guard, clock: Clock) ->
             tight.reserve(MAGI, REQ).acquire()
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_late_settle_is_recorded_once_and_another_amount_after_it_is_refused(
+    guard: Guard, clock: Clock
+) -> None:
+    hold = guard.reserve(MAGI, REQ).acquire()  # never marked: expiry releases it
+    expire(guard, clock)
+    hold.settle("0.50")  # the slow call came back: fal billed 0.50
+    assert guard.spent() == Decimal("0.50")
+    hold.settle("0.50")  # a retry: nothing more
+    with pytest.raises(HoldClosed) as info:
+        hold.settle("3.00")  # a second, different settle is not a correction path
+    assert (info.value.action, info.value.amount) == ("settle", Decimal("3.00"))
+    assert guard.spent() == Decimal("0.50") and len(guard.ledger.adjustments(hold.id)) == 1
+    assert (
+        repr(hold)
+        == f"<Hold {hold.id}: 0.80 USD for {MAGI}, released, then counted 0.50 USD as spent>"
+    )
+
+
+def test_a_request_is_not_sent_under_a_hold_that_closed_before_it_left(
+    guard: Guard, clock: Clock
+) -> None:
+    hold = guard.reserve(MAGI, REQ).acquire()
+    expire(guard, clock)  # a slow caller: the hold expired, released, before the request left
+    with pytest.raises(HoldClosed) as info:
+        hold.mark_submitted()  # just before sending: refused, so nothing is sent
+    assert (info.value.action, info.value.state) == ("mark_submitted", "released")
+    assert guard.ledger.get_hold(hold.id).state == "released" and guard.spent() == 0
+    hold.mark_submitted("req-9")  # it left already (a request id came back): no refusal
+    hold.settle()  # and the bill is recorded
+    assert guard.spent() == Decimal("0.80")

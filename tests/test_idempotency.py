@@ -3,7 +3,7 @@ was first used for, a replay never sends a second request, and keys are remember
 time after their hold closes. On every backend (memory, SQLite, PostgreSQL), sync and async, and
 through the real fal_client against the local fake fal server.
 
-Prices by hand (DESIGN.md section 1), MAGI-1 image to video: the defaults (96 frames, 720p, 16
+Prices by hand (docs/pricing.md), MAGI-1 image to video: the defaults (96 frames, 720p, 16
 steps) cost 0.80; at 480p 0.80 x 0.5 = 0.40; 192 frames cost 0.80 + 4 x 0.20 = 1.60. MAGI-1 text
 to video (fal-ai/magi) with its defaults costs 0.80 too.
 """

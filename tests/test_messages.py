@@ -190,6 +190,10 @@ def test_repr_of_a_hold_is_a_sentence() -> None:
     guard = Guard("memory://", [Cap("5")], clock=lambda: 1.8e9)
     hold = guard.reserve(MAGI, {**REQ, "num_frames": 144}).acquire()
     assert repr(hold) == f"<Hold {hold.id}: 1.20 USD for {MAGI}, held, not yet sent>"
+    hold.mark_submitted()
+    assert repr(hold) == (
+        f"<Hold {hold.id}: 1.20 USD for {MAGI}, sent to fal, its request id not known yet>"
+    )
     hold.mark_submitted("req-7")
     assert repr(hold) == f"<Hold {hold.id}: 1.20 USD for {MAGI}, submitted to fal as req-7>"
     hold.settle("1.10")

@@ -1,6 +1,6 @@
 """Planning, the inverse of a quote: how_many, best_within, cheapest_meeting, price_grid and
-`falbudget plan`. Every expected figure is worked out by hand beside the test (DESIGN.md
-section 1):
+`falbudget plan`. Every expected figure is worked out by hand beside the test (docs/pricing.md,
+from fal's MAGI-1 page):
 
     MAGI-1: total = (0.80 + 0.20 x ceil((num_frames - 96) / 24)) x resolution x max(1, steps / 16)
 

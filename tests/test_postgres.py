@@ -530,7 +530,8 @@ def test_an_unreachable_server_is_unavailable_without_the_password(
         message = str(info.value)
         assert "s3cret" not in message
         assert "127.0.0.1" in message and "***" in message
-    assert time.monotonic() - started < 10
+    # a refused connection fails at once; the bound only catches a hang (no timing claim)
+    assert time.monotonic() - started < 120
     assert "s3cret" not in caplog.text
     ledger.close()
 

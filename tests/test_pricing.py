@@ -1,7 +1,7 @@
 """The MAGI-1 price table and the quote API, checked against totals worked out by hand.
 
 Every expected figure below is written as a literal with its arithmetic beside it; nothing asks the
-engine for its own expectation. The rules (seeds/000, DESIGN.md section 1):
+engine for its own expectation. The rules (fal's MAGI-1 page, docs/pricing.md):
 
     total = (0.80 + 0.20 x ceil((num_frames - 96) / 24)) x resolution x max(1, steps / 16)
 

@@ -1,6 +1,6 @@
 """Reports over the ledger (falbudget.report and `falbudget report`): expectations by hand.
 
-MAGI-1 prices (DESIGN.md section 1): defaults = 0.80; 144 frames = 1.20; 144 frames at 480p =
+MAGI-1 prices (docs/pricing.md): defaults = 0.80; 144 frames = 1.20; 144 frames at 480p =
 0.60; 192 frames = 1.60. The ledger every test reads, built through a Guard with a fake clock
 (times UTC; hold_ttl 3600 s; "now" is 2026-11-23 18:00 UTC, a Monday):
 

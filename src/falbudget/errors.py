@@ -130,52 +130,41 @@ class BudgetExceeded(FalbudgetError):
         self.remaining = remaining
 
 
-class IdempotencyConflict(FalbudgetError):
+class IdempotencyError(FalbudgetError):
+    """An idempotency key stopped this call; nothing was held and nothing sent. ``key`` is the
+    key, ``hold_id`` and ``state`` the hold it is bound to (the first request's)."""
+
+    def __init__(self, message: str, *, key: str, hold_id: str, state: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.hold_id = hold_id
+        self.state = state
+
+
+class IdempotencyConflict(IdempotencyError):
     """An idempotency key was reused for a different request; nothing was held and nothing sent.
 
     A key is bound to what it was first used for: the endpoint, the priced request (its canonical
-    arguments) and the tags. ``key`` is the key, ``hold_id`` and ``state`` the hold it is bound
-    to, ``differs`` what this request changes ("endpoint", "tags", "arguments"; empty when the
-    hold was recorded before keys were bound to requests).
+    arguments) and the tags. ``differs`` says what this request changes ("endpoint", "tags",
+    "arguments"; empty when the hold was recorded before keys were bound to requests).
     """
 
     def __init__(
         self, message: str, *, key: str, hold_id: str, state: str, differs: Sequence[str] = ()
     ) -> None:
-        super().__init__(message)
-        self.key = key
-        self.hold_id = hold_id
-        self.state = state
+        super().__init__(message, key=key, hold_id=hold_id, state=state)
         self.differs = tuple(differs)
 
 
-class IdempotencyInProgress(FalbudgetError):
+class IdempotencyInProgress(IdempotencyError):
     """The first request under this idempotency key is still open and its outcome cannot be
-    returned yet (fal's request id is not known yet); nothing was sent: retry later.
-
-    ``key`` is the key, ``hold_id`` and ``state`` the first request's hold.
-    """
-
-    def __init__(self, message: str, *, key: str, hold_id: str, state: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.hold_id = hold_id
-        self.state = state
+    returned yet (fal's request id is not known yet); nothing was sent: retry later."""
 
 
-class IdempotencyReplayed(FalbudgetError):
+class IdempotencyReplayed(IdempotencyError):
     """The request under this idempotency key was already made and its hold is closed, but this
     call cannot return its result (no fal request id was recorded to fetch it by: a ``stream``,
-    a ``run`` without one, ``guard.call``); nothing was sent.
-
-    ``key`` is the key, ``hold_id`` and ``state`` the first request's hold.
-    """
-
-    def __init__(self, message: str, *, key: str, hold_id: str, state: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.hold_id = hold_id
-        self.state = state
+    a ``run`` without one, ``guard.call``); nothing was sent."""
 
 
 class MissingTag(FalbudgetError, ValueError):

@@ -127,18 +127,17 @@ def unavailable(key: str, hold: Hold, why: str) -> IdempotencyInProgress | Idemp
     """The error for a replay of ``key`` that cannot return the first request's outcome
     (``why``): still open, IdempotencyInProgress (retry later); closed, IdempotencyReplayed."""
     where = f"hold {hold.id}, {hold.state}"
+    error: type[IdempotencyInProgress | IdempotencyReplayed]
     if hold.state in OPEN_STATES:
-        return IdempotencyInProgress(
+        error = IdempotencyInProgress
+        message = (
             f"idempotency_key={key!r}: the first request under this key ({where}) is still in"
-            f" progress and {why}; nothing was sent. Retry later",
-            key=key,
-            hold_id=hold.id,
-            state=hold.state,
+            f" progress and {why}; nothing was sent. Retry later"
         )
-    return IdempotencyReplayed(
-        f"idempotency_key={key!r}: the request under this key was already made ({where}) and"
-        f" {why}; nothing was sent. Use a new key to make a new request ({_lifetime(hold)})",
-        key=key,
-        hold_id=hold.id,
-        state=hold.state,
-    )
+    else:
+        error = IdempotencyReplayed
+        message = (
+            f"idempotency_key={key!r}: the request under this key was already made ({where}) and"
+            f" {why}; nothing was sent. Use a new key to make a new request ({_lifetime(hold)})"
+        )
+    return error(message, key=key, hold_id=hold.id, state=hold.state)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from falbudget.pricing.engine import PriceTable, Quote
 
 log = logging.getLogger("falbudget.guard")
+_LATE_SETTLE = "guard: Hold.settle"
+"""The source of the adjustment a settle records on a hold that expired or was released."""
 
 MAX_HOLD_TTL = 200 * 365 * 86400
 """The longest ``hold_ttl``, in seconds (200 years of 365 days): within what the keep-alive
@@ -160,11 +162,22 @@ class Hold:
         row = self._row
         state = {
             "held": "held, not yet sent",
-            "submitted": f"submitted to fal as {row.request_id}",
+            "submitted": (
+                "sent to fal, its request id not known yet"
+                if row.request_id is None
+                else f"submitted to fal as {row.request_id}"
+            ),
             "settled": f"settled at {format_usd(from_micros(row.spent_amount))} USD",
             "released": "released, nothing spent",
-            "expired": "expired, counted as spent",
+            "expired": f"expired, counted {format_usd(from_micros(row.spent_amount))} USD as spent",
         }.get(row.state, row.state)
+        if row.state == "released" and row.spent_amount:
+            state = (
+                f"released, then counted {format_usd(from_micros(row.spent_amount))} USD as spent"
+            )
+        if row.adjusted_amount is not None and row.state != "released":
+            first = row.amount if row.settled_amount is None else row.settled_amount
+            state += f" (adjusted from {format_usd(from_micros(first))} USD)"
         return f"<Hold {self.id}: {format_usd(self.amount)} USD for {self.endpoint}, {state}>"
 
     # -- the steps, sync -------------------------------------------------------------------
@@ -176,6 +189,19 @@ class Hold:
         self._row = self._twice(
             "mark_submitted", lambda: ledger.mark_submitted(self.id, request_id, now=self._now())
         )
+        if request_id is None and self.closed:
+            # it expired or was released before the request left: sending now would spend
+            # money no hold counts, so nothing may be sent (a request id means it left already:
+            # a later settle records what fal billed)
+            raise HoldClosed(
+                f"hold {self.id} ({self.endpoint}) is already {self._row.state}: the request must"
+                " not be sent under it; reserve again",
+                hold_id=self.id,
+                state=self._row.state,
+                action="mark_submitted",
+                amount=None,
+                counted=from_micros(self._row.spent_amount),
+            )
 
     def settle(self, amount: Decimal | str | int | None = None) -> None:
         """Count the hold as spent, at ``amount`` (default: the amount held). More than the
@@ -201,12 +227,17 @@ class Hold:
             changed = was_open
         else:  # it expired or was released before this settle: record the spend, never drop it
             how = "expired" if row.state == "expired" else "was released"
+            settled_late = [
+                a for a in guard.ledger.adjustments(self.id) if a.source == _LATE_SETTLE
+            ]
+            if settled_late and settled_late[-1].amount != target:
+                raise self._closed_error("settle", target)  # settled once already, at another
             adjustment = guard.ledger.adjust(
                 self.id,
                 target,
                 now=now,
                 reason=f"settled at {format_usd(from_micros(target))} after the hold {how}",
-                source="guard: Hold.settle",
+                source=_LATE_SETTLE,
             )
             self._row = guard.ledger.get_hold(self.id)
             changed = adjustment is not None
@@ -587,7 +618,9 @@ class Guard:
         try:
             result: Admission = self._reserve(plan, hold_id, idempotency_key, fingerprint, now)
         except LedgerUnavailable as exc:
-            raise self._unresolved(exc, hold_id, idempotency_key) from None
+            if idempotency_key is None:
+                raise self._unresolved(exc, hold_id) from None
+            result = self._reserve_again(exc, plan, hold_id, idempotency_key, fingerprint, now)
         if result.conflict and result.hold is not None and idempotency_key is not None:
             raise _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
         if not result.admitted or result.hold is None:
@@ -596,7 +629,33 @@ class Guard:
             if cap is None:  # pragma: no cover - trackers have no limit
                 raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
             raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
-        return Hold(self, result.hold, quote, result.replayed)
+        # a replay of the hold made under this very id is this reservation's own (the answer to
+        # the first try was lost, the retry found it): it is not another request's
+        return Hold(self, result.hold, quote, result.replayed and result.hold.id != hold_id)
+
+    def _reserve_again(
+        self,
+        exc: LedgerUnavailable,
+        plan: _Plan,
+        hold_id: str,
+        idempotency_key: str,
+        fingerprint: str | None,
+        now: float,
+    ) -> Admission:
+        """A reservation under an idempotency key that the ledger did not confirm, tried once
+        more with the same hold id: the key makes it safe. Recorded the first time, the retry
+        finds the hold under this id and it is this reservation's own; not recorded, the retry
+        records it. Still unavailable: LedgerUnavailable, and nothing is sent."""
+        log.warning("falbudget: reserve under key %r: %s; trying once more", idempotency_key, exc)
+        try:
+            return self._reserve(plan, hold_id, idempotency_key, fingerprint, now)
+        except LedgerUnavailable as again:
+            later = f"its expiry (hold_ttl {self.hold_ttl:g} s) releases it, never counted as spent"
+            raise LedgerUnavailable(
+                f"{again}; the reservation under idempotency key {idempotency_key!r} may have"
+                f" been recorded as hold {hold_id}: it was never submitted, so if it was, {later};"
+                " retry with the same key"
+            ) from None
 
     def _reserve(
         self,
@@ -623,16 +682,13 @@ class Guard:
             idempotency_ttl=None if idempotency_key is None else self.idempotency_ttl,
         )
 
-    def _unresolved(
-        self, exc: LedgerUnavailable, hold_id: str, idempotency_key: str | None
-    ) -> LedgerUnavailable:
-        """A reservation the ledger did not confirm. It may have been recorded all the same (the
-        connection was lost after the request left: the server may have committed it), so the
-        guard looks the hold up by the id it chose. Recorded without an idempotency key: nobody
-        else knows that id, so it is released at once. With a key it is left alone (another
-        worker retrying with the key may be using it): a retry with the key returns it. Either
-        way the caller gets LedgerUnavailable and sends nothing; a hold left behind was never
-        submitted, so its expiry releases it and never counts it as spent."""
+    def _unresolved(self, exc: LedgerUnavailable, hold_id: str) -> LedgerUnavailable:
+        """A reservation without an idempotency key that the ledger did not confirm. It may have
+        been recorded all the same (the connection was lost after the request left: the server
+        may have committed it), so the guard looks the hold up by the id it chose; nobody else
+        knows that id, so a hold found is released at once. The caller gets LedgerUnavailable
+        and sends nothing; a hold left behind was never submitted, so its expiry releases it and
+        never counts it as spent. (Under a key, ``_reserve_again`` retries instead.)"""
         later = f"released when it expires (hold_ttl {self.hold_ttl:g} s), never counted as spent"
         try:
             row = self.ledger.get_hold(hold_id)
@@ -649,11 +705,6 @@ class Guard:
         if row.state != "held":
             return LedgerUnavailable(
                 f"{exc}; the reservation was recorded as hold {hold_id}, now {row.state}"
-            )
-        if idempotency_key is not None:
-            return LedgerUnavailable(
-                f"{exc}; the reservation was recorded as hold {hold_id} under idempotency key "
-                f"{idempotency_key!r}: retry with the same key to use it; otherwise it is {later}"
             )
         try:
             self.ledger.release(hold_id, now=self._now())

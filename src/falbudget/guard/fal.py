@@ -47,14 +47,17 @@ def failure_policy(exc: BaseException, *, accepted: bool, call: str) -> Action:
             return "settle"  # may be billed when GPU time was spent: spent until reconciled
         return "keep" if accepted else "release"  # refused (401, 403, 404, 429...) before work
     if isinstance(exc, FalClientTimeoutError):
-        return "keep" if accepted or exc.request_id else "release"
+        # no request id: the submit was sent (it may still be queued at fal) and its answer did
+        # not come in time; with one, fal_client cancels, but the job may already run
+        return "keep"
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "keep" if accepted else "release"  # nothing reached fal
     if isinstance(exc, httpx.TransportError):
-        # sent, then the answer was lost: a queued job may run; a run may have run
+        # sent, then the answer was lost: a run may have run; a submit may be queued (and
+        # fal_client may have retried it: one hold for what may be several jobs)
         if accepted:
             return "keep"
-        return "settle" if call in ("run", "stream") else "release"
+        return "settle" if call in ("run", "stream") else "keep"
     return "keep" if accepted else "release"
 
 
