@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,26 @@ def backend_params(kinds: Iterable[str]) -> list[Any]:
         pytest.param(kind, id=kind, marks=[pytest.mark.postgres] if kind == "postgres" else [])
         for kind in kinds
     ]
+
+
+@pytest.fixture(params=backend_params(BACKENDS))
+def ledger_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], Ledger]]:
+    """Opens a new ledger object on this test's store (memory: the same object) on each call, on
+    every backend; closes them all when the test ends. (This module is a pytest plugin: see
+    conftest.py.)"""
+    make = make_ledger_factory(request.param, tmp_path)
+    opened: list[Ledger] = []
+
+    def factory() -> Ledger:
+        ledger = make()
+        opened.append(ledger)
+        return ledger
+
+    yield factory
+    for ledger in opened:
+        ledger.close()
 
 
 def store_url(kind: str, tmp_path: Path) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,8 @@ from falbudget import (
 from falbudget.guard.config import load_config
 from falbudget.ledger import Ledger
 from ledger_backends import (
-    BACKENDS,
     PROCESS_BACKENDS,
     backend_params,
-    make_ledger_factory,
     settle_under_key,
     store_url,
 )
@@ -58,20 +56,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=backend_params(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Ledger]]:
-    """Opens a new ledger object on this test's store (memory: the same object) on each call."""
-    make = make_ledger_factory(request.param, tmp_path)
-    opened: list[Ledger] = []
-
-    def factory() -> Ledger:
-        ledger = make()
-        opened.append(ledger)
-        return ledger
-
-    yield factory
-    for ledger in opened:
-        ledger.close()
+@pytest.fixture
+def store(ledger_factory: Callable[[], Ledger]) -> Callable[[], Ledger]:
+    """A new ledger object on this test's store on each call, on every backend."""
+    return ledger_factory
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from falbudget.guard.config import load_config
 from falbudget.guard.core import MAX_HOLD_TTL
 from falbudget.ledger import Ledger, open_ledger
 from falbudget.pricing.loader import default_table
-from ledger_backends import BACKENDS, backend_params, make_ledger_factory
 
 MAGI = "fal-ai/magi/image-to-video"
 REQ = {"prompt": "a cat", "image_url": "https://example.invalid/cat.png"}
@@ -142,23 +141,6 @@ def test_cap_refuses_what_a_ledger_cannot_count(kwargs: dict[str, object], needl
 def test_guard_refuses_a_hold_ttl_out_of_bounds(ttl: float) -> None:
     with pytest.raises(ConfigurationError, match=r"hold_ttl=.* is not allowed: a number of"):
         Guard("memory://", hold_ttl=ttl)
-
-
-@pytest.fixture(params=backend_params(BACKENDS))
-def ledger_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[], Ledger]]:
-    make = make_ledger_factory(request.param, tmp_path)
-    opened: list[Ledger] = []
-
-    def factory() -> Ledger:
-        ledger = make()
-        opened.append(ledger)
-        return ledger
-
-    yield factory
-    for ledger in opened:
-        ledger.close()
 
 
 def test_the_largest_limit_and_ttl_work_on_every_backend_sync_and_async(

@@ -11,9 +11,8 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,29 +21,11 @@ from hypothesis import strategies as st
 
 from falbudget.errors import HoldNotFound, LedgerError
 from falbudget.ledger import Adjustment, Admission, BucketCharge, BucketTotals, Hold, Ledger
-from ledger_backends import BACKENDS, ENDPOINT, backend_params, make_ledger_factory
+from ledger_backends import ENDPOINT
 
 T0 = 1_750_000_000.0
 TTL = 600.0
 SHA = "ab" * 32
-
-
-@pytest.fixture(params=backend_params(BACKENDS))
-def ledger_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[], Ledger]]:
-    """Opens a new ledger object on this test's store (memory: the same object) on each call."""
-    make = make_ledger_factory(request.param, tmp_path)
-    opened: list[Ledger] = []
-
-    def factory() -> Ledger:
-        ledger = make()
-        opened.append(ledger)
-        return ledger
-
-    yield factory
-    for ledger in opened:
-        ledger.close()
 
 
 @pytest.fixture
