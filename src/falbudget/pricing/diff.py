@@ -391,6 +391,7 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "per_unit": ("input", "amount", "unit", "above", "rounding", "unit_name"),
     "lookup": ("input", "factors"),
     "proportional": ("input", "per", "floor", "unit_name"),
+    "megapixels": ("input", "amount", "per", "rounding", "presets"),
 }
 
 
@@ -454,6 +455,8 @@ def rule_data(rule: PriceRule) -> dict[str, Any]:
             value = _fmt_factor(value)
         elif key == "factors":
             value = {name: _fmt_factor(factor) for name, factor in value.items()}
+        elif key == "presets":
+            value = {name: f"{w}x{h}" for name, (w, h) in value.items()}
         data[key] = value
     data["description"] = rule.description
     return data

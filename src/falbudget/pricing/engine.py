@@ -32,8 +32,10 @@ _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
 
-RuleKind = Literal["base", "per_unit", "lookup", "proportional"]
-InputType = Literal["string", "integer", "number", "boolean"]
+RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels"]
+InputType = Literal["string", "integer", "number", "boolean", "image_size", "json"]
+MAX_SIDE = 100_000
+"""The widest or tallest explicit image_size a quote accepts, in pixels."""
 
 Moment = dt.datetime | dt.date | int | float
 """When to price: an aware datetime, a naive one (read as UTC), a date (that day, UTC), or POSIX
@@ -269,8 +271,14 @@ class InputRule:
             text = "a number" + _bounds(self.minimum, self.maximum)
         elif self.type == "boolean":
             text = "true or false"
+        elif self.type == "json":
+            text = "any JSON value"
         else:
             text = "a string"
+        if self.type == "image_size":
+            text = (
+                text + " or " if self.enum is not None else ""
+            ) + f'{{"width": W, "height": H}} (whole pixels, 1 to {MAX_SIDE})'
         return text + (" or null" if self.nullable else "")
 
     def check(self, endpoint: str, value: Any) -> Any:
@@ -278,9 +286,15 @@ class InputRule:
         if value is None and self.nullable:
             return None
         kind = type(value)
+        if self.type == "json":
+            return value
+        if self.type == "image_size" and kind is dict:
+            if _explicit_size(value) is None:
+                raise InvalidArguments(endpoint, self.name, value, self.allowed)
+            return value
         if self.type == "integer":
             ok = kind is int
-        elif self.type == "string":
+        elif self.type in ("string", "image_size"):
             ok = kind is str
         elif self.type == "boolean":
             ok = kind is bool
@@ -307,6 +321,18 @@ class InputRule:
         elif isinstance(value, bool) and self.type in ("integer", "number"):
             hint = " (a boolean is not a number)"
         return self.allowed + hint
+
+
+def _explicit_size(value: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(width, height) of an explicit image_size, when it is one: exactly those two keys, each a
+    whole number of pixels from 1 to MAX_SIDE."""
+    if set(value) != {"width", "height"}:
+        return None
+    width, height = value["width"], value["height"]
+    for side in (width, height):
+        if type(side) is not int or not 1 <= side <= MAX_SIDE:
+            return None
+    return width, height
 
 
 def _bounds(minimum: int | None, maximum: int | None) -> str:
@@ -342,6 +368,7 @@ class PriceRule:
     factors: Mapping[str, Decimal] = field(default_factory=dict)
     per: int = 1
     floor: Decimal = _ZERO
+    presets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     description: str = ""
     # A rule's effect depends only on its input's value, never on the running total, so it is
     # worked out once per value and remembered: a quote then costs a look-up and one Decimal
@@ -393,6 +420,23 @@ class PriceRule:
             added = self.amount * units
             plural = "" if units == 1 else "s"
             detail = f"{units} extra {self.unit_name}{plural}"
+            item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
+            return added, None, item
+        if kind == "megapixels":
+            if isinstance(value, str):
+                width, height = self.presets[value]
+                shown = f"{value} ({width}x{height})"
+            else:
+                width, height = value["width"], value["height"]
+                shown = f"{width}x{height}"
+            pixels = Decimal(width * height)
+            if self.rounding == "up":
+                count: int | Decimal = -(-(width * height) // self.per)
+            else:
+                count = pixels / self.per
+            added = self.amount * count
+            plural = "" if count == 1 else "s"
+            detail = f"{shown}: {count} megapixel{plural}"
             item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
             return added, None, item
         if kind == "lookup":

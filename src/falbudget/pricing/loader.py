@@ -102,7 +102,7 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
         if (
             len(loc) >= at + 3
             and loc[at] == "rules"
-            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional")
+            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional", "megapixels")
         ):
             loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -249,7 +249,13 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
 
 
 def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
-    from falbudget.pricing.models import BaseRule, LookupRule, PerUnitRule, ProportionalRule
+    from falbudget.pricing.models import (
+        BaseRule,
+        LookupRule,
+        MegapixelsRule,
+        PerUnitRule,
+        ProportionalRule,
+    )
 
     rules = []
     for rule in specs:
@@ -282,6 +288,20 @@ def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[
                     "lookup",
                     input=rule.input,
                     factors=factors,
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, MegapixelsRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "megapixels",
+                    input=rule.input,
+                    amount=rule.amount,
+                    per=rule.pixels,
+                    rounding=rule.rounding,
+                    presets={k: (v[0], v[1]) for k, v in rule.presets.items()},
+                    unit_name="megapixel",
                     description=rule.description,
                 )
             )
