@@ -111,14 +111,20 @@ def test_every_unit_kind_becomes_rules_or_a_ceiling(
     out = sync_to(tmp_path, "fal-ai/*")
     said = capsys.readouterr().out
     assert said.splitlines()[0].startswith(
-        "5 endpoints priced, 2 need a ceiling, 0 without a price from fal ("
+        "5 endpoints priced, 1 need a ceiling, 1 left out, 0 without a price from fal ("
     )
     assert f"  needs a ceiling: {LLM} (a quantity of tokens is known only after the call)" in said
-    assert f"  needs a ceiling: {GPU} (a quantity of compute seconds is known only after" in said
+    assert f"  left out: {GPU} (fal's catalog gives no input schema for it)" in said
     table = load_table(out)
-    assert sorted(table.endpoints) == sorted([FLUX, RECRAFT, KLING, LTX, VEO])
+    assert sorted(table.endpoints) == sorted([FLUX, RECRAFT, KLING, LTX, VEO, LLM])
+    assert [n for n, e in table.endpoints.items() if e.needs_ceiling] == [LLM]
     text = out.read_text()
-    assert f"#   {GPU}: 0.00111 USD per compute seconds: a quantity" in text
+    assert f"#   {GPU}: 0.00111 USD per compute seconds: fal's catalog gives no input" in text
+    llm = yaml.safe_load(text)["endpoints"][LLM]
+    assert llm["after_call"] == {
+        "description": "a quantity of tokens is known only after the call"
+    }  # written without a ceiling: the user sets one
+    assert "rules" not in llm
     assert ADMIN_KEY not in text  # the key id is written, never the secret
     document = yaml.safe_load(text)
     flux = document["endpoints"][FLUX]
@@ -210,7 +216,7 @@ def test_no_key_and_nothing_priced(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "t.yaml"
-    assert main(["pricing", "sync", LLM, "--output", str(out)]) == 1
+    assert main(["pricing", "sync", GPU, "--output", str(out)]) == 1
     captured = capsys.readouterr()
     assert "nothing written" in captured.err and not out.exists()
     monkeypatch.delenv("FAL_KEY")

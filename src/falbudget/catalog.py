@@ -18,8 +18,9 @@ anything else              not priced before the call: listed as needing a ceili
 =========================  ====================================================================
 
 A unit whose quantity the request does not determine (compute seconds, tokens of a generated
-text, characters of a text fal counts, ...) gets no invented price: the endpoint is listed with
-its unit and unit price as needing a ceiling, and not written as a priced entry.
+text, characters of a text fal counts, ...) gets no invented price: the entry says the price is
+known only after the call (``after_call``) and has no ceiling; the user sets one in a table of
+their own, and until then the endpoint cannot be quoted (``pricing validate`` lists it).
 
 The translation (:func:`entry_for`) is pure; :func:`sync` asks fal through a
 :class:`falbudget.platform.PlatformClient`.
@@ -276,6 +277,11 @@ class Synced:
     entry: dict[str, Any] | None
     reason: str = ""
 
+    @property
+    def after_call(self) -> bool:
+        """Written as priced only after the call, without a ceiling: the user sets one."""
+        return self.entry is not None and "after_call" in self.entry
+
 
 def _money_text(value: Decimal) -> str:
     return f"{value.normalize():f}"
@@ -383,15 +389,17 @@ def entry_for(
 
     if currency.upper() != "USD":
         return skip(f"priced in {currency or 'no currency'}; tables are in USD")
-    if kind == "after_call":
-        return skip(f"a quantity of {unit or 'its unit'} is known only after the call")
     inputs = inputs_of(endpoint_id, openapi)
     if inputs is None:
         return skip("fal's catalog gives no input schema for it")
     amount = _money_text(unit_price)
     rules: list[dict[str, Any]] | None
     note = ""
-    if kind == "request":
+    reason = ""
+    if kind == "after_call":
+        rules = None
+        reason = f"a quantity of {unit or 'its unit'} is known only after the call"
+    elif kind == "request":
         rules = [
             {
                 "name": "unit price",
@@ -427,8 +435,8 @@ def entry_for(
             if name in inputs:
                 rules = _duration_rules(name, inputs[name], amount)
                 break
-    if not rules:
-        return skip(f"its schema does not give the number of {unit or 'units'} before the call")
+    if not rules and not reason:
+        reason = f"its schema does not give the number of {unit or 'units'} before the call"
     entry: dict[str, Any] = {
         "title": title,
         "source_url": f"{api_url}/models/pricing?endpoint_id={endpoint_id}",
@@ -442,11 +450,14 @@ def entry_for(
             **({"note": note} if note else {}),
         },
         "inputs": inputs,
-        "rules": rules,
     }
+    if rules:
+        entry["rules"] = rules
+    else:  # no invented price: the user sets a ceiling in a table of their own
+        entry["after_call"] = {"description": reason}
     if not title:
         del entry["title"]
-    return Synced(endpoint_id, unit, unit_price, currency, kind, entry)
+    return Synced(endpoint_id, unit, unit_price, currency, kind, entry, reason)
 
 
 def _megapixel_rules(
@@ -486,11 +497,22 @@ class SyncResult:
 
     @property
     def priced(self) -> list[Synced]:
-        return [s for s in self.synced if s.entry is not None]
+        """Priced before the call, by rules."""
+        return [s for s in self.synced if s.entry is not None and not s.after_call]
 
     @property
     def needs_ceiling(self) -> list[Synced]:
+        """Written as priced only after the call, without a ceiling."""
+        return [s for s in self.synced if s.after_call]
+
+    @property
+    def left_out(self) -> list[Synced]:
+        """Not written: no usable price, not in USD, or no input schema."""
         return [s for s in self.synced if s.entry is None]
+
+    @property
+    def written(self) -> list[Synced]:
+        return [s for s in self.synced if s.entry is not None]
 
 
 def _is_glob(pattern: str) -> bool:
@@ -525,9 +547,7 @@ def sync(
         if isinstance(endpoint_id, str) and endpoint_id in ids:
             prices.setdefault(endpoint_id, record)
     schemas: dict[str, Any] = {}
-    wanted = [
-        i for i in ids if i in prices and unit_kind(str(prices[i].get("unit"))) != "after_call"
-    ]
+    wanted = [i for i in ids if i in prices]
     if wanted:
         for model in client.models(endpoint_ids=wanted, expand_openapi=True):
             endpoint_id = model.get("endpoint_id")
@@ -563,7 +583,7 @@ def table_document(result: SyncResult, read_on: dt.date) -> dict[str, Any]:
         "table_version": f"fal-sync-{read_on.isoformat()}",
         "effective_date": read_on,
         "currency": "USD",
-        "endpoints": {s.endpoint_id: s.entry for s in sorted(result.priced, key=_by_id)},
+        "endpoints": {s.endpoint_id: s.entry for s in sorted(result.written, key=_by_id)},
     }
 
 
@@ -582,9 +602,9 @@ def table_yaml(result: SyncResult, read_on: dt.date) -> str:
     ]
     body = yaml.dump(table_document(result, read_on), Dumper=_dumper(), sort_keys=False, width=100)
     text = "\n".join(lines) + "\n" + body
-    if result.needs_ceiling or result.unpriced:
-        text += "\n# Not priced before the call (each needs a ceiling of your own):\n"
-        for s in sorted(result.needs_ceiling, key=_by_id):
+    if result.left_out or result.unpriced:
+        text += "\n# Not written:\n"
+        for s in sorted(result.left_out, key=_by_id):
             text += (
                 f"#   {s.endpoint_id}: {_money_text(s.unit_price)} {s.currency} per {s.unit}:"
                 f" {s.reason}\n"

@@ -147,12 +147,20 @@ def run_validate(args: argparse.Namespace) -> Outcome:
     versions = render_pricing.versions_data(table)
     if versions:  # only for a table with dated versions: the summary of others is as it was
         data["versions"] = versions
+    missing = data.get("needs_ceiling", [])
+    message = None
+    if missing:
+        message = (
+            f"{len(missing)} endpoint{'s' if len(missing) != 1 else ''} priced only after the"
+            f" call need{'s' if len(missing) == 1 else ''} a ceiling: {', '.join(missing)}"
+        )
+    code = EXIT_FOUND if missing else 0
     if args.format == "json":
-        return Outcome(render.to_json(data))
+        return Outcome(render.to_json(data), code, message)
     text = render.summary_text(data)
     if versions:
         text += "\n" + render_pricing.versions_text(versions, table.currency)
-    return Outcome(text)
+    return Outcome(text, code, message)
 
 
 def run_diff(args: argparse.Namespace) -> Outcome:
@@ -185,7 +193,7 @@ def run_sync(args: argparse.Namespace) -> Outcome:
     with platform.PlatformClient(key, service="fal's Platform API") as client:
         result = catalog.sync(client, patterns, key_id=platform.key_id_of(key), read_on=read_on)
     summary = _sync_summary(result)
-    if not result.priced:
+    if not result.written:
         return Outcome(
             summary, EXIT_FOUND, "pricing sync: no endpoint could be priced; nothing written"
         )
@@ -210,10 +218,13 @@ def _sync_summary(result: object) -> str:
     assert isinstance(result, SyncResult)
     lines = [
         f"{len(result.priced)} endpoints priced, {len(result.needs_ceiling)} need a ceiling,"
-        f" {len(result.unpriced)} without a price from fal ({result.calls} HTTP calls)"
+        f" {len(result.left_out)} left out, {len(result.unpriced)} without a price from fal"
+        f" ({result.calls} HTTP calls)"
     ]
     for synced in sorted(result.needs_ceiling, key=lambda s: s.endpoint_id):
         lines.append(f"  needs a ceiling: {synced.endpoint_id} ({synced.reason})")
+    for synced in sorted(result.left_out, key=lambda s: s.endpoint_id):
+        lines.append(f"  left out: {synced.endpoint_id} ({synced.reason})")
     for endpoint_id in sorted(result.unpriced):
         lines.append(f"  no price from fal: {endpoint_id}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from falbudget.errors import InvalidArguments, NoPriceInEffect
+from falbudget.errors import InvalidArguments, NoPriceInEffect, PriceTableError
 from falbudget.money import format_usd
 from falbudget.pricing import engine
 from falbudget.pricing.engine import (
@@ -369,7 +369,7 @@ def compare_grids(old: PricedEndpoint, new: PricedEndpoint) -> GridDiff:
 def _total(endpoint: PricedEndpoint, point: Mapping[str, Any]) -> Decimal | None:
     try:
         return endpoint.quote(point).total
-    except InvalidArguments:
+    except (InvalidArguments, PriceTableError):  # a point it refuses; no ceiling set yet
         return None
 
 
@@ -392,6 +392,7 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "lookup": ("input", "factors"),
     "proportional": ("input", "per", "floor", "unit_name"),
     "megapixels": ("input", "amount", "per", "rounding", "presets"),
+    "ceiling": ("amount",),
 }
 
 

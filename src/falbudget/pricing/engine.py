@@ -19,7 +19,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from falbudget import clock
-from falbudget.errors import _MISSING, InvalidArguments, NoPriceInEffect, UnknownEndpoint
+from falbudget.errors import (
+    _MISSING,
+    InvalidArguments,
+    NoPriceInEffect,
+    PriceTableError,
+    UnknownEndpoint,
+)
 from falbudget.money import format_usd, normalize
 
 _MICRO = Decimal("0.000001")
@@ -32,7 +38,7 @@ _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
 
-RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels"]
+RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels", "ceiling"]
 InputType = Literal["string", "integer", "number", "boolean", "image_size", "json"]
 MAX_SIDE = 100_000
 """The widest or tallest explicit image_size a quote accepts, in pixels."""
@@ -131,7 +137,9 @@ class LineItem:
         if self.factor is not None:
             return f"x{_fmt_factor(self.factor)}"
         amount = self.amount if self.amount is not None else _ZERO
-        return format_usd(amount) if self.kind == "base" else f"+{format_usd(amount)}"
+        if self.kind in ("base", "ceiling"):
+            return format_usd(amount)
+        return f"+{format_usd(amount)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,7 +190,18 @@ class Quote:
         table = f"price table {self.table_version}"
         if self.effective_from is not None:
             table += f", prices from {self.effective_from}"
+        if self.is_ceiling:
+            return (
+                f"{self.endpoint} costs at most {format_usd(self.total)} {self.currency}, a"
+                f" ceiling: its price is known only after the call ({table})"
+            )
         return f"{self.endpoint} costs {format_usd(self.total)} {self.currency}{inputs} ({table})"
+
+    @property
+    def is_ceiling(self) -> bool:
+        """True when ``total`` is a ceiling set for an endpoint priced only after the call: the
+        guard holds it, and fal's bill says what the request cost."""
+        return any(item.kind == "ceiling" for item in self.line_items)
 
     @property
     def rules_version(self) -> str:
@@ -207,6 +226,8 @@ class Quote:
         }
         if self.effective_from is not None:
             data["effective_from"] = self.effective_from
+        if self.is_ceiling:
+            data["ceiling"] = True
         return data
 
     def to_json(self, **kwargs: Any) -> str:
@@ -403,7 +424,7 @@ class PriceRule:
 
     def _work_out_here(self, value: Any) -> Effect:
         kind = self.kind
-        if kind == "base":
+        if kind in ("base", "ceiling"):
             item = LineItem(self.name, kind, None, None, self.description, amount=self.amount)
             return self.amount, None, item
         if kind == "per_unit":
@@ -471,6 +492,9 @@ class PricedEndpoint:
     """This version's first day (ISO date, UTC); None for an endpoint without dated versions."""
     versions: tuple[PricedEndpoint, ...] = ()
     """Every dated version, oldest first; empty for an endpoint with one set of rules."""
+    after_call: bool = False
+    """Priced only after the call: ``rules`` is one ``ceiling`` rule, or empty while the table
+    sets no ceiling (then every quote raises PriceTableError saying so)."""
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
     """Each version's first day as a ``date.toordinal()``, for a bisect."""
 
@@ -573,8 +597,20 @@ class PricedEndpoint:
         version = self.version_at(at) if (self.versions or at is not None) else self
         return version._price(dict(normalized))
 
+    @property
+    def needs_ceiling(self) -> bool:
+        """Priced only after the call, and its table sets no ceiling yet."""
+        return self.after_call and not self.rules
+
     def _price(self, normalized: dict[str, Any]) -> Quote:
         """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
+        if self.needs_ceiling:
+            raise PriceTableError(
+                "its price is known only after the call and no ceiling is set: set"
+                ' after_call: {ceiling: "USD"} for it in a table of your own, listed first',
+                endpoint=self.name,
+                field="after_call.ceiling",
+            )
         running = _ZERO
         items = []
         try:

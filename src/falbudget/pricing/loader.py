@@ -188,6 +188,25 @@ def _compile_endpoint(
 ) -> PricedEndpoint:
     """An endpoint compiled for the engine; with dated versions, each version compiled on its own
     and the endpoint itself a copy of the version in effect today (else the earliest)."""
+    if spec.after_call is not None:
+        ceiling = spec.after_call.ceiling
+        description = (
+            spec.after_call.description or "a ceiling: the price is known only after the call"
+        )
+        return PricedEndpoint(
+            name=name,
+            title=spec.title,
+            source_url=str(spec.source_url),
+            price_read_on=spec.price_read_on.isoformat(),
+            inputs=_compile_inputs(spec.inputs),
+            rules=()
+            if ceiling is None
+            else (PriceRule("ceiling", "ceiling", amount=ceiling, description=description),),
+            table_version=table_version,
+            table_sha256=digest,
+            currency=currency,
+            after_call=True,
+        )
     if spec.versions is None:
         assert spec.rules is not None  # the model requires rules or versions
         inputs = _compile_inputs(spec.inputs)

@@ -263,6 +263,17 @@ class SyncedFrom(_Strict):
     _money = field_validator("unit_price", mode="before")(_money)
 
 
+class AfterCallModel(_Strict):
+    """The price is known only after the call (compute seconds, tokens, ...): the guard holds
+    ``ceiling`` per request, and the hold settles to what fal billed. A synced table writes the
+    entry without a ceiling; until the user sets one, the endpoint cannot be quoted."""
+
+    ceiling: Money | None = None
+    description: str = ""
+
+    _money = field_validator("ceiling", mode="before")(_money)
+
+
 class EndpointModel(_Strict):
     title: str = ""
     source_url: AnyHttpUrl
@@ -271,9 +282,17 @@ class EndpointModel(_Strict):
     inputs: dict[str, InputSpec]
     rules: Rules | None = None
     versions: Annotated[list[VersionModel], Field(min_length=1)] | None = None
+    after_call: AfterCallModel | None = None
 
     @model_validator(mode="after")
     def _rules_name_known_inputs(self) -> EndpointModel:
+        if self.after_call is not None:
+            if self.rules is not None or self.versions is not None:
+                raise ValueError(
+                    "after_call: an endpoint priced only after the call has a ceiling, not"
+                    " rules or versions"
+                )
+            return self
         if (self.rules is None) == (self.versions is None):
             raise ValueError(
                 "rules: give either rules (one set of prices, always in effect) or versions"
