@@ -276,6 +276,7 @@ def endpoints_data(table: PriceTable) -> dict[str, Any]:
                 "source_url": endpoint.source_url,
                 "price_read_on": endpoint.price_read_on,
                 **range_data(endpoint.price_range),
+                **({"table": table.source_of(name)} if table.priced_by else {}),
                 "parameters": parameters,
             }
         )
@@ -329,7 +330,8 @@ def endpoints_table(data: Mapping[str, Any]) -> str:
             f"{endpoint['name']}{title}\n"
             f"price {range_text(endpoint, currency)}\n"
             f"source {endpoint['source_url']} (read on {endpoint['price_read_on']})\n"
-            f"{table}"
+            + (f"priced by {endpoint['table']}\n" if "table" in endpoint else "")
+            + f"{table}"
         )
     return "\n\n".join(parts)
 

@@ -710,6 +710,13 @@ class PriceTable:
     sha256: str
     source: str
     schema_version: int = 1
+    priced_by: Mapping[str, str] = field(default_factory=dict)
+    """For a layered table (``layered_table``): the table file that priced each endpoint. Empty
+    for one table: ``source`` priced them all."""
+
+    def source_of(self, name: str) -> str:
+        """The table file that priced endpoint ``name``."""
+        return self.priced_by.get(name, self.source)
 
     def endpoint(self, name: str) -> PricedEndpoint:
         """The endpoint called ``name``, or UnknownEndpoint with the close matches."""

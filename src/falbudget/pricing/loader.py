@@ -361,3 +361,35 @@ def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
                 table = load_table(key)
                 _cache[key] = table
     return table
+
+
+def layered_table(paths: list[str] | tuple[str, ...]) -> PriceTable:
+    """Several tables as one: each endpoint from the first table that prices it (an entry
+    priced only after the call and without a ceiling does not price it: a later table's entry
+    wins, else that entry stays, needing a ceiling). ``priced_by`` says which file priced each.
+    One path is that table itself."""
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise PriceTableError("no price table named: pricing needs at least one file")
+    if len(names) == 1:
+        return default_table(names[0])
+    tables = [default_table(name) for name in names]
+    endpoints: dict[str, PricedEndpoint] = {}
+    priced_by: dict[str, str] = {}
+    for table in tables:
+        for name, endpoint in table.endpoints.items():
+            known = endpoints.get(name)
+            if known is None or (known.needs_ceiling and not endpoint.needs_ceiling):
+                endpoints[name] = endpoint
+                priced_by[name] = table.source
+    digest = hashlib.sha256("\n".join(t.sha256 for t in tables).encode()).hexdigest()
+    return PriceTable(
+        endpoints=dict(sorted(endpoints.items())),
+        table_version=" + ".join(t.table_version for t in tables),
+        effective_date=min(t.effective_date for t in tables),
+        currency=tables[0].currency,
+        sha256=digest,
+        source=", ".join(t.source for t in tables),
+        schema_version=tables[0].schema_version,
+        priced_by=priced_by,
+    )
