@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from fakebilling import ADMIN_KEY, FakeBilling, event
 from falbudget import BudgetExceeded, Cap, Guard
 from falbudget.cli.app import main
 from falbudget.errors import PriceTableError
 from falbudget.pricing import parse_table
-from ledger_backends import PROCESS_BACKENDS, backend_params, store_url
+from falbudget.reconcile import apply_corrections, fetch_billing_events, reconcile
+from ledger_backends import BACKENDS, PROCESS_BACKENDS, backend_params, store_url
 from pgutil import _drop_postgres_schemas  # noqa: F401 - autouse: drops this module's schemas
 
 LLM = "fal-ai/any-llm"
@@ -163,4 +165,49 @@ def test_the_ceiling_never_admits_past_a_cap_under_threads(url: str) -> None:
         thread.join(timeout=120)
     assert (len(admitted), len(refused)) == (12, 18)
     assert guard.held() == Decimal("6.00")
+    guard.close()
+
+
+# -- the bill settles it: a hold counted at its ceiling, corrected to what fal billed ----------
+@pytest.fixture(params=backend_params(BACKENDS))
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "memory://" if request.param == "memory" else store_url(request.param, tmp_path)
+
+
+def test_reconcile_apply_settles_a_ceiling_hold_to_the_bill_by_request_id(
+    any_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    guard = Guard(any_url, [Cap("1.00")], table=parse_table(TABLE), clock=lambda: T0)
+    hold = guard.reserve(LLM, {"prompt": "a"}).acquire()
+    hold.mark_submitted("req-llm-1")
+    hold.settle()  # no bill yet: counted at the ceiling
+    assert guard.spent() == Decimal("0.50")
+    other = guard.reserve(LLM, {"prompt": "b"}).acquire()
+    other.mark_submitted("req-llm-2")
+    other.settle()
+    with FakeBilling() as billing:
+        # fal billed 12,345,678 nano-USD (0.012345678) for the first, 0.50 for the second,
+        # and a request of another account in the same range
+        billing.events = [
+            event("req-llm-1", "2026-12-06T12:00:05Z", 12_345_678, endpoint=LLM),
+            event("req-llm-2", "2026-12-06T12:00:06Z", 500_000_000, endpoint=LLM),
+            event("req-other", "2026-12-06T12:00:07Z", 7, endpoint=LLM),
+        ]
+        records = fetch_billing_events(
+            ADMIN_KEY,
+            dt.datetime(2026, 12, 6, tzinfo=dt.UTC),
+            dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+            base_url=billing.base_url,
+            request_ids=["req-llm-1", "req-llm-2"],
+        )
+        assert billing.requests[0].query["request_id"] == ["req-llm-1,req-llm-2"]
+    assert sorted(r.request_id for r in records.records) == ["req-llm-1", "req-llm-2"]
+    result = apply_corrections(guard.ledger, reconcile(guard.ledger, records, now=T0 + 60))
+    # 0.012345678 rounded up to the micro-USD is 0.012346; the second matched its ceiling
+    assert [(line.request_id, line.kind) for line in result.lines] == [
+        ("req-llm-1", "different_amount"),
+        ("req-llm-2", "matched"),
+    ]
+    assert guard.spent() == Decimal("0.512346")
     guard.close()
