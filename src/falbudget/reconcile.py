@@ -634,6 +634,54 @@ def fetch_billing_events(
             client.close()
 
 
+BILL_LOOKUP_TIMEOUT_S: Final = 10.0
+"""How long the guard waits for fal's bill of one request after the call (one attempt)."""
+
+
+def bill_lookup(
+    api_key: str | None = None,
+    *,
+    base_url: str | None = None,
+    timeout_s: float = BILL_LOOKUP_TIMEOUT_S,
+    clock: Any = None,
+) -> Any:
+    """A ``Guard(billing=...)`` lookup: ``(request_id, reserved_at) -> Decimal | None``, what
+    fal's billing events record for that request id (exact repeats counted once), asked from
+    the hold's reservation (less an hour, for clocks apart) to now plus an hour. The key is
+    read from ``FAL_KEY`` at each lookup unless given; a lookup without one raises
+    BillingApiError (the guard logs it and counts the hold at its amount)."""
+    from falbudget import clock as falbudget_clock
+
+    now = clock or falbudget_clock.now
+
+    def lookup(request_id: str, reserved_at: float) -> Decimal | None:
+        key = api_key or api_key_from_env()
+        until = dt.datetime.fromtimestamp(float(now()) + 3600, dt.UTC)
+        since = max(dt.datetime.fromtimestamp(reserved_at - 3600, dt.UTC), until - MAX_RANGE)
+        got = fetch_billing_events(
+            key,
+            since,
+            until,
+            base_url=base_url,
+            request_ids=[request_id],
+            timeout_s=timeout_s,
+            retries=0,
+        )
+        seen: set[tuple[Any, ...]] = set()
+        total: Decimal | None = None
+        for record in got.records:
+            if record.request_id != request_id:
+                continue
+            mark = (record.endpoint, record.timestamp, record.cost, record.units)
+            if mark in seen:
+                continue
+            seen.add(mark)
+            total = record.cost if total is None else total + record.cost
+        return total
+
+    return lookup
+
+
 def _fetch_pages(
     client: platform.PlatformClient,
     start: dt.datetime,

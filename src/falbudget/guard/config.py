@@ -80,6 +80,8 @@ class GuardConfig(_Strict):
         strict=True,
     )
     on_unknown: Literal["deny", "allow"] = "deny"
+    # settle each hold from fal's bill (billing events by request id) instead of the quote
+    settle_from: Literal["quote", "billing"] = "quote"
     caps: list[CapConfig] = Field(default_factory=list)
 
     source: str = Field(default="<config>", exclude=True)
@@ -115,6 +117,7 @@ class GuardConfig(_Strict):
             "hold_ttl": self.hold_ttl,
             "idempotency_ttl": self.idempotency_ttl,
             "on_unknown": self.on_unknown,
+            "settle_from": self.settle_from,
         }
         if self.pricing is not None:
             try:
