@@ -29,6 +29,7 @@ from fakebilling import EVENTS_PATH, FakeBilling, Recorded, _Handler, cursor_for
 MODELS_PATH = "/v1/models"
 PRICING_PATH = "/v1/models/pricing"
 ESTIMATE_PATH = "/v1/models/pricing/estimate"
+USAGE_PATH = "/v1/models/usage"
 
 SIZE_PRESETS = [
     "square_hd",
@@ -138,6 +139,7 @@ class FakePlatform(FakeBilling):
             MODELS_PATH,
             PRICING_PATH,
             ESTIMATE_PATH,
+            USAGE_PATH,
         ):
             super()._dispatch(handler)
             return
@@ -171,6 +173,15 @@ class FakePlatform(FakeBilling):
             return
         if parts.path == ESTIMATE_PATH:
             self._estimate(handler, body)
+            return
+        if parts.path == USAGE_PATH:  # an answer of the documented kind, echoing the filters
+            handler.send_json(
+                200,
+                '{"summary": [{"endpoint_id": "fal-ai/flux/dev", "quantity": 3, "unit":'
+                ' "megapixels", "unit_price": 0.025, "cost": 0.075}], "x_unknown": 1, "query": '
+                + json.dumps(query)
+                + "}",
+            )
             return
         ids = [e for v in query.get("endpoint_id", []) for e in v.split(",") if e]
         if len(ids) > 50:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
@@ -135,3 +136,34 @@ def test_the_client_refuses_bad_settings_and_plain_http_elsewhere() -> None:
 def test_the_key_id_never_the_secret() -> None:
     assert platform.key_id_of("abc-id:s3cr3t") == "abc-id"
     assert platform.key_id_of("justasecret") == "key"
+
+
+# -- the estimate and usage endpoints, against the fake Platform API ------------------------------
+def test_estimate_and_usage_read_fal_s_answers_as_decimals() -> None:
+    from fakeplatform import ESTIMATE_PATH, FakePlatform
+
+    with FakePlatform() as fake:
+        fake.add("fal-ai/flux/dev", "0.025", "megapixels")
+        with platform.PlatformClient(ADMIN_KEY, base_url=fake.base_url) as client:
+            # 0.025 x 7 units = 0.175, by hand
+            assert client.estimate("fal-ai/flux/dev", 7) == Decimal("0.175")
+            sent = fake.calls(ESTIMATE_PATH)[0]
+            assert sent.method == "POST"
+            usage = client.usage(
+                endpoint_ids=["fal-ai/flux/dev"],
+                start="2026-11-01",
+                end="2026-12-01",
+                expand=["summary"],
+            )
+        assert usage["summary"][0]["cost"] == Decimal("0.075")  # never a float
+        assert usage["query"] == {
+            "endpoint_id": ["fal-ai/flux/dev"],
+            "start": ["2026-11-01"],
+            "end": ["2026-12-01"],
+            "expand": ["summary"],
+        }
+        with (
+            platform.PlatformClient(ADMIN_KEY, base_url=fake.base_url) as client,
+            pytest.raises(platform.PlatformApiError, match="51 endpoints are not allowed"),
+        ):
+            client.usage(endpoint_ids=[f"e{n}" for n in range(51)])

@@ -452,6 +452,28 @@ class PlatformClient:
                 found.extend(p for p in items if isinstance(p, Mapping))
         return found
 
+    def usage(
+        self,
+        *,
+        endpoint_ids: Sequence[str] = (),
+        start: str | None = None,
+        end: str | None = None,
+        expand: Sequence[str] = (),
+    ) -> Mapping[str, Any]:
+        """``GET /models/usage``: billed unit quantities and unit prices, filtered by endpoint
+        (1 to 50) and an ISO date range (``end`` excluded); ``expand`` asks for
+        ``time_series`` and/or ``summary``. fal's answer is returned as it came (numbers as
+        Decimal): its shape beyond a JSON object is not documented enough to read further."""
+        if len(endpoint_ids) > 50:
+            raise self.error(f"{len(endpoint_ids)} endpoints are not allowed: fal takes 1 to 50")
+        params = [("endpoint_id", e) for e in endpoint_ids]
+        params += [(name, value) for name, value in (("start", start), ("end", end)) if value]
+        params += [("expand", item) for item in expand]
+        body = self.get_json("/models/usage", params)
+        if not isinstance(body, Mapping):
+            raise self.error(f"{self.base}/models/usage: the answer is not a JSON object")
+        return body
+
     def estimate(self, endpoint_id: str, unit_quantity: Decimal | int) -> Decimal:
         """``POST /models/pricing/estimate`` by unit price: the cost of ``unit_quantity`` units."""
         body = self.post_json(
