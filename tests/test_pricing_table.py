@@ -213,7 +213,8 @@ CASES: list[tuple[str, str, str, str | None, str | None, str]] = [
         "        type: bool\n",
         MAGI,
         "inputs.enable_safety_checker.type",
-        "Input should be 'string', 'integer', 'number' or 'boolean' (got 'bool')",
+        "Input should be 'string', 'integer', 'number', 'boolean', 'image_size' or 'json'"
+        " (got 'bool')",
     ),
     (
         "a required input with a default",

@@ -665,6 +665,7 @@ def fake_billing(
     billing_server: FakeBilling, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeBilling]:
     billing_server.reset()
+    monkeypatch.setattr("falbudget.platform._sleep", lambda s: None)  # retries wait for nothing
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     yield billing_server

@@ -33,16 +33,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import http.client
 import io
-import ipaddress
 import json
-import os
 import re
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import (
@@ -59,16 +52,17 @@ from decimal import (
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from falbudget import platform
 from falbudget.errors import FalbudgetError, HoldNotFound, LedgerError
 from falbudget.ledger._checks import MAX_MICROS
 from falbudget.ledger.base import OPEN_STATES, Adjustment, Hold, Ledger
 from falbudget.money import format_usd, from_micros, normalize, to_micros
 
 DOCS_URL: Final = "https://fal.ai/docs/platform-apis/v1/models/billing-events"
-DEFAULT_API_URL: Final = "https://api.fal.ai/v1"
-API_URL_ENV: Final = "FALBUDGET_FAL_API_URL"
+DEFAULT_API_URL: Final = platform.DEFAULT_API_URL
+API_URL_ENV: Final = platform.API_URL_ENV
 """Overrides the Platform API's base URL (tests point it at a local fake server)."""
-KEY_ENV: Final = "FAL_KEY"
+KEY_ENV: Final = platform.KEY_ENV
 EVENTS_PATH: Final = "/models/billing-events"
 MAX_RANGE: Final = dt.timedelta(days=90)
 """fal caps one billing-events query at 90 days."""
@@ -133,7 +127,7 @@ class ZeroingRefused(ReconcileError):
     why); nothing was changed. ``allow_zeroing=True`` (--allow-zeroing) zeroes them anyway."""
 
 
-class BillingApiError(FalbudgetError):
+class BillingApiError(platform.PlatformApiError):
     """fal's billing API could not be asked or refused the request; ``status`` is the HTTP
     status (None when no answer came). Never carries the API key."""
 
@@ -546,90 +540,22 @@ def load_billing_file(path: str, input_format: InputFormat | None = None) -> lis
 
 def api_key_from_env(environ: Mapping[str, str] | None = None) -> str:
     """The key fal_client would use: FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET."""
-    env = os.environ if environ is None else environ
-    key = env.get(KEY_ENV, "").strip()
-    if key:
-        return key
-    key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
-    if key_id and secret:
-        return f"{key_id}:{secret}"
-    raise BillingApiError(
-        "FAL_KEY is not set: reading fal's billing records needs an admin API key (set FAL_KEY,"
-        " or FAL_KEY_ID and FAL_KEY_SECRET, as for fal_client)"
+    return platform.api_key_from_env(
+        environ,
+        error=BillingApiError,
+        purpose="reading fal's billing records needs an admin API key",
     )
 
 
 def api_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     """FALBUDGET_FAL_API_URL, else https://api.fal.ai/v1."""
-    env = os.environ if environ is None else environ
-    return env.get(API_URL_ENV, "").strip() or DEFAULT_API_URL
+    return platform.api_url_from_env(environ)
 
 
 def _aware(moment: dt.datetime, name: str) -> dt.datetime:
     if not isinstance(moment, dt.datetime):
         raise BillingApiError(f"{name}={moment!r} is not allowed: a datetime with a time zone")
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
-
-
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_base_url(base: str) -> None:
-    """https:// anywhere; http:// only to this machine (a local fake in tests): the admin key
-    must not cross a network in clear text."""
-    try:
-        parts = urllib.parse.urlsplit(base)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if (
-        parts is not None
-        and host
-        and (parts.scheme == "https" or (parts.scheme == "http" and _loopback(host)))
-    ):
-        return
-    raise BillingApiError(
-        f"base URL {base!r} is not allowed: an https:// URL (http:// only to this machine:"
-        " 127.0.0.1, localhost or [::1]; the admin key must not cross a network in clear text)"
-    )
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow no redirect: urllib would send the Authorization header (the admin key) to
-    wherever a 3xx points. The 3xx then reaches :func:`_http_error` as an HTTPError."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_LOCAL_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
-"""For this machine (loopback): no proxy, whatever the environment says (``http_proxy`` would
-get the request, and with it the key, in clear text); no redirect is followed."""
-
-
-def _opener_for(base: str) -> urllib.request.OpenerDirector:
-    """The opener for ``base`` (checked by :func:`_check_base_url`). A loopback host is reached
-    directly, never through a proxy. fal's https:// API goes through the proxy the environment
-    names now (read at each fetch, not at import), as a CONNECT tunnel: the key stays inside
-    TLS. No redirect is followed."""
-    if _loopback(urllib.parse.urlsplit(base).hostname):
-        return _LOCAL_OPENER
-    return urllib.request.build_opener(urllib.request.ProxyHandler(), _NoRedirects())
-
-
-def _scrub(text: str, secret: str) -> str:
-    for part in {secret, *secret.split(":")}:
-        if len(part) >= 4:
-            text = text.replace(part, "***")
-    return text
 
 
 def fetch_billing_events(
@@ -639,28 +565,35 @@ def fetch_billing_events(
     *,
     base_url: str | None = None,
     endpoints: Sequence[str] = (),
+    request_ids: Sequence[str] = (),
     page_limit: int = PAGE_LIMIT,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_pages: int = 10_000,
+    retries: int = platform.DEFAULT_RETRIES,
+    client: platform.PlatformClient | None = None,
 ) -> BillingRecords:
     """Every billing event fal recorded in [since, until) (naive datetimes are UTC), following
-    the cursor from page to page. ``base_url`` defaults to FALBUDGET_FAL_API_URL, else
+    the cursor from page to page, through the shared Platform API client
+    (:mod:`falbudget.platform`). ``base_url`` defaults to FALBUDGET_FAL_API_URL, else
     https://api.fal.ai/v1; ``endpoints`` has fal filter by endpoint id (``endpoint_id=``, 1 to
     50; a request fal bills under another endpoint name is then missing, and its hold would look
-    unbilled: the CLI fetches every endpoint and narrows the holds instead).
+    unbilled: the CLI fetches every endpoint and narrows the holds instead); ``request_ids``
+    (1 to 50) by request id, as the guard does to settle a hold from the bill.
 
     Records are returned as fal gives them (a record repeated at a page boundary too:
     :func:`reconcile` counts an exact repeat once). No redirect is followed (the key would go
     with it); ``base_url`` must be https://, or http:// to this machine. A loopback address is
     reached directly, whatever the proxy environment variables say; any other goes through the
-    https proxy they name, if any, as a CONNECT tunnel (the key stays inside TLS).
+    https proxy they name, if any, as a CONNECT tunnel (the key stays inside TLS). A 429 or 5xx
+    answer is tried again up to ``retries`` times, waiting as Retry-After asks (see
+    :mod:`falbudget.platform`).
 
     Raises BillingApiError (never naming the key) when the range is empty or longer than fal's
     90 days, when a request to fal does not complete within ``timeout_s`` (answer included) or
     its answer is larger than MAX_ANSWER_BYTES, when fal refuses the key (401, 403: billing
-    needs an admin key), limits the rate (429), fails (5xx), redirects (3xx) or answers
-    something that is not a billing-events page (``has_more`` not a boolean included); and
-    ReconcileError for a record that cannot be read."""
+    needs an admin key), limits the rate (429) or fails (5xx) past the retries, redirects (3xx)
+    or answers something that is not a billing-events page (``has_more`` not a boolean
+    included); and ReconcileError for a record that cannot be read."""
     if not isinstance(api_key, str) or not api_key.strip():
         raise BillingApiError("no API key: set FAL_KEY (an admin key can read billing records)")
     start, end = _aware(since, "since"), _aware(until, "until")
@@ -677,19 +610,88 @@ def fetch_billing_events(
     endpoints = list(endpoints)
     if len(endpoints) > 50:
         raise BillingApiError(f"{len(endpoints)} endpoints are not allowed: fal takes 1 to 50")
+    request_ids = list(request_ids)
+    if len(request_ids) > 50:
+        raise BillingApiError(f"{len(request_ids)} request ids are not allowed: fal takes 1 to 50")
     if isinstance(page_limit, bool) or not isinstance(page_limit, int) or page_limit < 1:
         raise BillingApiError(f"page_limit={page_limit!r} is not allowed: an integer >= 1")
-    if (
-        isinstance(timeout_s, bool)
-        or not isinstance(timeout_s, int | float)
-        or not 0 < timeout_s <= 3600
-    ):
-        raise BillingApiError(
-            f"timeout_s={timeout_s!r} is not allowed: seconds, above 0, at most 3600"
+    own = client is None
+    if client is None:
+        client = platform.PlatformClient(
+            api_key,
+            base_url=base_url,
+            timeout_s=timeout_s,
+            retries=retries,
+            max_answer_bytes=MAX_ANSWER_BYTES,
+            service="fal's billing API",
+            forbidden="billing events need an admin API key",
+            error=BillingApiError,
         )
-    base = (base_url or api_url_from_env()).rstrip("/")
-    _check_base_url(base)
-    url = base + EVENTS_PATH
+    try:
+        return _fetch_pages(client, start, end, endpoints, request_ids, page_limit, max_pages)
+    finally:
+        if own:
+            client.close()
+
+
+BILL_LOOKUP_TIMEOUT_S: Final = 10.0
+"""How long the guard waits for fal's bill of one request after the call (one attempt)."""
+
+
+def bill_lookup(
+    api_key: str | None = None,
+    *,
+    base_url: str | None = None,
+    timeout_s: float = BILL_LOOKUP_TIMEOUT_S,
+    clock: Any = None,
+) -> Any:
+    """A ``Guard(billing=...)`` lookup: ``(request_id, reserved_at) -> Decimal | None``, what
+    fal's billing events record for that request id (exact repeats counted once), asked from
+    the hold's reservation (less an hour, for clocks apart) to now plus an hour. The key is
+    read from ``FAL_KEY`` at each lookup unless given; a lookup without one raises
+    BillingApiError (the guard logs it and counts the hold at its amount)."""
+    from falbudget import clock as falbudget_clock
+
+    now = clock or falbudget_clock.now
+
+    def lookup(request_id: str, reserved_at: float) -> Decimal | None:
+        key = api_key or api_key_from_env()
+        until = dt.datetime.fromtimestamp(float(now()) + 3600, dt.UTC)
+        since = max(dt.datetime.fromtimestamp(reserved_at - 3600, dt.UTC), until - MAX_RANGE)
+        got = fetch_billing_events(
+            key,
+            since,
+            until,
+            base_url=base_url,
+            request_ids=[request_id],
+            timeout_s=timeout_s,
+            retries=0,
+        )
+        seen: set[tuple[Any, ...]] = set()
+        total: Decimal | None = None
+        for record in got.records:
+            if record.request_id != request_id:
+                continue
+            mark = (record.endpoint, record.timestamp, record.cost, record.units)
+            if mark in seen:
+                continue
+            seen.add(mark)
+            total = record.cost if total is None else total + record.cost
+        return total
+
+    return lookup
+
+
+def _fetch_pages(
+    client: platform.PlatformClient,
+    start: dt.datetime,
+    end: dt.datetime,
+    endpoints: list[str],
+    request_ids: list[str],
+    page_limit: int,
+    max_pages: int,
+) -> BillingRecords:
+    url = client.base + EVENTS_PATH
     params: dict[str, str] = {
         "start": iso(start.timestamp()),
         "end": iso(end.timestamp()),
@@ -697,12 +699,18 @@ def fetch_billing_events(
     }
     if endpoints:
         params["endpoint_id"] = ",".join(endpoints)
+    if request_ids:
+        params["request_id"] = ",".join(request_ids)
     records: list[BillingRecord] = []
     cursor: str | None = None
     seen: set[str] = set()
     for page in range(1, max_pages + 1):
         query = dict(params, cursor=cursor) if cursor is not None else params
-        body = _get_json(f"{url}?{urllib.parse.urlencode(query)}", api_key, timeout_s, base)
+        raw = client.get_bytes(EVENTS_PATH, list(query.items()))
+        try:
+            body = _loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise BillingApiError(f"{url}: the answer is not JSON") from None
         events = body.get("billing_events") if isinstance(body, Mapping) else None
         if not isinstance(events, list):
             raise BillingApiError(
@@ -730,110 +738,6 @@ def fetch_billing_events(
             raise BillingApiError(f"{url}: page {page} repeats cursor {cursor!r}; stopping")
         seen.add(cursor)
     raise BillingApiError(f"{url}: more than {max_pages} pages; narrow the range")
-
-
-def _get_json(url: str, api_key: str, timeout_s: float, base: str) -> Any:
-    from falbudget import __version__
-
-    request = urllib.request.Request(
-        url,
-        headers={
-            "Authorization": f"Key {api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"falbudget/{__version__}",
-        },
-        method="GET",
-    )
-    shown = url.split("?", 1)[0]
-    deadline = time.monotonic() + timeout_s
-    late = BillingApiError(
-        f"cannot reach fal's billing API at {base}: no complete answer within {timeout_s:g} s"
-    )
-    try:
-        with _opener_for(base).open(request, timeout=timeout_s) as answer:
-            raw = _read_answer(answer, deadline, shown, late)
-    except urllib.error.HTTPError as exc:
-        raise _http_error(exc, shown, api_key) from None
-    except TimeoutError:
-        raise late from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BillingApiError(
-            f"cannot reach fal's billing API at {base}: {_scrub(str(reason), api_key)}"
-        ) from None
-    try:
-        return _loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BillingApiError(f"{shown}: the answer is not JSON") from None
-
-
-def _read_answer(answer: Any, deadline: float, shown: str, late: BillingApiError) -> bytes:
-    """The body, read piece by piece until ``deadline`` (time.monotonic()) and at most
-    MAX_ANSWER_BYTES: a socket timeout alone bounds each read, not an answer that trickles."""
-    too_big = BillingApiError(
-        f"{shown}: the answer is larger than {MAX_ANSWER_BYTES} bytes; ask for smaller pages"
-    )
-    length = answer.headers.get("Content-Length") if answer.headers else None
-    if length is not None and length.strip().isdigit() and int(length) > MAX_ANSWER_BYTES:
-        raise too_big
-    sock = getattr(getattr(answer.fp, "raw", None), "_sock", None)  # to bound each read
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise late
-        if sock is not None:
-            sock.settimeout(left)
-        chunk = answer.read1(65536)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise too_big
-        chunks.append(chunk)
-
-
-def _http_error(exc: urllib.error.HTTPError, url: str, api_key: str) -> BillingApiError:
-    status = exc.code
-    try:
-        detail = exc.read(2000).decode("utf-8", "replace")
-    except OSError:
-        detail = ""
-    finally:
-        exc.close()
-    try:
-        parsed = json.loads(detail)
-        if isinstance(parsed, Mapping) and "detail" in parsed:
-            detail = str(parsed["detail"])
-    except (ValueError, RecursionError):  # not JSON, or 1,999 "[": the text as it came
-        pass
-    detail = _scrub(" ".join(detail.split())[:200], api_key)
-    said = f" ({detail})" if detail else ""
-    if status == 401:
-        text = f"fal refused the API key (HTTP 401){said}: check FAL_KEY"
-    elif status == 403:
-        text = (
-            f"the API key may not read billing records (HTTP 403){said}: billing events need an"
-            " admin API key"
-        )
-    elif 300 <= status < 400:
-        location = exc.headers.get("Location") if exc.headers else None
-        target = f" to {_scrub(location.split('?', 1)[0], api_key)[:200]}" if location else ""
-        text = (
-            f"fal's billing API answered with a redirect (HTTP {status}{target}): falbudget"
-            f" follows none, since the API key would go with it; set {API_URL_ENV} to the"
-            " address that answers"
-        )
-    elif status == 429:
-        retry = exc.headers.get("Retry-After") if exc.headers else None
-        after = f"; fal asks to retry after {retry} s" if retry else ""
-        text = f"fal's billing API limits the rate (HTTP 429){said}{after}: try again later"
-    elif status >= 500:
-        text = f"fal's billing API failed (HTTP {status}){said}: try again later"
-    else:
-        text = f"fal's billing API refused the request (HTTP {status}){said}"
-    return BillingApiError(f"{url}: {text}", status=status)
 
 
 # --- reconciliation ------------------------------------------------------------------------------

@@ -98,17 +98,22 @@ def add_pricing_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pricing",
         metavar="PATH",
-        help="price table to use instead of the default (FALBUDGET_PRICING, else the packaged one)",
+        action="append",
+        help="price table to use instead of the default (FALBUDGET_PRICING, else the packaged"
+        " one); repeat it to layer tables: the first that prices an endpoint wins",
     )
 
 
-def table_for(path: str | None) -> PriceTable:
-    """The price table at ``path``, or the default one (FALBUDGET_PRICING, else packaged).
+def table_for(path: str | list[str] | None) -> PriceTable:
+    """The price table at ``path`` (several: layered, the first that prices an endpoint wins),
+    or the default one (FALBUDGET_PRICING, else packaged).
 
     Loading imports yaml and pydantic, so it happens here, only in commands that need a table.
     """
-    from falbudget.pricing.loader import default_table
+    from falbudget.pricing.loader import default_table, layered_table
 
+    if isinstance(path, list):
+        return layered_table(path)
     return default_table(path)
 
 

@@ -91,7 +91,13 @@ def quote_table(quote: Quote) -> str:
     version = quote.table_version
     if quote.effective_from is not None:
         version += f", prices from {quote.effective_from}"
-    return f"{quote.endpoint} (price table {version})\n{table}"
+    text = f"{quote.endpoint} (price table {version})\n{table}"
+    if quote.is_ceiling:
+        text += (
+            f"\nthe total is a ceiling: the price is known only after the call; a guard holds"
+            f" {format_usd(quote.total)} {quote.currency} until fal's bill says what it cost"
+        )
+    return text
 
 
 def quote_json(quote: Quote, budget: Mapping[str, Any] | None = None) -> str:
@@ -235,6 +241,10 @@ def _range_reason(exc: ValueError) -> str:
 
     if isinstance(exc, NoPriceInEffect):
         return f"no prices in effect yet: {exc}"
+    from falbudget.errors import PriceTableError
+
+    if isinstance(exc, PriceTableError):
+        return "priced only after the call; needs a ceiling"
     return "a priced input has no bounded set of values"
 
 
@@ -266,6 +276,7 @@ def endpoints_data(table: PriceTable) -> dict[str, Any]:
                 "source_url": endpoint.source_url,
                 "price_read_on": endpoint.price_read_on,
                 **range_data(endpoint.price_range),
+                **({"table": table.source_of(name)} if table.priced_by else {}),
                 "parameters": parameters,
             }
         )
@@ -319,14 +330,15 @@ def endpoints_table(data: Mapping[str, Any]) -> str:
             f"{endpoint['name']}{title}\n"
             f"price {range_text(endpoint, currency)}\n"
             f"source {endpoint['source_url']} (read on {endpoint['price_read_on']})\n"
-            f"{table}"
+            + (f"priced by {endpoint['table']}\n" if "table" in endpoint else "")
+            + f"{table}"
         )
     return "\n\n".join(parts)
 
 
 def table_summary(table: PriceTable) -> dict[str, Any]:
     """What `falbudget pricing validate` reports about a table that loaded."""
-    return {
+    data: dict[str, Any] = {
         "ok": True,
         "source": table.source,
         "table_version": table.table_version,
@@ -338,6 +350,10 @@ def table_summary(table: PriceTable) -> dict[str, Any]:
             for name, endpoint in table.endpoints.items()
         ],
     }
+    missing = sorted(n for n, e in table.endpoints.items() if e.needs_ceiling)
+    if missing:  # only then: the JSON of a table without such endpoints is as it was
+        data["needs_ceiling"] = missing
+    return data
 
 
 def summary_text(data: Mapping[str, Any]) -> str:

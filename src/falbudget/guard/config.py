@@ -67,7 +67,8 @@ class CapConfig(_Strict):
 
 class GuardConfig(_Strict):
     ledger: StrictStr | None = None
-    pricing: StrictStr | None = None
+    # one table, or several layered: the first that prices an endpoint wins
+    pricing: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | None = None
     # strict: a number of seconds; YAML's true or a quoted "60" is refused, as Guard refuses them;
     # bounded as Guard bounds it (.inf and .nan too), so the file is refused when it is read
     hold_ttl: float = Field(default=3600.0, gt=0, le=MAX_HOLD_TTL, strict=True, allow_inf_nan=False)
@@ -79,6 +80,8 @@ class GuardConfig(_Strict):
         strict=True,
     )
     on_unknown: Literal["deny", "allow"] = "deny"
+    # settle each hold from fal's bill (billing events by request id) instead of the quote
+    settle_from: Literal["quote", "billing"] = "quote"
     caps: list[CapConfig] = Field(default_factory=list)
 
     source: str = Field(default="<config>", exclude=True)
@@ -89,7 +92,7 @@ class GuardConfig(_Strict):
         the configuration has been checked."""
         from falbudget.guard.caps import Cap
         from falbudget.guard.core import Guard
-        from falbudget.pricing.loader import default_table
+        from falbudget.pricing.loader import default_table, layered_table
 
         caps = []
         for index, item in enumerate(self.caps):
@@ -114,10 +117,15 @@ class GuardConfig(_Strict):
             "hold_ttl": self.hold_ttl,
             "idempotency_ttl": self.idempotency_ttl,
             "on_unknown": self.on_unknown,
+            "settle_from": self.settle_from,
         }
         if self.pricing is not None:
             try:
-                settings["table"] = default_table(self.pricing)
+                settings["table"] = (
+                    layered_table(self.pricing)
+                    if isinstance(self.pricing, list)
+                    else default_table(self.pricing)
+                )
             except FalbudgetError as exc:
                 raise type(exc)(f"{self.source}: pricing: {exc}") from None
         settings.update(overrides)
@@ -185,9 +193,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GuardConfig:
         elif error["type"] != "missing":
             message = f"{message} (got {error.get('input')!r})"
         raise ConfigurationError(f"{name}: {field}: {message}") from None
-    pricing = config.pricing
-    if pricing is not None and not os.path.isabs(pricing):
+    pricing: str | list[str] | None = config.pricing
+    if isinstance(pricing, str) and not os.path.isabs(pricing):
         pricing = str(Path(name).parent / pricing)
+    elif isinstance(pricing, list):  # each relative to this file
+        pricing = [p if os.path.isabs(p) else str(Path(name).parent / p) for p in pricing]
     ledger = config.ledger
     if ledger is not None:  # a relative SQLite path is relative to this file, as pricing: is
         from falbudget.ledger import resolve_ledger_url

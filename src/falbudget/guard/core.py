@@ -20,6 +20,7 @@ from falbudget import clock as falbudget_clock
 from falbudget.errors import (
     BudgetExceeded,
     ConfigurationError,
+    FalbudgetError,
     HoldClosed,
     HoldNotFound,
     LedgerError,
@@ -47,6 +48,10 @@ timer can wait (a third of it) and what dates can show (an expiry before the yea
 P = ParamSpec("P")
 T = TypeVar("T")
 OnUnknown = Literal["deny", "allow"]
+SettleFrom = Literal["quote", "billing"]
+BillingLookup = Callable[[str, float], Decimal | None]
+"""(fal request id, the hold's reservation time) -> what fal billed for it, or None when fal's
+billing records do not show it yet."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +339,40 @@ class Hold:
     async def asettle(self, amount: Decimal | str | int | None = None) -> None:
         await asyncio.to_thread(self.settle, amount)
 
+    def settle_billed(self) -> None:
+        """Settle a request that fal answered: at what fal billed for it when the guard reads
+        the bill (``settle_from="billing"``, or a quote that is a ceiling) and fal's billing
+        records already show it; else at the amount held, which a later
+        ``falbudget reconcile --apply`` corrects to the bill."""
+        self.settle(self.billed())
+
+    async def asettle_billed(self) -> None:
+        amount = await asyncio.to_thread(self.billed)
+        await self.asettle(amount)
+
+    def billed(self) -> Decimal | None:
+        """What fal billed for this hold's request, when the guard reads the bill for it and
+        fal's records show it; None otherwise (an error reading them is logged, never raised:
+        the hold then counts the amount held)."""
+        guard = self._guard
+        ceiling = self.quote is not None and self.quote.is_ceiling
+        if guard.settle_from != "billing" and not ceiling:
+            return None
+        if guard.billing is None or self.request_id is None:
+            return None
+        try:
+            return guard.billing(self.request_id, self._row.created_at)
+        except FalbudgetError as exc:
+            log.warning(
+                "falbudget: fal's bill for request %s (hold %s) could not be read: %s; counted"
+                " at %s USD until reconciled",
+                self.request_id,
+                self.id,
+                exc,
+                format_usd(self.amount),
+            )
+            return None
+
     async def arelease(self) -> None:
         await asyncio.to_thread(self.release)
 
@@ -477,8 +516,15 @@ class Guard:
         on_unknown: OnUnknown = "deny",
         clock: Callable[[], float] | None = None,
         on_alert: Callable[[Alert], object] | None = None,
+        settle_from: SettleFrom = "quote",
+        billing: BillingLookup | None = None,
     ) -> None:
         from falbudget.ledger import default_ledger_url, open_ledger
+
+        if settle_from not in ("quote", "billing"):
+            raise ConfigurationError(
+                f"settle_from={settle_from!r} is not allowed: 'quote' or 'billing'"
+            )
 
         if (
             isinstance(hold_ttl, bool)
@@ -506,6 +552,14 @@ class Guard:
         self.on_unknown: OnUnknown = on_unknown
         self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
+        self.settle_from: SettleFrom = settle_from
+        if billing is None:
+            from falbudget.reconcile import bill_lookup
+
+            billing = bill_lookup()
+        self.billing: BillingLookup | None = billing
+        """Reads fal's bill for a request after the call (``settle_from="billing"`` and ceiling
+        quotes); the default asks fal's Platform API with FAL_KEY."""
 
     @classmethod
     def from_config(cls, path: str | None = None, **overrides: Any) -> Guard:

@@ -208,7 +208,7 @@ class GuardedSyncClient(_GuardedBase):
             if name == "submit":
                 hold.mark_submitted(result.request_id)
                 return GuardedSyncHandle(result, hold)
-            hold.settle()
+            hold.settle_billed()
             return result
 
         return call
@@ -276,7 +276,7 @@ class GuardedSyncHandle:
         except BaseException as exc:
             _finish(self.hold, exc, "get")
             raise
-        self.hold.settle()
+        self.hold.settle_billed()
         return result
 
     def iter_events(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -308,7 +308,7 @@ class GuardedAsyncClient(_GuardedBase):
             if name == "submit":
                 await hold.amark_submitted(result.request_id)
                 return GuardedAsyncHandle(result, hold)
-            await hold.asettle()
+            await hold.asettle_billed()
             return result
 
         return call
@@ -374,7 +374,7 @@ class GuardedAsyncHandle:
         except BaseException as exc:
             await _afinish(self.hold, exc, "get")
             raise
-        await self.hold.asettle()
+        await self.hold.asettle_billed()
         return result
 
     async def iter_events(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:

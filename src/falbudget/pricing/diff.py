@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from falbudget.errors import InvalidArguments, NoPriceInEffect
+from falbudget.errors import InvalidArguments, NoPriceInEffect, PriceTableError
 from falbudget.money import format_usd
 from falbudget.pricing import engine
 from falbudget.pricing.engine import (
@@ -369,7 +369,7 @@ def compare_grids(old: PricedEndpoint, new: PricedEndpoint) -> GridDiff:
 def _total(endpoint: PricedEndpoint, point: Mapping[str, Any]) -> Decimal | None:
     try:
         return endpoint.quote(point).total
-    except InvalidArguments:
+    except (InvalidArguments, PriceTableError):  # a point it refuses; no ceiling set yet
         return None
 
 
@@ -391,6 +391,8 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "per_unit": ("input", "amount", "unit", "above", "rounding", "unit_name"),
     "lookup": ("input", "factors"),
     "proportional": ("input", "per", "floor", "unit_name"),
+    "megapixels": ("input", "amount", "per", "rounding", "presets"),
+    "ceiling": ("amount",),
 }
 
 
@@ -454,6 +456,8 @@ def rule_data(rule: PriceRule) -> dict[str, Any]:
             value = _fmt_factor(value)
         elif key == "factors":
             value = {name: _fmt_factor(factor) for name, factor in value.items()}
+        elif key == "presets":
+            value = {name: f"{w}x{h}" for name, (w, h) in value.items()}
         data[key] = value
     data["description"] = rule.description
     return data

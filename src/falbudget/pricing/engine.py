@@ -19,7 +19,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from falbudget import clock
-from falbudget.errors import _MISSING, InvalidArguments, NoPriceInEffect, UnknownEndpoint
+from falbudget.errors import (
+    _MISSING,
+    InvalidArguments,
+    NoPriceInEffect,
+    PriceTableError,
+    UnknownEndpoint,
+)
 from falbudget.money import format_usd, normalize
 
 _MICRO = Decimal("0.000001")
@@ -32,8 +38,10 @@ _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
 
-RuleKind = Literal["base", "per_unit", "lookup", "proportional"]
-InputType = Literal["string", "integer", "number", "boolean"]
+RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels", "ceiling"]
+InputType = Literal["string", "integer", "number", "boolean", "image_size", "json"]
+MAX_SIDE = 100_000
+"""The widest or tallest explicit image_size a quote accepts, in pixels."""
 
 Moment = dt.datetime | dt.date | int | float
 """When to price: an aware datetime, a naive one (read as UTC), a date (that day, UTC), or POSIX
@@ -129,7 +137,9 @@ class LineItem:
         if self.factor is not None:
             return f"x{_fmt_factor(self.factor)}"
         amount = self.amount if self.amount is not None else _ZERO
-        return format_usd(amount) if self.kind == "base" else f"+{format_usd(amount)}"
+        if self.kind in ("base", "ceiling"):
+            return format_usd(amount)
+        return f"+{format_usd(amount)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,7 +190,18 @@ class Quote:
         table = f"price table {self.table_version}"
         if self.effective_from is not None:
             table += f", prices from {self.effective_from}"
+        if self.is_ceiling:
+            return (
+                f"{self.endpoint} costs at most {format_usd(self.total)} {self.currency}, a"
+                f" ceiling: its price is known only after the call ({table})"
+            )
         return f"{self.endpoint} costs {format_usd(self.total)} {self.currency}{inputs} ({table})"
+
+    @property
+    def is_ceiling(self) -> bool:
+        """True when ``total`` is a ceiling set for an endpoint priced only after the call: the
+        guard holds it, and fal's bill says what the request cost."""
+        return any(item.kind == "ceiling" for item in self.line_items)
 
     @property
     def rules_version(self) -> str:
@@ -205,6 +226,8 @@ class Quote:
         }
         if self.effective_from is not None:
             data["effective_from"] = self.effective_from
+        if self.is_ceiling:
+            data["ceiling"] = True
         return data
 
     def to_json(self, **kwargs: Any) -> str:
@@ -269,8 +292,14 @@ class InputRule:
             text = "a number" + _bounds(self.minimum, self.maximum)
         elif self.type == "boolean":
             text = "true or false"
+        elif self.type == "json":
+            text = "any JSON value"
         else:
             text = "a string"
+        if self.type == "image_size":
+            text = (
+                text + " or " if self.enum is not None else ""
+            ) + f'{{"width": W, "height": H}} (whole pixels, 1 to {MAX_SIDE})'
         return text + (" or null" if self.nullable else "")
 
     def check(self, endpoint: str, value: Any) -> Any:
@@ -278,9 +307,15 @@ class InputRule:
         if value is None and self.nullable:
             return None
         kind = type(value)
+        if self.type == "json":
+            return value
+        if self.type == "image_size" and kind is dict:
+            if _explicit_size(value) is None:
+                raise InvalidArguments(endpoint, self.name, value, self.allowed)
+            return value
         if self.type == "integer":
             ok = kind is int
-        elif self.type == "string":
+        elif self.type in ("string", "image_size"):
             ok = kind is str
         elif self.type == "boolean":
             ok = kind is bool
@@ -307,6 +342,18 @@ class InputRule:
         elif isinstance(value, bool) and self.type in ("integer", "number"):
             hint = " (a boolean is not a number)"
         return self.allowed + hint
+
+
+def _explicit_size(value: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(width, height) of an explicit image_size, when it is one: exactly those two keys, each a
+    whole number of pixels from 1 to MAX_SIDE."""
+    if set(value) != {"width", "height"}:
+        return None
+    width, height = value["width"], value["height"]
+    for side in (width, height):
+        if type(side) is not int or not 1 <= side <= MAX_SIDE:
+            return None
+    return width, height
 
 
 def _bounds(minimum: int | None, maximum: int | None) -> str:
@@ -342,6 +389,7 @@ class PriceRule:
     factors: Mapping[str, Decimal] = field(default_factory=dict)
     per: int = 1
     floor: Decimal = _ZERO
+    presets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     description: str = ""
     # A rule's effect depends only on its input's value, never on the running total, so it is
     # worked out once per value and remembered: a quote then costs a look-up and one Decimal
@@ -376,7 +424,7 @@ class PriceRule:
 
     def _work_out_here(self, value: Any) -> Effect:
         kind = self.kind
-        if kind == "base":
+        if kind in ("base", "ceiling"):
             item = LineItem(self.name, kind, None, None, self.description, amount=self.amount)
             return self.amount, None, item
         if kind == "per_unit":
@@ -393,6 +441,23 @@ class PriceRule:
             added = self.amount * units
             plural = "" if units == 1 else "s"
             detail = f"{units} extra {self.unit_name}{plural}"
+            item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
+            return added, None, item
+        if kind == "megapixels":
+            if isinstance(value, str):
+                width, height = self.presets[value]
+                shown = f"{value} ({width}x{height})"
+            else:
+                width, height = value["width"], value["height"]
+                shown = f"{width}x{height}"
+            pixels = Decimal(width * height)
+            if self.rounding == "up":
+                count: int | Decimal = -(-(width * height) // self.per)
+            else:
+                count = pixels / self.per
+            added = self.amount * count
+            plural = "" if count == 1 else "s"
+            detail = f"{shown}: {count} megapixel{plural}"
             item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
             return added, None, item
         if kind == "lookup":
@@ -427,6 +492,9 @@ class PricedEndpoint:
     """This version's first day (ISO date, UTC); None for an endpoint without dated versions."""
     versions: tuple[PricedEndpoint, ...] = ()
     """Every dated version, oldest first; empty for an endpoint with one set of rules."""
+    after_call: bool = False
+    """Priced only after the call: ``rules`` is one ``ceiling`` rule, or empty while the table
+    sets no ceiling (then every quote raises PriceTableError saying so)."""
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
     """Each version's first day as a ``date.toordinal()``, for a bisect."""
 
@@ -529,8 +597,20 @@ class PricedEndpoint:
         version = self.version_at(at) if (self.versions or at is not None) else self
         return version._price(dict(normalized))
 
+    @property
+    def needs_ceiling(self) -> bool:
+        """Priced only after the call, and its table sets no ceiling yet."""
+        return self.after_call and not self.rules
+
     def _price(self, normalized: dict[str, Any]) -> Quote:
         """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
+        if self.needs_ceiling:
+            raise PriceTableError(
+                "its price is known only after the call and no ceiling is set: set"
+                ' after_call: {ceiling: "USD"} for it in a table of your own, listed first',
+                endpoint=self.name,
+                field="after_call.ceiling",
+            )
         running = _ZERO
         items = []
         try:
@@ -630,6 +710,13 @@ class PriceTable:
     sha256: str
     source: str
     schema_version: int = 1
+    priced_by: Mapping[str, str] = field(default_factory=dict)
+    """For a layered table (``layered_table``): the table file that priced each endpoint. Empty
+    for one table: ``source`` priced them all."""
+
+    def source_of(self, name: str) -> str:
+        """The table file that priced endpoint ``name``."""
+        return self.priced_by.get(name, self.source)
 
     def endpoint(self, name: str) -> PricedEndpoint:
         """The endpoint called ``name``, or UnknownEndpoint with the close matches."""

@@ -32,6 +32,13 @@ def packaged_table_path() -> Path:
     return Path(str(resources.files("falbudget") / "data" / "pricing.yaml"))
 
 
+@functools.cache
+def popular_table_path() -> Path:
+    """fal-popular.yaml shipped inside the package: popular fal endpoints priced from fal's own
+    pages (docs/catalog.md), to layer after pricing.yaml."""
+    return Path(str(resources.files("falbudget") / "data" / "fal-popular.yaml"))
+
+
 def load_table(path: str | os.PathLike[str]) -> PriceTable:
     """Read, validate and compile the price table at ``path``.
 
@@ -102,7 +109,7 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
         if (
             len(loc) >= at + 3
             and loc[at] == "rules"
-            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional")
+            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional", "megapixels")
         ):
             loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -188,6 +195,25 @@ def _compile_endpoint(
 ) -> PricedEndpoint:
     """An endpoint compiled for the engine; with dated versions, each version compiled on its own
     and the endpoint itself a copy of the version in effect today (else the earliest)."""
+    if spec.after_call is not None:
+        ceiling = spec.after_call.ceiling
+        description = (
+            spec.after_call.description or "a ceiling: the price is known only after the call"
+        )
+        return PricedEndpoint(
+            name=name,
+            title=spec.title,
+            source_url=str(spec.source_url),
+            price_read_on=spec.price_read_on.isoformat(),
+            inputs=_compile_inputs(spec.inputs),
+            rules=()
+            if ceiling is None
+            else (PriceRule("ceiling", "ceiling", amount=ceiling, description=description),),
+            table_version=table_version,
+            table_sha256=digest,
+            currency=currency,
+            after_call=True,
+        )
     if spec.versions is None:
         assert spec.rules is not None  # the model requires rules or versions
         inputs = _compile_inputs(spec.inputs)
@@ -249,7 +275,13 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
 
 
 def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
-    from falbudget.pricing.models import BaseRule, LookupRule, PerUnitRule, ProportionalRule
+    from falbudget.pricing.models import (
+        BaseRule,
+        LookupRule,
+        MegapixelsRule,
+        PerUnitRule,
+        ProportionalRule,
+    )
 
     rules = []
     for rule in specs:
@@ -282,6 +314,20 @@ def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[
                     "lookup",
                     input=rule.input,
                     factors=factors,
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, MegapixelsRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "megapixels",
+                    input=rule.input,
+                    amount=rule.amount,
+                    per=rule.pixels,
+                    rounding=rule.rounding,
+                    presets={k: (v[0], v[1]) for k, v in rule.presets.items()},
+                    unit_name="megapixel",
                     description=rule.description,
                 )
             )
@@ -322,3 +368,35 @@ def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
                 table = load_table(key)
                 _cache[key] = table
     return table
+
+
+def layered_table(paths: list[str] | tuple[str, ...]) -> PriceTable:
+    """Several tables as one: each endpoint from the first table that prices it (an entry
+    priced only after the call and without a ceiling does not price it: a later table's entry
+    wins, else that entry stays, needing a ceiling). ``priced_by`` says which file priced each.
+    One path is that table itself."""
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise PriceTableError("no price table named: pricing needs at least one file")
+    if len(names) == 1:
+        return default_table(names[0])
+    tables = [default_table(name) for name in names]
+    endpoints: dict[str, PricedEndpoint] = {}
+    priced_by: dict[str, str] = {}
+    for table in tables:
+        for name, endpoint in table.endpoints.items():
+            known = endpoints.get(name)
+            if known is None or (known.needs_ceiling and not endpoint.needs_ceiling):
+                endpoints[name] = endpoint
+                priced_by[name] = table.source
+    digest = hashlib.sha256("\n".join(t.sha256 for t in tables).encode()).hexdigest()
+    return PriceTable(
+        endpoints=dict(sorted(endpoints.items())),
+        table_version=" + ".join(t.table_version for t in tables),
+        effective_date=min(t.effective_date for t in tables),
+        currency=tables[0].currency,
+        sha256=digest,
+        source=", ".join(t.source for t in tables),
+        schema_version=tables[0].schema_version,
+        priced_by=priced_by,
+    )

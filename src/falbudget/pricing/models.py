@@ -47,7 +47,9 @@ Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
 class InputSpec(_Strict):
-    type: Literal["string", "integer", "number", "boolean"]
+    # image_size: a named preset (its enum) or {"width": W, "height": H} in pixels, as fal's
+    # image endpoints take it; json: any JSON value (arrays, objects), never priced
+    type: Literal["string", "integer", "number", "boolean", "image_size", "json"]
     required: bool = False
     default: JsonScalar | float = None
     nullable: bool = False
@@ -95,7 +97,9 @@ class InputSpec(_Strict):
 
 
 def _has_type(value: Any, kind: str) -> bool:
-    if kind == "string":
+    if kind == "json":
+        return True
+    if kind in ("string", "image_size"):
         return isinstance(value, str)
     if kind == "boolean":
         return isinstance(value, bool)
@@ -140,6 +144,22 @@ class LookupRule(_RuleBase):
     factors: dict[str, Annotated[Money, BeforeValidator(_money)]]
 
 
+class MegapixelsRule(_RuleBase):
+    """Adds ``amount`` for each megapixel of an image_size input: a preset's width x height
+    (``presets``) or the explicit one, divided by ``pixels`` and rounded as told."""
+
+    kind: Literal["megapixels"]
+    input: StrictStr
+    amount: Money
+    presets: dict[
+        str, Annotated[list[Annotated[StrictInt, Field(gt=0)]], Field(min_length=2, max_length=2)]
+    ]
+    pixels: StrictInt = Field(default=1_000_000, gt=0)
+    rounding: Literal["up", "exact"] = "up"
+
+    _money = field_validator("amount", mode="before")(_money)
+
+
 class ProportionalRule(_RuleBase):
     """Multiplies by ``max(floor, value / per)``."""
 
@@ -153,7 +173,8 @@ class ProportionalRule(_RuleBase):
 
 
 Rule = Annotated[
-    BaseRule | PerUnitRule | LookupRule | ProportionalRule, Field(discriminator="kind")
+    BaseRule | PerUnitRule | LookupRule | ProportionalRule | MegapixelsRule,
+    Field(discriminator="kind"),
 ]
 
 
@@ -180,6 +201,20 @@ def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) ->
             )
         if spec.default is None:
             raise ValueError(f"{at}: rule {rule.name!r} reads {rule.input!r}, which has no default")
+        if isinstance(rule, MegapixelsRule):
+            if spec.type != "image_size":
+                raise ValueError(
+                    f"{at}: rule {rule.name!r} needs an image_size input, {rule.input!r} is"
+                    f" {spec.type}"
+                )
+            missing = sorted({str(v) for v in spec.enum or ()} - set(rule.presets))
+            if missing:
+                raise ValueError(
+                    f"{where}.{index}.presets: no width and height for {', '.join(missing)}"
+                )
+            continue
+        if spec.type == "json":
+            raise ValueError(f"{at}: rule {rule.name!r} cannot price {rule.input!r}, a json input")
         if isinstance(rule, PerUnitRule | ProportionalRule) and spec.type != "integer":
             raise ValueError(
                 f"{at}: rule {rule.name!r} needs an integer input, {rule.input!r} is {spec.type}"
@@ -214,16 +249,50 @@ class VersionModel(_Strict):
     rules: Rules
 
 
+class SyncedFrom(_Strict):
+    """Where ``falbudget pricing sync`` read an entry: fal's API, the key's public id (never the
+    key), and fal's own unit price, unit and currency."""
+
+    api: AnyHttpUrl
+    key_id: StrictStr
+    unit: StrictStr
+    unit_price: Money
+    currency: StrictStr
+    note: str = ""
+
+    _money = field_validator("unit_price", mode="before")(_money)
+
+
+class AfterCallModel(_Strict):
+    """The price is known only after the call (compute seconds, tokens, ...): the guard holds
+    ``ceiling`` per request, and the hold settles to what fal billed. A synced table writes the
+    entry without a ceiling; until the user sets one, the endpoint cannot be quoted."""
+
+    ceiling: Money | None = None
+    description: str = ""
+
+    _money = field_validator("ceiling", mode="before")(_money)
+
+
 class EndpointModel(_Strict):
     title: str = ""
     source_url: AnyHttpUrl
     price_read_on: dt.date
+    synced_from: SyncedFrom | None = None
     inputs: dict[str, InputSpec]
     rules: Rules | None = None
     versions: Annotated[list[VersionModel], Field(min_length=1)] | None = None
+    after_call: AfterCallModel | None = None
 
     @model_validator(mode="after")
     def _rules_name_known_inputs(self) -> EndpointModel:
+        if self.after_call is not None:
+            if self.rules is not None or self.versions is not None:
+                raise ValueError(
+                    "after_call: an endpoint priced only after the call has a ceiling, not"
+                    " rules or versions"
+                )
+            return self
         if (self.rules is None) == (self.versions is None):
             raise ValueError(
                 "rules: give either rules (one set of prices, always in effect) or versions"

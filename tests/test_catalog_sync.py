@@ -1,0 +1,326 @@
+"""`falbudget pricing sync` against the local fake of fal's Platform API (tests/fakeplatform.py):
+every unit kind translated into rules that reproduce unit price x quantity (worked out by hand
+here, never by the engine), pagination and 50-id batches counted, retries, --check, bad input.
+"Now" is fixed with FALBUDGET_NOW; waits between retries are recorded, never slept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fakebilling import ADMIN_KEY
+from fakeplatform import (
+    IMAGE_SIZE,
+    MODELS_PATH,
+    NUM_IMAGES,
+    PRICING_PATH,
+    PROMPT,
+    FakePlatform,
+)
+from falbudget import catalog
+from falbudget.cli.app import main
+from falbudget.errors import InvalidArguments
+from falbudget.pricing.loader import load_table, parse_table
+
+FLUX = "fal-ai/flux/dev"
+RECRAFT = "fal-ai/recraft/v3/text-to-image"
+KLING = "fal-ai/kling-video/v2.1/pro/image-to-video"
+LTX = "fal-ai/ltx-video-13b/text-to-video"
+VEO = "fal-ai/veo3"
+LLM = "fal-ai/any-llm"
+GPU = "fal-ai/custom-app"
+READ_ON = "2026-12-06"
+
+DURATION_ENUM = {"type": "string", "enum": ["5", "10"], "default": "5"}
+DURATION_INT = {"type": "integer", "minimum": 1, "maximum": 20, "default": 6}
+
+
+def populate(fake: FakePlatform) -> None:
+    fake.add(
+        FLUX,
+        "0.025",
+        "megapixels",
+        {
+            "prompt": PROMPT,
+            "image_size": IMAGE_SIZE,
+            "num_images": NUM_IMAGES,
+            "guidance_scale": {"type": "number", "default": 3.5},
+            "loras": {"type": "array", "items": {"type": "object"}},
+            "seed": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+        },
+    )
+    fake.add(RECRAFT, "0.04", "image", {"prompt": PROMPT, "num_images": NUM_IMAGES})
+    fake.add(
+        KLING,
+        "0.09",
+        "seconds",
+        {"prompt": PROMPT, "image_url": {"type": "string"}, "duration": DURATION_ENUM},
+        ["prompt", "image_url"],
+    )
+    fake.add(LTX, "0.02", "video_second", {"prompt": PROMPT, "duration": DURATION_INT})
+    fake.add(VEO, "6", "video", {"prompt": PROMPT, "aspect_ratio": {"type": "string"}})
+    fake.add(LLM, "0.0000025", "tokens", {"prompt": PROMPT})
+    fake.add(GPU, "0.00111", "compute seconds")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakePlatform]:
+    with FakePlatform() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakePlatform, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePlatform]:
+    server.reset()
+    populate(server)
+    monkeypatch.setenv("FAL_KEY", f"key-id-42:{ADMIN_KEY}")
+    server.key = f"key-id-42:{ADMIN_KEY}"
+    monkeypatch.setenv("FALBUDGET_FAL_API_URL", server.base_url)
+    monkeypatch.setenv("FALBUDGET_NOW", READ_ON + "T12:00:00Z")
+    monkeypatch.delenv("FAL_KEY_ID", raising=False)
+    monkeypatch.delenv("FAL_KEY_SECRET", raising=False)
+    yield server
+    server.reset()
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr("falbudget.platform._sleep", slept.append)
+    return slept
+
+
+def sync_to(tmp_path: Path, *patterns: str) -> Path:
+    out = tmp_path / "fal-sync.yaml"
+    assert main(["pricing", "sync", *patterns, "--output", str(out)]) == 0
+    return out
+
+
+def test_every_unit_kind_becomes_rules_or_a_ceiling(
+    fake: FakePlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = sync_to(tmp_path, "fal-ai/*")
+    said = capsys.readouterr().out
+    assert said.splitlines()[0].startswith(
+        "5 endpoints priced, 1 need a ceiling, 1 left out, 0 without a price from fal ("
+    )
+    assert f"  needs a ceiling: {LLM} (a quantity of tokens is known only after the call)" in said
+    assert f"  left out: {GPU} (fal's catalog gives no input schema for it)" in said
+    table = load_table(out)
+    assert sorted(table.endpoints) == sorted([FLUX, RECRAFT, KLING, LTX, VEO, LLM])
+    assert [n for n, e in table.endpoints.items() if e.needs_ceiling] == [LLM]
+    text = out.read_text()
+    assert f"#   {GPU}: 0.00111 USD per compute seconds: fal's catalog gives no input" in text
+    llm = yaml.safe_load(text)["endpoints"][LLM]
+    assert llm["after_call"] == {
+        "description": "a quantity of tokens is known only after the call"
+    }  # written without a ceiling: the user sets one
+    assert "rules" not in llm
+    assert ADMIN_KEY not in text  # the key id is written, never the secret
+    document = yaml.safe_load(text)
+    flux = document["endpoints"][FLUX]
+    assert flux["synced_from"]["key_id"] == "key-id-42"
+    assert flux["synced_from"]["unit"] == "megapixels"
+    assert flux["synced_from"]["unit_price"] == "0.025"
+    assert flux["price_read_on"] == dt.date(2026, 12, 6)
+    assert flux["source_url"] == f"{fake.base_url}/models/pricing?endpoint_id={FLUX}"
+    assert "rounded up" in flux["synced_from"]["note"]
+
+    # megapixels, by hand: landscape_4_3 is 1024x768 = 786,432 px: 1 megapixel (of 1,048,576
+    # px) -> 0.025; square_hd 1024x1024: exactly 1 -> 0.025; 1500x1000 = 1,500,000 px = 1.43 ->
+    # 2 megapixels -> 0.05; x3 images -> 0.15
+    assert table.quote(FLUX, {}).total == Decimal("0.025")
+    assert table.quote(FLUX, {"image_size": "square_hd"}).total == Decimal("0.025")
+    big = {"image_size": {"width": 1500, "height": 1000}, "num_images": 3}
+    assert table.quote(FLUX, big).total == Decimal("0.15")
+    # per image: 0.04 x 4
+    assert table.quote(RECRAFT, {"num_images": 4}).total == Decimal("0.16")
+    # seconds from a string enum: 0.09 x 10
+    assert table.quote(KLING, {"duration": "10"}).total == Decimal("0.9")
+    assert table.quote(KLING, {}).total == Decimal("0.45")  # default "5"
+    # seconds from an integer: 0.02 x 6 (default) and x 17
+    assert table.quote(LTX, {}).total == Decimal("0.12")
+    assert table.quote(LTX, {"duration": 17}).total == Decimal("0.34")
+    # per video: once per request
+    assert table.quote(VEO, {"aspect_ratio": "16:9"}).total == Decimal("6")
+
+
+def test_inputs_are_checked_as_fal_s_schema_says(fake: FakePlatform, tmp_path: Path) -> None:
+    table = load_table(sync_to(tmp_path, FLUX, KLING))
+    with pytest.raises(InvalidArguments, match="duration"):
+        table.quote(KLING, {"duration": "7"})
+    with pytest.raises(InvalidArguments, match=r"image_size.*\{\"width\": W, \"height\": H\}"):
+        table.quote(FLUX, {"image_size": {"width": 0, "height": 5}})
+    with pytest.raises(InvalidArguments, match="image_size"):
+        table.quote(FLUX, {"image_size": "huge"})
+    with pytest.raises(InvalidArguments, match="num_images"):
+        table.quote(FLUX, {"num_images": 5})
+    # unpriced inputs of any JSON shape pass: loras (an array), seed (null)
+    assert table.quote(FLUX, {"loras": [{"path": "x"}], "seed": None}).total == Decimal("0.025")
+
+
+def test_pages_and_batches_of_fifty(fake: FakePlatform, tmp_path: Path) -> None:
+    fake.reset()
+    fake.key = f"key-id-42:{ADMIN_KEY}"
+    for n in range(120):
+        fake.add(f"acme/m{n:03d}", "0.01", "image", {"prompt": PROMPT})
+    fake.models_page, fake.prices_page = 7, 20
+    out = sync_to(tmp_path, "acme/*")
+    assert len(load_table(out).endpoints) == 120
+    listing = [r for r in fake.calls(MODELS_PATH) if "expand" not in r.query]
+    expanded = [r for r in fake.calls(MODELS_PATH) if "expand" in r.query]
+    pricing = fake.calls(PRICING_PATH)
+    # by hand: the list, 7 a page: ceil(120 / 7) = 18 pages; pricing, 50 ids a call (50, 50,
+    # 20), 20 records a page: 3 + 3 + 1 = 7 calls; schemas, 50 ids a call, 7 a page:
+    # ceil(50 / 7) + ceil(50 / 7) + ceil(20 / 7) = 8 + 8 + 3 = 19 calls
+    assert (len(listing), len(pricing), len(expanded)) == (18, 7, 19)
+    assert max(len(r.query["endpoint_id"]) for r in pricing + expanded) == 50
+    assert len(fake.requests) == 18 + 7 + 19
+
+
+def test_rate_limits_and_failures_are_waited_out(
+    fake: FakePlatform, tmp_path: Path, waits: list[float]
+) -> None:
+    fake.fail(429, headers={"Retry-After": "3"}, times=1)
+    fake.fail(503, times=1)
+    sync_to(tmp_path, FLUX)
+    assert waits == [3.0, 1.0]  # as fal asked, then the second backoff step
+
+
+def test_a_failure_that_lasts_is_one_line_and_exit_2(
+    fake: FakePlatform, tmp_path: Path, waits: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail(500)
+    out = tmp_path / "t.yaml"
+    assert main(["pricing", "sync", FLUX, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "fal's Platform API failed (HTTP 500)" in err and "(4 attempts)" in err
+    assert ADMIN_KEY not in err
+    assert not out.exists()  # nothing half-written
+
+
+def test_no_key_and_nothing_priced(
+    fake: FakePlatform,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "t.yaml"
+    assert main(["pricing", "sync", GPU, "--output", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "nothing written" in captured.err and not out.exists()
+    monkeypatch.delenv("FAL_KEY")
+    assert main(["pricing", "sync", FLUX]) == 2
+    assert "FAL_KEY is not set: reading fal's prices needs an API key" in capsys.readouterr().err
+    assert main(["pricing", "sync", "--check", "a.yaml", "--output", "b.yaml"]) == 2
+
+
+def test_check_reports_a_rise_with_exit_1(
+    fake: FakePlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = sync_to(tmp_path, FLUX, RECRAFT)
+    capsys.readouterr()
+    assert main(["pricing", "sync", "--check", str(out)]) == 0  # nothing changed
+    fake.prices[RECRAFT]["unit_price"] = "0.05"
+    assert main(["pricing", "sync", "--check", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert RECRAFT in captured.out
+    assert captured.err.strip()  # the rise, in one line
+    fake.prices[RECRAFT]["unit_price"] = "0.03"  # a cut is not a failure
+    assert main(["pricing", "sync", "--check", str(out)]) == 0
+
+
+def test_the_hand_written_magi_rules_load_beside_a_synced_table(
+    fake: FakePlatform, tmp_path: Path
+) -> None:
+    # a synced table is a table like any other: pricing validate reads it
+    out = sync_to(tmp_path, FLUX)
+    assert main(["pricing", "validate", str(out)]) == 0
+
+
+# -- property: quote = unit price x quantity, the quantity worked out by hand -------------------
+PRESETS = dict(catalog.IMAGE_SIZE_PRESETS)
+
+
+def _table(unit: str, price: str, properties: dict[str, Any]) -> Any:
+    openapi = {
+        "paths": {"/x/y": {"post": {"requestBody": {"content": {"application/json": {
+            "schema": {"type": "object", "properties": properties, "required": ["prompt"]}
+        }}}}}},
+        "components": {"schemas": {"ImageSize": {"type": "object", "properties": {
+            "width": {"type": "integer"}, "height": {"type": "integer"}}}}},
+    }  # fmt: skip
+    synced = catalog.entry_for(
+        "x/y",
+        {"unit_price": Decimal(price), "unit": unit, "currency": "USD"},
+        openapi,
+        api_url="https://api.fal.ai/v1",
+        key_id="k",
+        read_on=dt.date(2026, 12, 6),
+    )
+    assert synced.entry is not None, synced.reason
+    document = catalog.table_document(catalog.SyncResult(synced=[synced]), dt.date(2026, 12, 6))
+    return parse_table(yaml.safe_dump(document, sort_keys=False))
+
+
+PRICE = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal(50), places=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(price=PRICE, width=st.integers(1, 5000), height=st.integers(1, 5000), n=st.integers(1, 4))
+def test_megapixel_quotes_are_price_times_megapixels_rounded_up(
+    price: Decimal, width: int, height: int, n: int
+) -> None:
+    table = _table("megapixels", str(price), {"prompt": PROMPT, "image_size": IMAGE_SIZE,
+                                               "num_images": NUM_IMAGES})  # fmt: skip
+    megapixels = math.ceil(width * height / (1024 * 1024))
+    quote = table.quote("x/y", {"image_size": {"width": width, "height": height}, "num_images": n})
+    assert quote.total == price * megapixels * n
+
+
+@settings(max_examples=40, deadline=None)
+@given(price=PRICE, n=st.integers(1, 4))
+def test_image_quotes_are_price_times_images(price: Decimal, n: int) -> None:
+    table = _table("images", str(price), {"prompt": PROMPT, "num_images": NUM_IMAGES})
+    assert table.quote("x/y", {"num_images": n}).total == price * n
+
+
+@settings(max_examples=40, deadline=None)
+@given(price=PRICE, seconds=st.integers(1, 20))
+def test_second_quotes_are_price_times_seconds(price: Decimal, seconds: int) -> None:
+    table = _table("seconds", str(price), {"prompt": PROMPT, "duration": DURATION_INT})
+    assert table.quote("x/y", {"duration": seconds}).total == price * seconds
+    enum = {"type": "string", "enum": ["4s", "6s", "8s"], "default": "8s"}
+    table = _table("seconds", str(price), {"prompt": PROMPT, "duration": enum})
+    assert table.quote("x/y", {"duration": "6s"}).total == price * 6
+
+
+@settings(max_examples=20, deadline=None)
+@given(price=PRICE)
+def test_request_quotes_are_the_unit_price(price: Decimal) -> None:
+    for unit in ("video", "requests", "audio"):
+        assert _table(unit, str(price), {"prompt": PROMPT}).quote("x/y", {}).total == price
+
+
+def test_units_known_only_after_the_call_get_no_price() -> None:
+    for unit in ("compute seconds", "tokens", "1000 characters", "minutes", "steps", ""):
+        assert catalog.unit_kind(unit) == "after_call", unit
+    synced = catalog.entry_for(
+        "x/y",
+        {"unit_price": Decimal("0.1"), "unit": "seconds", "currency": "USD"},
+        None,
+        api_url="https://api.fal.ai/v1",
+        key_id="k",
+        read_on=dt.date(2026, 12, 6),
+    )
+    assert (synced.entry, synced.reason) == (None, "fal's catalog gives no input schema for it")

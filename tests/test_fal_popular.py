@@ -1,0 +1,104 @@
+"""fal-popular.yaml: each endpoint reproduces the example prices on its fal page (the page and
+its words are quoted beside each test; the figures are worked out by hand). The repository's copy
+is the one shipped in the package, and it layers after the hand-written MAGI-1 table."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from falbudget.errors import InvalidArguments
+from falbudget.pricing.loader import (
+    layered_table,
+    load_table,
+    packaged_table_path,
+    popular_table_path,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = load_table(ROOT / "fal-popular.yaml")
+D = Decimal
+
+
+def total(endpoint: str, **arguments: object) -> Decimal:
+    return TABLE.quote(endpoint, arguments).total
+
+
+def test_the_shipped_copy_is_the_repository_s() -> None:
+    assert popular_table_path().read_bytes() == (ROOT / "fal-popular.yaml").read_bytes()
+    assert len(TABLE.endpoints) == 9
+    for endpoint in TABLE.endpoints.values():
+        assert endpoint.source_url.startswith("https://fal.ai/models/")
+        assert endpoint.price_read_on == "2026-12-06"
+
+
+def test_flux_1_dev_per_megapixel_rounded_up() -> None:
+    # fal.ai/models/fal-ai/flux-1/dev/playground: "$0.025 per megapixel. Images are billed by
+    # rounding up to the nearest megapixel."
+    e = "fal-ai/flux-1/dev"
+    assert total(e) == D("0.025")  # landscape_4_3, 1024x768: 1 megapixel
+    assert total(e, image_size="square_hd") == D("0.025")  # 1024x1024: 1 megapixel
+    assert total(e, image_size={"width": 2048, "height": 1024}) == D("0.05")  # exactly 2
+    assert total(e, image_size={"width": 1500, "height": 1000}) == D("0.05")  # 1.43, up to 2
+    assert total(e, image_size={"width": 2048, "height": 2048}, num_images=4) == D("0.40")
+
+
+def test_flux_kontext_per_image() -> None:
+    # fal.ai/models/fal-ai/flux-pro/kontext/llms.txt: "Price: $0.04 per images"
+    e = "fal-ai/flux-pro/kontext"
+    assert total(e) == D("0.04")
+    assert total(e, num_images=3) == D("0.12")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "five", "ten"),
+    [
+        # "Price: $0.045 per seconds": 5 x 0.045, 10 x 0.045
+        ("fal-ai/kling-video/v1/standard/image-to-video", "0.225", "0.45"),
+        # "For 5s video your request will cost $0.28. For every additional second ... $0.056"
+        ("fal-ai/kling-video/v2.1/standard/image-to-video", "0.28", "0.56"),
+        # "For 5s video ... $0.21. For every additional second ... $0.042."
+        ("fal-ai/kling-video/v2.5-turbo/standard/image-to-video", "0.21", "0.42"),
+        # "For 5s video ... $0.35. For every additional second ... $0.07."
+        ("fal-ai/kling-video/v2.5-turbo/pro/image-to-video", "0.35", "0.70"),
+    ],
+)
+def test_kling_five_seconds_then_each_second_more(endpoint: str, five: str, ten: str) -> None:
+    assert total(endpoint) == D(five)  # duration defaults to "5"
+    assert total(endpoint, duration="5") == D(five)
+    assert total(endpoint, duration="10") == D(ten)
+    with pytest.raises(InvalidArguments, match="duration"):
+        total(endpoint, duration=10)  # the schema's enum is of strings
+
+
+def test_hailuo_2_3() -> None:
+    # standard: "$0.28 per 6 second video generation, and a $0.56 per 10 second"
+    e = "fal-ai/minimax/hailuo-2.3/standard/text-to-video"
+    assert total(e) == D("0.28")
+    assert total(e, duration="10") == D("0.56")
+    # pro: "Your request will cost $0.49 per video generation."
+    assert total("fal-ai/minimax/hailuo-2.3/pro/text-to-video", prompt_optimizer=False) == D("0.49")
+
+
+def test_stable_audio_2_5_per_audio() -> None:
+    # fal.ai/models/fal-ai/stable-audio-25/text-to-audio/llms.txt: "Price: $0.2 per audios"
+    e = "fal-ai/stable-audio-25/text-to-audio"
+    assert total(e) == D("0.20")
+    assert total(e, seconds_total=10, num_inference_steps=4) == D("0.20")
+
+
+def test_unknown_parameters_are_refused_and_required_ones_checked() -> None:
+    with pytest.raises(InvalidArguments, match="unknown parameter"):
+        TABLE.quote("fal-ai/flux-1/dev", {"num_imgs": 2})
+    endpoint = TABLE.endpoint("fal-ai/kling-video/v2.5-turbo/pro/image-to-video")
+    with pytest.raises(InvalidArguments, match="image_url"):
+        endpoint.normalize_arguments({"prompt": "a cat"}, strict=True)
+
+
+def test_it_layers_after_the_hand_written_table() -> None:
+    layered = layered_table([str(packaged_table_path()), str(popular_table_path())])
+    assert layered.quote("fal-ai/magi/image-to-video", {}).total == D("0.80")
+    assert layered.quote("fal-ai/minimax/hailuo-2.3/pro/text-to-video", {}).total == D("0.49")
+    assert len(layered.endpoints) == 5 + 9
