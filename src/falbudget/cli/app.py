@@ -22,6 +22,7 @@ from falbudget.cli import (
     ledger_cmd,
     plan_cmd,
     pricing_cmd,
+    proxy_cmd,
     quote_cmd,
     reconcile_cmd,
     report_cmd,
@@ -51,6 +52,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     report_cmd.register,
     reconcile_cmd.register,
     ledger_cmd.register,
+    proxy_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

@@ -80,6 +80,8 @@ class GuardConfig(_Strict):
     )
     on_unknown: Literal["deny", "allow"] = "deny"
     caps: list[CapConfig] = Field(default_factory=list)
+    # the `falbudget proxy` section: checked by falbudget.proxy.config when the proxy starts
+    proxy: dict[str, Any] | None = None
 
     source: str = Field(default="<config>", exclude=True)
 
