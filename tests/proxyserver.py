@@ -48,7 +48,9 @@ def settings_for(fake: FakeFal, **section: Any) -> ProxySettings:
 
 
 class ProxyServer:
-    def __init__(self, guard: Guard, settings: ProxySettings, fal_key: str = FAL_KEY) -> None:
+    def __init__(
+        self, guard: Guard, settings: ProxySettings, fal_key: str = FAL_KEY, base_dir: str = "."
+    ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -58,7 +60,7 @@ class ProxyServer:
         self.url = f"{self.base}{settings.route}"
         self._ready = threading.Event()
         self.proxy: Proxy
-        self.app = create_app(guard, settings, fal_key, on_ready=self._on_ready)
+        self.app = create_app(guard, settings, fal_key, base_dir=base_dir, on_ready=self._on_ready)
         config = uvicorn.Config(
             self.app,
             log_level="warning",

@@ -43,8 +43,8 @@ def make_guard(ledger: Ledger | str, *caps: Cap, **options: Any) -> Guard:
 def serve(fake_fal: FakeFal) -> Iterator[Any]:
     servers: list[ProxyServer] = []
 
-    def start(guard: Guard, **section: Any) -> ProxyServer:
-        server = ProxyServer(guard, settings_for(fake_fal, **section)).start()
+    def start(guard: Guard, base_dir: str = ".", **section: Any) -> ProxyServer:
+        server = ProxyServer(guard, settings_for(fake_fal, **section), base_dir=base_dir).start()
         servers.append(server)
         return server
 
@@ -77,7 +77,6 @@ def test_submit_is_forwarded_with_the_proxys_key_and_only_fal_headers(
         server,
         SUBMIT,
         ARGS,
-        authorization="Bearer the-callers-own-token",
         cookie="session=abc",
         **{"x-fal-queue-priority": "low", "x-custom": "no"},
     )
@@ -466,7 +465,7 @@ def test_one_log_line_per_request_without_secrets(
 ) -> None:
     server = serve(make_guard("memory://", Cap("10.00")), **FAST)
     caplog.set_level(logging.INFO, logger="falbudget.proxy")
-    answer = post(server, SUBMIT, ARGS, authorization="Bearer caller-token-777")
+    answer = post(server, SUBMIT, ARGS, cookie="session=caller-token-777")
     request_id = answer.json()["request_id"]
     server.proxy.outcomes.wait(request_id)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]

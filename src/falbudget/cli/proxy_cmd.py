@@ -67,12 +67,13 @@ def run_proxy(args: argparse.Namespace) -> Outcome:
             f"falbudget proxy needs its extra: {install_hint('proxy')}"
         ) from None
     from falbudget.guard.config import config_path
-    from falbudget.proxy.app import create_app, load
+    from falbudget.proxy.app import load
 
     path = config_path(args.config)
-    guard, settings, fal_key = load(path)  # checked here: a bad file is exit 2, before serving
-    if workers > 1 and guard.ledger.__class__.__name__ == "MemoryLedger":
-        guard.close()
+    loaded = load(path)  # checked here: a bad file is exit 2, before serving
+    app = loaded.app()  # the JWT key too
+    if workers > 1 and loaded.guard.ledger.__class__.__name__ == "MemoryLedger":
+        loaded.guard.close()
         raise ConfigurationError(
             f"--workers={workers} needs a ledger the workers share (sqlite:// or postgresql://);"
             " the configuration's ledger is in memory"
@@ -94,9 +95,9 @@ def run_proxy(args: argparse.Namespace) -> Outcome:
         "timeout_graceful_shutdown": 30,
     }
     if workers == 1:
-        uvicorn.run(create_app(guard, settings, fal_key), **common)
+        uvicorn.run(app, **common)
     else:
-        guard.close()
+        loaded.guard.close()
         assert path is not None  # load() raised otherwise
         os.environ["FALBUDGET_CONFIG"] = os.path.abspath(path)
         uvicorn.run(

@@ -36,6 +36,7 @@ from falbudget.errors import (
 )
 from falbudget.money import format_usd
 from falbudget.proxy.config import ProxySettings, is_loopback, networks, parse_settings
+from falbudget.proxy.identity import JwtVerifier, TokenRefused
 from falbudget.proxy.targets import SPENDING, Target, TargetRefused, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,8 +102,15 @@ class Outcomes:
 class Proxy:
     """The proxy's state in one worker: the guard, the upstream client and the followers."""
 
-    def __init__(self, guard: Guard, settings: ProxySettings, fal_key: str) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        settings: ProxySettings,
+        fal_key: str,
+        jwt: JwtVerifier | None = None,
+    ) -> None:
         self.guard = guard
+        self._jwt = jwt
         self.settings = settings
         self._fal_key = fal_key
         self._trusted = networks(settings.trusted_proxies)
@@ -173,9 +181,20 @@ class Proxy:
             return False
         return any(ip in net for net in self._trusted)
 
-    def identify(self, request: Request) -> dict[str, str] | None:
-        """The tags of the caller, or None: no identity the configuration accepts."""
+    def identify(self, request: Request) -> dict[str, str]:
+        """The tags of the caller (always with ``ip``), or TokenRefused: no identity the
+        configuration accepts. A bearer token, when sent, must be valid: a bad one is never
+        read as anonymous traffic."""
         ip = self.client_ip(request)
+        authorization = request.headers.get("authorization", "").strip()
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise TokenRefused("the authorization header must be 'Bearer <token>'")
+            if self._jwt is None:
+                raise TokenRefused("this proxy accepts no bearer tokens (no proxy.jwt)")
+            return {**self._jwt.tags(token), "ip": ip}
         header = self.settings.trusted_header
         if header is not None:
             value = request.headers.get(header.name, "").strip()
@@ -183,7 +202,7 @@ class Proxy:
                 return {header.tag: value, "ip": ip}
         if self.settings.anonymous:
             return {"ip": ip}
-        return None
+        raise TokenRefused("no identity: send a token or key the proxy accepts")
 
     # -- the request -----------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -213,13 +232,11 @@ class Proxy:
         entry.update(kind=target.kind, endpoint=target.endpoint)
         if target.request_id:
             entry["request_id"] = target.request_id
-        tags = self.identify(request)
-        if tags is None:
+        try:
+            tags = self.identify(request)
+        except TokenRefused as exc:
             entry["decision"] = "refused: identity"
-            return _json(
-                401,
-                {"detail": "no identity: send a key or token the proxy accepts", "error": "401"},
-            )
+            return _json(401, {"detail": str(exc), "error": "unauthorized"})
         entry["tags"] = tags
         try:
             body = await self._body(request)
@@ -593,9 +610,13 @@ def create_app(
     settings: ProxySettings,
     fal_key: str,
     *,
+    base_dir: str = ".",
+    source: str = "<config>",
     on_ready: Callable[[Proxy], None] | None = None,
 ) -> Starlette:
-    """The ASGI application for ``guard`` and ``settings``; ``fal_key`` is sent to fal."""
+    """The ASGI application for ``guard`` and ``settings``; ``fal_key`` is sent to fal.
+    ``base_dir``: where relative paths in the settings (proxy.jwt.public_key_file) start;
+    ``source`` names the configuration in errors."""
     try:
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
@@ -606,7 +627,10 @@ def create_app(
             f"falbudget proxy needs its extra: {install_hint('proxy')}"
         ) from None
 
-    proxy = Proxy(guard, settings, fal_key)
+    jwt = None
+    if settings.jwt is not None:
+        jwt = JwtVerifier(settings.jwt, base_dir, guard._now, source)
+    proxy = Proxy(guard, settings, fal_key, jwt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -640,7 +664,21 @@ def create_app(
     return app
 
 
-def load(config: str | None = None, **overrides: Any) -> tuple[Guard, ProxySettings, str]:
+@dataclass(frozen=True)
+class Loaded:
+    guard: Guard
+    settings: ProxySettings
+    fal_key: str
+    source: str
+
+    def app(self) -> Starlette:
+        base_dir = os.path.dirname(os.path.abspath(self.source))
+        return create_app(
+            self.guard, self.settings, self.fal_key, base_dir=base_dir, source=self.source
+        )
+
+
+def load(config: str | None = None, **overrides: Any) -> Loaded:
     """The guard, the proxy settings and the fal key from configuration file ``config`` (or
     FALBUDGET_CONFIG); ConfigurationError for anything missing or wrong."""
     from falbudget.guard.config import load_config
@@ -654,14 +692,13 @@ def load(config: str | None = None, **overrides: Any) -> tuple[Guard, ProxySetti
             " (proxy.fal_key_env names the variable)"
         )
     guard = loaded.build_guard(**overrides)
-    return guard, settings, fal_key
+    return Loaded(guard, settings, fal_key, loaded.source)
 
 
 def app_from_environment() -> Starlette:
     """The factory each uvicorn worker calls (``falbudget proxy --workers N``): the configuration
     file named by FALBUDGET_CONFIG."""
-    guard, settings, fal_key = load()
-    return create_app(guard, settings, fal_key)
+    return load().app()
 
 
 __all__ = ["Outcomes", "Proxy", "app_from_environment", "create_app", "is_loopback", "load"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -30,6 +30,18 @@ class HeaderIdentity(_Strict):
     tag: StrictStr = "user"
 
 
+class JwtIdentity(_Strict):
+    """Verify a JWT the app issues (``Authorization: Bearer <token>``); its claims become tags."""
+
+    algorithm: Literal["HS256", "RS256"]
+    secret_env: StrictStr | None = None  # HS256: the variable holding the shared secret
+    public_key_file: StrictStr | None = None  # RS256: the PEM file of the app's public key
+    claims: dict[StrictStr, StrictStr] = Field(default_factory=lambda: {"sub": "user"})
+    audience: StrictStr | None = None
+    issuer: StrictStr | None = None
+    leeway: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
+
+
 class ProxySettings(_Strict):
     route: StrictStr = DEFAULT_ROUTE
     fal_key_env: StrictStr = "FAL_KEY"
@@ -45,6 +57,7 @@ class ProxySettings(_Strict):
     anonymous: StrictBool = False
     trusted_proxies: list[StrictStr] = Field(default_factory=list)
     trusted_header: HeaderIdentity | None = None
+    jwt: JwtIdentity | None = None
     cors_origins: list[StrictStr] = Field(default_factory=list)
 
 
@@ -77,6 +90,19 @@ def parse_settings(section: dict[str, Any] | None, source: str) -> ProxySettings
                 f"{source}: proxy.trusted_proxies: {entry!r} is not allowed: an IP address or"
                 " network such as 10.0.0.0/8"
             ) from None
+    jwt = settings.jwt
+    if jwt is not None:
+        if jwt.algorithm == "HS256" and (not jwt.secret_env or jwt.public_key_file):
+            raise ConfigurationError(
+                f"{source}: proxy.jwt: HS256 needs secret_env (the variable holding the secret)"
+                " and no public_key_file"
+            )
+        if jwt.algorithm == "RS256" and (not jwt.public_key_file or jwt.secret_env):
+            raise ConfigurationError(
+                f"{source}: proxy.jwt: RS256 needs public_key_file (a PEM file) and no secret_env"
+            )
+        if not jwt.claims:
+            raise ConfigurationError(f"{source}: proxy.jwt.claims: map at least one claim to a tag")
     if settings.follow_interval > settings.follow_for:
         raise ConfigurationError(
             f"{source}: proxy.follow_interval={settings.follow_interval!r} is not allowed: at most"
