@@ -19,6 +19,7 @@ from falbudget import clock
 from falbudget.cli import (
     budget_cmd,
     endpoints_cmd,
+    keys_cmd,
     ledger_cmd,
     plan_cmd,
     pricing_cmd,
@@ -53,6 +54,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     reconcile_cmd.register,
     ledger_cmd.register,
     proxy_cmd.register,
+    keys_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

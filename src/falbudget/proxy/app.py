@@ -29,6 +29,7 @@ from falbudget.errors import (
     HoldClosed,
     IdempotencyConflict,
     InvalidArguments,
+    LedgerError,
     LedgerUnavailable,
     MissingTag,
     UnknownEndpoint,
@@ -37,6 +38,7 @@ from falbudget.errors import (
 from falbudget.money import format_usd
 from falbudget.proxy.config import ProxySettings, is_loopback, networks, parse_settings
 from falbudget.proxy.identity import JwtVerifier, TokenRefused
+from falbudget.proxy.keys import digest, looks_like_key
 from falbudget.proxy.targets import SPENDING, Target, TargetRefused, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -181,10 +183,10 @@ class Proxy:
             return False
         return any(ip in net for net in self._trusted)
 
-    def identify(self, request: Request) -> dict[str, str]:
+    async def identify(self, request: Request) -> dict[str, str]:
         """The tags of the caller (always with ``ip``), or TokenRefused: no identity the
         configuration accepts. A bearer token, when sent, must be valid: a bad one is never
-        read as anonymous traffic."""
+        read as anonymous traffic. A virtual key (fbk_...) carries its tags and ``key``."""
         ip = self.client_ip(request)
         authorization = request.headers.get("authorization", "").strip()
         if authorization:
@@ -192,8 +194,15 @@ class Proxy:
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
                 raise TokenRefused("the authorization header must be 'Bearer <token>'")
+            if looks_like_key(token):
+                key = await asyncio.to_thread(self.guard.ledger.find_key, digest(token))
+                if key is None:
+                    raise TokenRefused("unknown key")
+                if key.revoked_at is not None:
+                    raise TokenRefused(f"key {key.id} has been revoked")
+                return {**key.tags, "key": key.id, "ip": ip}
             if self._jwt is None:
-                raise TokenRefused("this proxy accepts no bearer tokens (no proxy.jwt)")
+                raise TokenRefused("not a falbudget key, and this proxy verifies no JWTs")
             return {**self._jwt.tags(token), "ip": ip}
         header = self.settings.trusted_header
         if header is not None:
@@ -233,10 +242,15 @@ class Proxy:
         if target.request_id:
             entry["request_id"] = target.request_id
         try:
-            tags = self.identify(request)
+            tags = await self.identify(request)
         except TokenRefused as exc:
             entry["decision"] = "refused: identity"
             return _json(401, {"detail": str(exc), "error": "unauthorized"})
+        except LedgerError as exc:  # the key could not be looked up: fail closed
+            entry["decision"] = "refused: ledger"
+            return _json(
+                503, {"detail": f"the budget ledger is unavailable: {exc}", "error": "ledger"}
+            )
         entry["tags"] = tags
         try:
             body = await self._body(request)
