@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from fakefal import DEFAULT_OUTPUT, FakeFal
 from falbudget import Cap, ConfigurationError, Guard
-from falbudget.ledger import Ledger
+from falbudget.ledger import Ledger, MemoryLedger, open_ledger
 from ledger_backends import BACKENDS, backend_params, make_ledger_factory
 from proxyserver import FAL_KEY, QUEUE, RUN, ProxyServer, settings_for, target_headers
 
@@ -528,3 +529,45 @@ def test_the_cli_refuses_a_bad_start_with_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert says in err
+
+
+def test_shutdown_lets_a_request_in_flight_finish_and_settle(
+    fake_fal: FakeFal, ledger: Ledger
+) -> None:
+    guard = make_guard(ledger, Cap("10.00"))
+    server = ProxyServer(guard, settings_for(fake_fal)).start()
+    fake_fal.delay("run")  # the run waits at fal until the reset below
+    answers: list[httpx.Response] = []
+    client = threading.Thread(target=lambda: answers.append(post(server, f"{RUN}/{MAGI}", ARGS)))
+    client.start()
+    fake_fal.wait_for("run")  # the request is in flight, its hold submitted
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()  # graceful: uvicorn stops accepting and waits for the request in flight
+    fake_fal.reset()  # fal answers now
+    client.join(60)
+    stopping.join(60)
+    [answer] = answers
+    assert answer.status_code == 200 and answer.json() == DEFAULT_OUTPUT
+    # the proxy closed its ledger on the way out: read the store afresh
+    reader = ledger if isinstance(ledger, MemoryLedger) else open_ledger(ledger.url)
+    [hold] = reader.holds()
+    assert (hold.state, hold.spent_amount) == ("settled", 800_000)
+
+
+def test_a_client_that_hangs_up_mid_run_is_still_charged(
+    serve: Any, fake_fal: FakeFal, ledger: Ledger
+) -> None:
+    guard = make_guard(ledger, Cap("10.00"))
+    server = serve(guard, timeout=30)
+    fake_fal.delay("run")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server.url,
+            content=json.dumps(ARGS).encode(),
+            headers=target_headers(f"{RUN}/{MAGI}"),
+            timeout=httpx.Timeout(30, read=0.2),
+        )
+    [hold] = guard.ledger.holds()
+    fake_fal.reset()  # fal finishes the run the client gave up on: it bills it
+    assert server.proxy.outcomes.wait(hold.id) == "settled"
+    assert guard.spent() == Decimal("0.80")
