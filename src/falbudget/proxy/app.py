@@ -334,7 +334,6 @@ class Proxy:
             return _json(status, payload)
         entry.update(price=format_usd(hold.amount), hold=hold.id, decision="held")
         try:
-            await hold.amark_submitted()  # before any byte leaves: a death from here is spent
             answer = await self._send(request, target, body)
         except Exception as exc:
             action = _transport_action(exc, target.kind)
@@ -367,7 +366,16 @@ class Proxy:
         return self._stream(answer, lambda: self._close(hold, "settle", None))
 
     def _acquire(self, endpoint: str, arguments: dict[str, Any], tags: dict[str, str]) -> Hold:
-        return self.guard.reserve(endpoint, arguments, **tags).acquire()
+        """Hold the price, then mark the hold submitted before any byte leaves (a death from
+        then on counts it as spent): one trip to a worker thread for both steps."""
+        hold = self.guard.reserve(endpoint, arguments, **tags).acquire()
+        try:
+            hold.mark_submitted()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                hold.release()  # nothing was sent
+            raise
+        return hold
 
     async def _close(self, hold: Hold, action: str, request_id: str | None) -> None:
         """Settle, release or keep ``hold``; never raises (logged), records the outcome."""
