@@ -117,6 +117,7 @@ def test_missing_target_is_400_and_other_routes_404(serve: Any, fake_fal: FakeFa
         ("https://rest.fal.ai/billing/user", 403),
         ("https://fal.run/x", 403),
         ("not a url", 412),
+        ("https://rest.alpha.fal.ai/tokens/", 412),  # a realtime token: realtime is refused
     ],
 )
 def test_targets_outside_fals_hosts_are_refused(
@@ -571,3 +572,22 @@ def test_a_client_that_hangs_up_mid_run_is_still_charged(
     fake_fal.reset()  # fal finishes the run the client gave up on: it bills it
     assert server.proxy.outcomes.wait(hold.id) == "settled"
     assert guard.spent() == Decimal("0.80")
+
+
+def test_fal_unreachable_releases_the_hold(fake_fal: FakeFal, ledger: Ledger) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    guard = make_guard(ledger, Cap("10.00"))
+    dead = {
+        "fal.run": f"http://127.0.0.1:{port}/run",
+        "queue.fal.run": f"http://127.0.0.1:{port}/q",
+    }
+    with ProxyServer(guard, settings_for(fake_fal, upstreams=dead)) as server:
+        answer = post(server, SUBMIT, ARGS)
+        assert answer.status_code == 502 and answer.json()["error"] == "upstream"
+        [hold] = guard.ledger.holds()
+        assert server.proxy.outcomes.wait(hold.id) == "released"
+        assert guard.ledger.get_hold(hold.id).state == "released"
