@@ -591,3 +591,19 @@ def test_fal_unreachable_releases_the_hold(fake_fal: FakeFal, ledger: Ledger) ->
         [hold] = guard.ledger.holds()
         assert server.proxy.outcomes.wait(hold.id) == "released"
         assert guard.ledger.get_hold(hold.id).state == "released"
+
+
+def test_a_restarted_proxy_follows_the_requests_it_had_accepted(
+    fake_fal: FakeFal, ledger: Ledger
+) -> None:
+    guard = make_guard(ledger, Cap("10.00"))
+    first = ProxyServer(guard, settings_for(fake_fal, follow_interval=3600)).start()
+    request_id = post(first, SUBMIT, ARGS).json()["request_id"]
+    first.stop()  # the hold stays submitted in the ledger
+    reader = ledger if isinstance(ledger, MemoryLedger) else open_ledger(ledger.url)
+    assert [h.state for h in reader.holds()] == ["submitted"]
+    again = make_guard(reader, Cap("10.00"))
+    with ProxyServer(again, settings_for(fake_fal, **FAST)) as second:
+        assert second.proxy.outcomes.wait(request_id) == "settled"
+        [hold] = again.ledger.holds()
+        assert (hold.state, hold.request_id, hold.spent_amount) == ("settled", request_id, 800_000)

@@ -129,6 +129,32 @@ class Proxy:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         # trust_env=False: an HTTP(S)_PROXY in the environment must not see the fal key
         self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """Follow again the queue requests a proxy had accepted and not seen end (a restart):
+        the submitted holds with a fal request id and the ``ip`` tag every proxy request
+        carries. With several workers each follows them; the first to see the end settles."""
+        from falbudget.guard.core import Hold
+
+        try:
+            rows = await asyncio.to_thread(self.guard.ledger.holds, states=("submitted",))
+        except Exception as exc:  # the proxy still serves; those holds expire as documented
+            log.warning("falbudget proxy: could not read submitted holds to follow: %s", exc)
+            return
+        for row in rows:
+            request_id = row.request_id
+            if request_id is None or "ip" not in row.tags or request_id in self._tracked:
+                continue
+            hold = Hold(self.guard, row, None, False)
+            target = resolve(
+                f"https://queue.fal.run/{_app_base(row.endpoint)}/requests/{request_id}/status",
+                "GET",
+                self.settings.upstreams,
+            )
+            tracked = _Tracked(hold, target)
+            self._tracked[request_id] = tracked
+            self._spawn(self._follower(tracked, request_id), f"follow:{request_id}")
 
     async def stop(self) -> None:
         """Stop following (the holds stay submitted in the ledger, valid until they expire),
