@@ -13,6 +13,7 @@ from typing import Any
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True  # never join handler threads (a delayed one may be asleep)
+    request_queue_size = 256  # many connections at once (the proxy's concurrency tests)
     fake: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "3"
-    assert len(sqlite_ledger.MIGRATIONS) == 3
+    assert schema_version(path) == "4"
+    assert len(sqlite_ledger.MIGRATIONS) == 4
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "5"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -256,7 +256,7 @@ def test_a_version_2_file_upgrades_to_bound_keys_and_loses_nothing(
     before = dump()
     assert len(before["holds"]) == 6 and [h["rid"] for h in before["holds"]] == [1, 2, 3, 4, 5, 6]
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     after = dump()
     for table in tables[1:]:
         assert after[table] == before[table], table

@@ -210,6 +210,10 @@ class HoldNotFound(LedgerError, LookupError):
     """No hold has that id."""
 
 
+class KeyNotFound(LedgerError, LookupError):
+    """No virtual key has that id (``falbudget keys revoke``)."""
+
+
 class HoldClosed(FalbudgetError):
     """A hold was asked to close a second time in a way that contradicts how it closed.
 

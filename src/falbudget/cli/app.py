@@ -19,9 +19,11 @@ from falbudget import clock
 from falbudget.cli import (
     budget_cmd,
     endpoints_cmd,
+    keys_cmd,
     ledger_cmd,
     plan_cmd,
     pricing_cmd,
+    proxy_cmd,
     quote_cmd,
     reconcile_cmd,
     report_cmd,
@@ -51,6 +53,8 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     report_cmd.register,
     reconcile_cmd.register,
     ledger_cmd.register,
+    proxy_cmd.register,
+    keys_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

@@ -83,6 +83,8 @@ class GuardConfig(_Strict):
     # settle each hold from fal's bill (billing events by request id) instead of the quote
     settle_from: Literal["quote", "billing"] = "quote"
     caps: list[CapConfig] = Field(default_factory=list)
+    # the `falbudget proxy` section: checked by falbudget.proxy.config when the proxy starts
+    proxy: dict[str, Any] | None = None
 
     source: str = Field(default="<config>", exclude=True)
 

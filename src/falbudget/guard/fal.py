@@ -36,20 +36,32 @@ def failure_policy(exc: BaseException, *, accepted: bool, call: str) -> Action:
     settle: count the quote as spent; release: give it back; keep: leave the hold submitted, to
     be settled, released or expired (counted as spent) later and listed for reconciliation.
     """
-    import httpx
     from fal_client.client import FalClientHTTPError, FalClientTimeoutError
 
     if isinstance(exc, FalClientHTTPError):
-        status = exc.status_code
-        if status >= 500:
-            return "release"  # fal: server errors are never billed
-        if status == 422:
-            return "settle"  # may be billed when GPU time was spent: spent until reconciled
-        return "keep" if accepted else "release"  # refused (401, 403, 404, 429...) before work
+        return answer_policy(exc.status_code, accepted=accepted)
     if isinstance(exc, FalClientTimeoutError):
         # no request id: the submit was sent (it may still be queued at fal) and its answer did
         # not come in time; with one, fal_client cancels, but the job may already run
         return "keep"
+    return transport_policy(exc, accepted=accepted, call=call)
+
+
+def answer_policy(status: int, *, accepted: bool) -> Action:
+    """What fal's error answer ``status`` (400 or more) does to a hold: the part of
+    :func:`failure_policy` that reads an HTTP status, shared with ``falbudget proxy``."""
+    if status >= 500:
+        return "release"  # fal: server errors are never billed
+    if status == 422:
+        return "settle"  # may be billed when GPU time was spent: spent until reconciled
+    return "keep" if accepted else "release"  # refused (401, 403, 404, 429...) before work
+
+
+def transport_policy(exc: BaseException, *, accepted: bool, call: str) -> Action:
+    """What an httpx transport error (no answer from fal) does to a hold: the part of
+    :func:`failure_policy` that reads a lost connection, shared with ``falbudget proxy``."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "keep" if accepted else "release"  # nothing reached fal
     if isinstance(exc, httpx.TransportError):

@@ -186,3 +186,23 @@ def missing_buckets(hold: Hold, found: Sequence[str]) -> LedgerError | None:
         f"bucket {missing[0]!r} of hold {hold.id!r} is missing from the ledger (deleted by hand?):"
         " the hold cannot be adjusted until the bucket row is restored"
     )
+
+
+def api_key(
+    key_id: object, digest: object, tags: object, now: object
+) -> tuple[str, str, dict[str, str], float]:
+    """A virtual key's fields checked: an id of letters and digits, a SHA-256 hex digest, tags
+    of non-empty strings; or LedgerError."""
+    if not isinstance(key_id, str) or not key_id.isalnum() or not 1 <= len(key_id) <= 64:
+        raise LedgerError(f"a key id must be 1 to 64 letters or digits, got {key_id!r}")
+    if (
+        not isinstance(digest, str)
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise LedgerError("a key digest must be 64 lower-case hex digits (SHA-256)")
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in tags.items()
+    ):
+        raise LedgerError(f"a key's tags must map non-empty strings to non-empty strings: {tags!r}")
+    return key_id, digest, dict(tags), seconds("now", now)

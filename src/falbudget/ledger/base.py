@@ -120,6 +120,19 @@ class Adjustment:
     created_at: float
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """A virtual key of ``falbudget proxy``: ``id`` (public, shown in lists), the SHA-256 hex
+    ``digest`` of the whole key (the key itself is never stored), the ``tags`` a request made with
+    it carries, when it was created and, once revoked, when (None while it is valid)."""
+
+    id: str
+    digest: str
+    tags: dict[str, str]
+    created_at: float
+    revoked_at: float | None = None
+
+
 ADJUSTABLE_STATES: tuple[HoldState, ...] = ("settled", "expired", "released")
 """States :meth:`Ledger.adjust` accepts: closed holds (an open one is settled or released first)."""
 
@@ -263,6 +276,26 @@ class Ledger(Protocol):
     def holds_by_request_id(self, request_ids: Sequence[str]) -> list[Hold]:
         """The holds whose fal request id is one of ``request_ids`` (read through an index),
         oldest first; a request id may name no hold or, if a caller reused it, several."""
+        ...
+
+    def create_key(
+        self, key_id: str, digest: str, tags: Mapping[str, str], *, now: float
+    ) -> ApiKey:
+        """Record a virtual key (its digest, never the key); LedgerError for an id or digest
+        already recorded."""
+        ...
+
+    def find_key(self, digest: str) -> ApiKey | None:
+        """The key whose digest is ``digest`` (revoked ones too), read through an index."""
+        ...
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every virtual key, oldest first."""
+        ...
+
+    def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
+        """Revoke key ``key_id`` (a revoked key stays revoked, at its first time); KeyNotFound
+        for an id that names no key."""
         ...
 
     def close(self) -> None: ...

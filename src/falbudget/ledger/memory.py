@@ -9,12 +9,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, TypeVar
 
-from falbudget.errors import HoldNotFound, LedgerError
+from falbudget.errors import HoldNotFound, KeyNotFound, LedgerError
 from falbudget.ledger import _checks
 from falbudget.ledger.base import (
     OPEN_STATES,
     Adjustment,
     Admission,
+    ApiKey,
     BucketCharge,
     BucketTotals,
     Hold,
@@ -44,6 +45,8 @@ class MemoryLedger:
         self._seq = itertools.count()
         self._alerts: set[tuple[str, str]] = set()
         self._adjustments: list[Adjustment] = []
+        self._api_keys: dict[str, ApiKey] = {}  # by id, in creation order
+        self._key_digests: dict[str, str] = {}  # digest -> id
 
     # -- writes ------------------------------------------------------------------------------
     def reserve(
@@ -288,6 +291,42 @@ class MemoryLedger:
             ]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
             return rows[:limit]
+
+    def create_key(
+        self, key_id: str, digest: str, tags: Mapping[str, str], *, now: float
+    ) -> ApiKey:
+        """See :meth:`Ledger.create_key`."""
+        key_id, digest, clean, at = _checks.api_key(key_id, digest, tags, now)
+        with self._lock:
+            if key_id in self._api_keys or digest in self._key_digests:
+                raise LedgerError(f"a key with id {key_id!r} or its digest is already recorded")
+            key = ApiKey(key_id, digest, clean, at)
+            self._api_keys[key_id] = key
+            self._key_digests[digest] = key_id
+            return key
+
+    def find_key(self, digest: str) -> ApiKey | None:
+        """See :meth:`Ledger.find_key`."""
+        with self._lock:
+            key_id = self._key_digests.get(digest)
+            return None if key_id is None else self._api_keys[key_id]
+
+    def api_keys(self) -> list[ApiKey]:
+        """See :meth:`Ledger.api_keys`."""
+        with self._lock:
+            return list(self._api_keys.values())
+
+    def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
+        """See :meth:`Ledger.revoke_key`."""
+        at = _checks.seconds("now", now)
+        with self._lock:
+            key = self._api_keys.get(key_id)
+            if key is None:
+                raise KeyNotFound(f"no key has id {key_id!r}")
+            if key.revoked_at is None:
+                key = ApiKey(key.id, key.digest, key.tags, key.created_at, at)
+                self._api_keys[key_id] = key
+            return key
 
     def close(self) -> None:
         """Nothing to release; the data stays readable."""

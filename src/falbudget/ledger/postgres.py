@@ -58,6 +58,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from falbudget.errors import (
     ConfigurationError,
     HoldNotFound,
+    KeyNotFound,
     LedgerError,
     LedgerNotFound,
     LedgerUnavailable,
@@ -69,6 +70,7 @@ from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
     Adjustment,
     Admission,
+    ApiKey,
     BucketCharge,
     BucketTotals,
     Hold,
@@ -247,9 +249,39 @@ def _v3_bound_keys(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema, ttl=sql.Literal(DEFAULT_IDEMPOTENCY_TTL)))
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
+def _v4_api_keys(conn: Connection, schema: sql.Identifier) -> None:
+    """Virtual keys of ``falbudget proxy``: the SHA-256 digest of each key (never the key), its
+    tags, and when it was revoked."""
+    conn.execute(
+        sql.SQL(
+            """CREATE TABLE {s}.api_keys (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id TEXT PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,
+            tags JSONB NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )"""
+        ).format(s=schema)
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_api_keys]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
+
+
+_KEY_COLUMNS = sql.SQL("id, digest, tags, created_at, revoked_at")
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        str(row[0]),
+        str(row[1]),
+        dict(row[2]),
+        float(row[3]),
+        None if row[4] is None else float(row[4]),
+    )
 
 
 def latest_version() -> int:
@@ -1052,6 +1084,69 @@ class PostgresLedger:
             return [hold_from_row(row) for row in conn.execute(query, (wanted,)).fetchall()]
 
         return self._run("holds_by_request_id", work)
+
+    def create_key(
+        self, key_id: str, digest: str, tags: Mapping[str, str], *, now: float
+    ) -> ApiKey:
+        """See :meth:`Ledger.create_key`."""
+        key_id, digest, clean, at = _checks.api_key(key_id, digest, tags, now)
+        query = sql.SQL(
+            "INSERT INTO {}.api_keys (id, digest, tags, created_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING RETURNING id"
+        ).format(sql.Identifier(self.schema))
+
+        def work(conn: Connection) -> bool:
+            with conn.transaction():
+                return (
+                    conn.execute(query, (key_id, digest, Jsonb(clean), at)).fetchone() is not None
+                )
+
+        if not self._run("create_key", work):
+            raise LedgerError(f"a key with id {key_id!r} or its digest is already recorded")
+        return ApiKey(key_id, digest, clean, at)
+
+    def find_key(self, digest: str) -> ApiKey | None:
+        """See :meth:`Ledger.find_key`."""
+        query = sql.SQL("SELECT {} FROM {}.api_keys WHERE digest = %s").format(
+            _KEY_COLUMNS, sql.Identifier(self.schema)
+        )
+
+        def work(conn: Connection) -> ApiKey | None:
+            row = conn.execute(query, (digest,)).fetchone()
+            return None if row is None else _api_key(row)
+
+        return self._run("find_key", work)
+
+    def api_keys(self) -> list[ApiKey]:
+        """See :meth:`Ledger.api_keys`."""
+        query = sql.SQL("SELECT {} FROM {}.api_keys ORDER BY created_at, seq").format(
+            _KEY_COLUMNS, sql.Identifier(self.schema)
+        )
+
+        def work(conn: Connection) -> list[ApiKey]:
+            return [_api_key(row) for row in conn.execute(query).fetchall()]
+
+        return self._run("api_keys", work)
+
+    def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
+        """See :meth:`Ledger.revoke_key`."""
+        at = _checks.seconds("now", now)
+        s = sql.Identifier(self.schema)
+        update = sql.SQL(
+            "UPDATE {}.api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL"
+        ).format(s)
+        select_ = sql.SQL("SELECT {} FROM {}.api_keys WHERE id = %s").format(_KEY_COLUMNS, s)
+
+        def work(conn: Connection) -> ApiKey | None:
+            with conn.transaction():
+                conn.execute(update, (at, key_id))
+                row = conn.execute(select_, (key_id,)).fetchone()
+            return None if row is None else _api_key(row)
+
+        key = self._run("revoke_key", work)
+        if key is None:
+            raise KeyNotFound(f"no key has id {key_id!r}")
+        return key
 
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""

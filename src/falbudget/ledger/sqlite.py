@@ -18,7 +18,13 @@ from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import quote
 
-from falbudget.errors import HoldNotFound, LedgerError, LedgerNotFound, LedgerUnavailable
+from falbudget.errors import (
+    HoldNotFound,
+    KeyNotFound,
+    LedgerError,
+    LedgerNotFound,
+    LedgerUnavailable,
+)
 from falbudget.ledger import _checks
 from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
@@ -26,6 +32,7 @@ from falbudget.ledger.base import (
     OPEN_STATES,
     Adjustment,
     Admission,
+    ApiKey,
     BucketCharge,
     BucketTotals,
     Hold,
@@ -166,7 +173,21 @@ def _v3_bound_keys(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
+def _v4_api_keys(db: sqlite3.Connection) -> None:
+    """Virtual keys of ``falbudget proxy``: the SHA-256 digest of each key (never the key), its
+    tags, and when it was revoked."""
+    db.execute(
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,
+            tags TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_api_keys]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
 
@@ -628,6 +649,52 @@ class SQLiteLedger:
         rows.sort(key=lambda row: (float(row[5]), int(row[-1])))
         return [_hold(row[:-1]) for row in rows]
 
+    def create_key(
+        self, key_id: str, digest: str, tags: Mapping[str, str], *, now: float
+    ) -> ApiKey:
+        """See :meth:`Ledger.create_key`."""
+        key_id, digest, clean, at = _checks.api_key(key_id, digest, tags, now)
+        with self._transaction(write=True) as db:
+            cursor = db.execute(
+                "INSERT INTO api_keys (id, digest, tags, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (key_id, digest, json.dumps(clean, sort_keys=True), at),
+            )
+            if cursor.rowcount != 1:
+                raise LedgerError(f"a key with id {key_id!r} or its digest is already recorded")
+        return ApiKey(key_id, digest, clean, at)
+
+    def find_key(self, digest: str) -> ApiKey | None:
+        """See :meth:`Ledger.find_key`."""
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE digest = ?", (digest,)
+            ).fetchone()
+        return None if row is None else _api_key(row)
+
+    def api_keys(self) -> list[ApiKey]:
+        """See :meth:`Ledger.api_keys`."""
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid"
+            ).fetchall()
+        return [_api_key(row) for row in rows]
+
+    def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
+        """See :meth:`Ledger.revoke_key`."""
+        at = _checks.seconds("now", now)
+        with self._transaction(write=True) as db:
+            db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            row = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyNotFound(f"no key has id {key_id!r}")
+        return _api_key(row)
+
     def get_hold(self, hold_id: str) -> Hold:
         """See :meth:`Ledger.get_hold`."""
         with self._transaction(write=False) as db:
@@ -743,6 +810,19 @@ def _schema_version(db: sqlite3.Connection) -> int:
             except (TypeError, ValueError):
                 raise LedgerError(f"unreadable schema_version {row[0]!r} in the ledger") from None
     return 0
+
+
+_KEY_COLUMNS = "id, digest, tags, created_at, revoked_at"
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        str(row[0]),
+        str(row[1]),
+        json.loads(row[2]),
+        float(row[3]),
+        None if row[4] is None else float(row[4]),
+    )
 
 
 def _get(db: sqlite3.Connection, hold_id: str) -> Hold:

@@ -1,0 +1,1 @@
+"""``falbudget proxy``: a budgeted stand-in for fal's server proxy (needs the ``proxy`` extra)."""
