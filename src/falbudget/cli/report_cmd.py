@@ -128,8 +128,15 @@ def run_report(args: argparse.Namespace) -> Outcome:
     )
     guard = guard_from_args(args, read_only=True)
     try:
-        start = rp.history_start(guard.caps, now=now, since=since, burn_days=args.burn_days)
-        holds = guard.ledger.holds(since=start)
+        holds = rp.read_groups(
+            guard.ledger,
+            guard.caps,
+            now=now,
+            since=since,
+            until=until,
+            tz=args.tz,
+            burn_days=args.burn_days,
+        )
     finally:
         guard.close()
     result = rp.build_report(

@@ -17,6 +17,7 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
     Ledger,
 )
@@ -121,6 +122,7 @@ __all__ = [
     "BucketCharge",
     "BucketTotals",
     "Hold",
+    "HoldGroup",
     "HoldState",
     "Ledger",
     "MemoryLedger",

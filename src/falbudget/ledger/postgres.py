@@ -72,6 +72,7 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
 )
 
@@ -115,6 +116,26 @@ _HOLD_COLUMNS = (
     "fingerprint",
     "idempotency_ttl",
 )
+_SUMMARY = """SELECT endpoint, tags, buckets, MIN(created_at), MAX(created_at), COUNT(*),
+    COALESCE(SUM(spent), 0), COALESCE(SUM(held), 0), COUNT(*) FILTER (WHERE counts),
+    COUNT(*) FILTER (WHERE state IN ('held', 'submitted')),
+    COUNT(*) FILTER (WHERE state = 'expired'),
+    COUNT(*) FILTER (WHERE state = 'released' AND NOT counts),
+    COUNT(*) FILTER (WHERE spent > amount), COALESCE(SUM(GREATEST(spent - amount, 0)), 0)
+FROM (
+    SELECT endpoint, tags, buckets, created_at, state, amount,
+        CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount
+            WHEN state IN ('settled', 'expired') THEN COALESCE(settled_amount, amount)
+            ELSE 0 END AS spent,
+        CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount > 0
+            ELSE state IN ('settled', 'expired') END AS counts,
+        CASE WHEN state IN ('held', 'submitted') THEN amount ELSE 0 END AS held,
+        floor((created_at + %(offset)s::bigint) / %(period)s::bigint)::bigint AS period,
+        {place} AS place
+    FROM {s}.holds{where}
+) AS h
+GROUP BY endpoint, tags, buckets, period, place"""
+"""Sums per group as :meth:`HoldGroup.of` computes them for one hold."""
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
@@ -1143,6 +1164,52 @@ class PostgresLedger:
             return [hold_from_row(row) for row in conn.execute(query, params).fetchall()]
 
         return self._run("holds", work)
+
+    def summarize(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        period: int = 86_400,
+        offset: int = 0,
+        cuts: Sequence[float] = (),
+    ) -> list[HoldGroup]:
+        """See :meth:`Ledger.summarize`: one GROUP BY in the server; only the groups travel."""
+        since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
+        params: dict[str, Any] = {"offset": offset, "period": period}
+        place: list[sql.Composable] = [sql.SQL("0")]
+        for index, moment in enumerate(cut):
+            params[f"c{index}"] = moment
+            place.append(sql.SQL("(created_at >= {})::int").format(sql.Placeholder(f"c{index}")))
+        where: list[sql.Composable] = []
+        if since is not None:
+            where.append(sql.SQL("created_at >= %(since)s::float8"))
+            params["since"] = since
+        if until is not None:
+            where.append(sql.SQL("created_at < %(until)s::float8"))
+            params["until"] = until
+        query = sql.SQL(_SUMMARY).format(
+            s=sql.Identifier(self.schema),
+            place=sql.SQL(" + ").join(place),
+            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+        )
+
+        def work(conn: Connection) -> list[HoldGroup]:
+            return [
+                HoldGroup(
+                    endpoint,
+                    dict(tags),
+                    tuple(buckets),
+                    float(first),
+                    float(last),
+                    *(int(value) for value in figures),
+                )
+                for endpoint, tags, buckets, first, last, *figures in conn.execute(
+                    query, params
+                ).fetchall()
+            ]
+
+        return self._run("summarize", work)
 
     # -- life cycle --------------------------------------------------------------------------
     def close(self) -> None:
