@@ -1357,3 +1357,33 @@ def test_summarize_groups_by_period_and_cut_and_keeps_to_the_range(ledger: Ledge
 def test_summarize_refuses_bad_arguments(ledger: Ledger, bad: dict[str, Any]) -> None:
     with pytest.raises(LedgerError, match=next(iter(bad))):
         ledger.summarize(**bad)
+
+
+def test_iter_holds_streams_the_history_newest_first_across_pages(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven holds, three created at the same moment (ties: the later reservation first); on
+    PostgreSQL pages of two holds, so the page edges fall inside the tie."""
+    from falbudget.ledger import postgres
+
+    monkeypatch.setattr(postgres, "PAGE", 2)
+    a = [cap("a", None)]
+    moments = [T0 + 1, T0 + 2, T0 + 2, T0 + 2, T0 + 3, T0 + 4, T0 + 5]
+    for number, moment in enumerate(moments, start=1):
+        admitted(reserve(ledger, f"h{number}", number, a, now=moment))
+    ledger.settle("h2", None, now=T0 + 6)
+    ledger.release("h6", now=T0 + 6)
+
+    def ids(**query: Any) -> list[str]:
+        stream = ledger.iter_holds(**query)
+        assert not isinstance(stream, list)  # a stream, not a list read at once
+        return [h.id for h in stream]
+
+    assert ids() == ["h7", "h6", "h5", "h4", "h3", "h2", "h1"]
+    assert ids() == [h.id for h in ledger.holds()]
+    assert ids(states=["held"]) == ["h7", "h5", "h4", "h3", "h1"]
+    assert ids(states=["settled", "released"]) == ["h6", "h2"]
+    assert ids(states=[]) == []
+    assert ids(since=T0 + 2, until=T0 + 4) == ["h5", "h4", "h3", "h2"]
+    first = next(iter(ledger.iter_holds()))
+    assert (first.id, first.amount, first.state) == ("h7", 7, "held")

@@ -496,16 +496,30 @@ def _tags_text(tags: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(tags.items()) if k != "endpoint")
 
 
-def history_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+_CSV_COLUMNS = ("id", *_HISTORY_COLUMNS, "expires_at", "idempotency_key", "table_version", "tags")
+
+
+def _csv_line(cells: Sequence[Any]) -> str:
     import csv
     import io
 
     out = io.StringIO()
-    columns = ["id", *_HISTORY_COLUMNS, "expires_at", "idempotency_key", "table_version", "tags"]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            [_tags_text(row["tags"]) if c == "tags" else (row[c] or "") for c in columns]
-        )
-    return out.getvalue().rstrip("\n")
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    return out.getvalue()[:-1]
+
+
+def history_csv_header() -> str:
+    """The first line of the history as CSV."""
+    return _csv_line(_CSV_COLUMNS)
+
+
+def history_csv_line(row: Mapping[str, Any]) -> str:
+    """One row of :func:`history_rows` as a line of CSV (a tag's value may hold a newline:
+    the line is then quoted over two lines of text, as CSV allows)."""
+    return _csv_line(
+        [_tags_text(row["tags"]) if c == "tags" else (row[c] or "") for c in _CSV_COLUMNS]
+    )
+
+
+def history_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join([history_csv_header(), *(history_csv_line(row) for row in rows)])

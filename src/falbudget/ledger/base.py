@@ -8,7 +8,7 @@ recorded in the same transaction, so the cost of admission does not grow with hi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -290,6 +290,19 @@ class Ledger(Protocol):
 
     def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
         """Every bucket whose key starts with ``prefix``, sorted by key (for per-value caps)."""
+        ...
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """The holds :meth:`holds` lists, in its order (newest first), read as they are
+        yielded: memory does not grow with the history and the first hold comes at once. A
+        backend may read in pages (PostgreSQL: pages of ``PAGE`` holds, each a statement of its
+        own), so a hold changed meanwhile may show its new state; none is skipped or repeated."""
         ...
 
     def summarize(

@@ -8,7 +8,7 @@ import heapq
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from falbudget.errors import HoldNotFound, LedgerError
@@ -306,6 +306,17 @@ class MemoryLedger:
             ]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
             return rows[:limit]
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: the holds are in memory already; this lists them
+        (references, not copies) as :meth:`holds` does."""
+        yield from self.holds(states=states, since=since, until=until)
 
     def summarize(
         self,

@@ -40,7 +40,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -84,6 +84,8 @@ T = TypeVar("T")
 DEFAULT_SCHEMA: Final = "falbudget"
 SCHEMA_PARAM: Final = "schema"
 ADVISORY_LOCK_KEY: Final = 0x66616C6275646765  # "falbudge": serialises schema creation/migration
+PAGE = 1_000
+"""Holds per statement when a history is read as a stream (:meth:`PostgresLedger.iter_holds`)."""
 MAX_ATTEMPTS: Final = 8
 """How many times one operation is tried when it meets a serialization failure, a deadlock or
 (admission only) a race that a retry resolves."""
@@ -1164,6 +1166,54 @@ class PostgresLedger:
             return [hold_from_row(row) for row in conn.execute(query, params).fetchall()]
 
         return self._run("holds", work)
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: pages of :data:`PAGE` holds, each one statement
+        within the call timeout, each starting after the last hold of the one before (by
+        created_at and the insertion order), read through ``holds_by_created``."""
+        wanted = _checks.check_states(states)
+        if wanted == ():
+            return
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {"page": PAGE}
+        if wanted is not None:
+            where.append(sql.SQL("state = ANY(%(states)s::text[])"))
+            params["states"] = list(wanted)
+        if since is not None:
+            where.append(sql.SQL("created_at >= %(since)s::float8"))
+            params["since"] = _checks.seconds("since", since)
+        if until is not None:
+            where.append(sql.SQL("created_at < %(until)s::float8"))
+            params["until"] = _checks.seconds("until", until)
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS)
+        schema = sql.Identifier(self.schema)
+
+        def page(after: tuple[float, int] | None) -> list[tuple[Any, ...]]:
+            clauses = list(where)
+            if after is not None:
+                clauses.append(sql.SQL("(created_at, seq) < (%(at)s::float8, %(seq)s::bigint)"))
+                params["at"], params["seq"] = after
+            query = sql.SQL("SELECT {cols}, seq FROM {s}.holds").format(cols=columns, s=schema)
+            if clauses:
+                query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
+            query += sql.SQL(" ORDER BY created_at DESC, seq DESC LIMIT %(page)s::bigint")
+            return self._run("holds", lambda conn: list(conn.execute(query, params).fetchall()))
+
+        after: tuple[float, int] | None = None
+        while True:
+            rows = page(after)
+            for row in rows:
+                yield hold_from_row(row[:-1])
+            if len(rows) < PAGE:
+                return
+            last = rows[-1]
+            after = (float(last[5]), int(last[-1]))
 
     def summarize(
         self,

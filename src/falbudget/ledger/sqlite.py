@@ -675,10 +675,25 @@ class SQLiteLedger:
         limit: int | None = None,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
+        sql, params = self._history(states, bucket, since, until, limit)
+        if sql is None:
+            return []
+        with self._transaction(write=False) as db:
+            return [_hold(row) for row in db.execute(sql, params).fetchall()]
+
+    def _history(
+        self,
+        states: Sequence[HoldState] | None,
+        bucket: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+    ) -> tuple[str | None, list[Any]]:
+        """The statement of a history query (None: it lists nothing) and its parameters."""
         wanted = _checks.check_states(states)
         limit = _checks.check_limit(limit)
         if wanted == ():
-            return []
+            return None, []
         where: list[str] = []
         params: list[Any] = []
         if bucket is not None:
@@ -705,8 +720,25 @@ class SQLiteLedger:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
+        return sql, params
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: one read transaction (one snapshot) whose cursor is
+        read as the holds are yielded; the ledger object is busy until the iteration ends."""
+        sql, params = self._history(states, None, since, until, None)
+        if sql is None:
+            return
         with self._transaction(write=False) as db:
-            return [_hold(row) for row in db.execute(sql, params).fetchall()]
+            cursor = db.execute(sql, params)
+            while rows := cursor.fetchmany(256):
+                for row in rows:
+                    yield _hold(row)
 
     def summarize(
         self,
