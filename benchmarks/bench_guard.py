@@ -297,8 +297,8 @@ def ledger_pragmas(ledger: SQLiteLedger) -> tuple[str, ...]:
 def add_history(path: str, rows: int) -> None:
     """``rows`` closed holds over the year to 2025-06-30, written straight into the ledger's
     tables (the ledger closed): random uuid-like ids, mostly settled, some released or expired;
-    each charges its month's global, endpoint and project bucket (50 projects), with the bucket
-    links and running totals to match. Bulk-loaded with the rollback journal, then back to WAL."""
+    each charges its month's global, endpoint and project bucket (50 projects), with the running
+    totals to match. Bulk-loaded with the rollback journal, then back to WAL."""
     end = 1751328000.0  # 2025-07-01 00:00 UTC
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -335,10 +335,6 @@ def add_history(path: str, rows: int) -> None:
         links = (
             "SELECT id, t, spent, e AS key FROM keyed UNION ALL SELECT id, t, spent, g FROM keyed"
             " UNION ALL SELECT id, t, spent, p FROM keyed"
-        )
-        conn.execute(
-            "INSERT INTO hold_buckets (hold_id, bucket_key, created_at)"
-            f" SELECT id, key, t FROM ({links}) ORDER BY id, key"
         )
         conn.execute(
             "INSERT INTO buckets (key, settled, held)"

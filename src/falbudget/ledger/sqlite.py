@@ -167,7 +167,22 @@ def _v3_bound_keys(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
+def _v4_lean_holds(db: sqlite3.Connection) -> None:
+    """A leaner hold: what no query needs goes. Measured per reservation charging three
+    buckets (WAL pages written, reserve / settle): 13.7 / 5.2 before.
+
+    * ``hold_buckets`` (a row per hold and bucket, and its index by bucket) duplicated the
+      hold's own ``buckets`` column for ``holds(bucket=...)`` alone, which no command asks; that
+      query now reads the column (a scan of the time range asked).
+    * ``holds_by_state_created``: a state change moved the hold inside it (two pages per
+      settle) for history filtered by state, which reads ``holds_by_created`` as well.
+
+    Nothing else changes: every hold, total, adjustment, key and alert stays as it was."""
+    db.execute("DROP INDEX holds_by_state_created")
+    db.execute("DROP TABLE hold_buckets")
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_lean_holds]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
 
@@ -491,12 +506,7 @@ class SQLiteLedger:
                     "adjusted_amount = NULL WHERE id = ?",
                     (*values, reopen),
                 )
-                db.execute("DELETE FROM hold_buckets WHERE hold_id = ?", (reopen,))
                 new_id = reopen
-            db.executemany(
-                "INSERT INTO hold_buckets (hold_id, bucket_key, created_at) VALUES (?, ?, ?)",
-                [(new_id, key, now) for key in keys],
-            )
             return Admission(admitted=True, hold=_get(db, new_id))
 
     def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
@@ -696,14 +706,10 @@ class SQLiteLedger:
             return None, []
         where: list[str] = []
         params: list[Any] = []
-        if bucket is not None:
-            source = "hold_buckets b JOIN holds h ON h.id = b.hold_id"
-            time_column = "b.created_at"
-            where.append("b.bucket_key = ?")
+        source, time_column = "holds h", "h.created_at"
+        if bucket is not None:  # the hold's own list of buckets (schema 4 keeps no other)
+            where.append("EXISTS (SELECT 1 FROM json_each(h.buckets) WHERE value = ?)")
             params.append(bucket)
-        else:
-            source = "holds h"
-            time_column = "h.created_at"
         if wanted is not None:
             where.append(f"h.state IN ({', '.join('?' * len(wanted))})")
             params.extend(wanted)
