@@ -24,6 +24,7 @@ fails the run: each goal is printed as met or missed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import statistics
@@ -42,6 +43,7 @@ import _postgres_bench as pgb  # first: it puts src/ on the path when falbudget 
 import falbudget
 from falbudget import Cap, Guard
 from falbudget.ledger import BucketCharge, Ledger, MemoryLedger, SQLiteLedger, open_ledger
+from falbudget.ledger import sqlite as sqlite_ledger
 
 ENDPOINT = pgb.ENDPOINT
 PRICE = pgb.PRICE  # micro-USD held and settled per operation
@@ -325,12 +327,22 @@ def add_history(path: str, rows: int) -> None:
             " state FROM hist",
             (ENDPOINT,),
         )
+        # each hold's kind (endpoint, buckets, tags, table), found or made as a reserve does
+        conn.execute("CREATE TEMP TABLE kinds (e, g, p, project, kind)")
+        for e, g, p, project in conn.execute(
+            "SELECT DISTINCT e, g, p, project FROM keyed"
+        ).fetchall():
+            buckets = json.dumps([e, g, p])
+            tags = json.dumps({"endpoint": ENDPOINT, "project": project}, sort_keys=True)
+            kind = sqlite_ledger._kind(conn, (ENDPOINT, buckets, tags, "2025-01", "0" * 64))
+            conn.execute("INSERT INTO kinds VALUES (?, ?, ?, ?, ?)", (e, g, p, project, kind))
+        conn.execute("CREATE INDEX temp.kinds_by_value ON kinds (e, g, p, project)")
         conn.execute(
-            "INSERT INTO holds (id, endpoint, amount, state, buckets, created_at, expires_at,"
-            " updated_at, settled_amount, tags, table_version, table_sha256)"
-            " SELECT id, ?, ?, state, json_array(e, g, p), t, t + 3600, t + 60, spent,"
-            " json_object('endpoint', ?, 'project', project), '2025-01', ? FROM keyed ORDER BY i",
-            (ENDPOINT, PRICE, ENDPOINT, "0" * 64),
+            "INSERT INTO holds (id, kind, amount, state, created_at, expires_at, updated_at,"
+            " settled_amount)"
+            " SELECT id, kinds.kind, ?, state, t, t + 3600, t + 60, spent FROM keyed"
+            " JOIN kinds USING (e, g, p, project) ORDER BY i",
+            (PRICE,),
         )
         links = (
             "SELECT id, t, spent, e AS key FROM keyed UNION ALL SELECT id, t, spent, g FROM keyed"
@@ -342,6 +354,7 @@ def add_history(path: str, rows: int) -> None:
             " ON CONFLICT (key) DO UPDATE SET settled = settled + excluded.settled"
         )
         conn.execute("COMMIT")
+        conn.execute("DROP TABLE kinds")
         conn.execute("DROP TABLE keyed")
         conn.execute("DROP TABLE hist")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

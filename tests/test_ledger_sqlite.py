@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "4"
-    assert len(sqlite_ledger.MIGRATIONS) == 4
+    assert schema_version(path) == "5"
+    assert len(sqlite_ledger.MIGRATIONS) == 5
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "5"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "5"
+    assert schema_version(path) == "6"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "5"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "5"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -325,7 +325,8 @@ V3_ADJUSTMENTS = [
 def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 4 drops hold_buckets and holds_by_state_created: every hold of every state (keys
+    """Schemas 4 and 5 drop hold_buckets and holds_by_state_created and keep what holds share
+    (endpoint, buckets, tags, table) once, in hold_kinds: every hold of every state (keys
     with fingerprints and lifetimes, a forgotten key and the hold it passed to, adjusted
     holds), every total, adjustment and alert keeps every value and rowid; the history by
     bucket reads the same holds as the links did."""
@@ -358,18 +359,33 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
         return out
 
     before = dump()
+    columns = ", ".join(
+        f"k.{c}" if c in sqlite_ledger._KIND_COLUMNS.split(", ") else f"h.{c}" for c in V3_COLUMNS
+    )
+    holds_before = conn.execute(
+        f"SELECT rowid, {', '.join(V3_COLUMNS)} FROM holds ORDER BY rowid"
+    ).fetchall()
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "5"
+    tables.remove("holds")  # now a hold and its kind
     after = dump()
     assert {t: rows for t, rows in after.items() if t != "meta"} == {
-        t: rows for t, rows in before.items() if t != "meta"
+        t: rows for t, rows in before.items() if t not in ("meta", "holds")
     }
-    assert len(after["holds"]) == 7
+    holds_after = conn.execute(
+        f"SELECT h.rowid, {columns} FROM holds h JOIN hold_kinds k ON k.id = h.kind"
+        " ORDER BY h.rowid"
+    ).fetchall()
+    assert holds_after == holds_before
+    assert len(holds_after) == 7
+    # seven holds of four kinds (endpoint, buckets, tags, table): k-old shares k-held's,
+    # k-exp k-sub's, k-adj k-new's; k-set (no table) has its own
+    assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (4,)
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "hold_buckets" not in names and "hold_buckets_by_bucket" not in names
     assert "holds_by_state_created" not in names
     assert {"holds_by_created", "holds_open_by_expiry", "holds_by_request_id"} <= names
-    assert "holds_by_bound_key" in names
+    assert "holds_by_bound_key" in names and "hold_kinds_by_value" not in names
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
 
@@ -465,14 +481,15 @@ def add_history(path: Path, closed: int, open_later: int) -> None:
     """``closed`` settled holds and ``open_later`` held ones expiring far in the future."""
     conn = raw(path)
     conn.execute("BEGIN")
+    kind = sqlite_ledger._kind(conn, ("e", '["global|2025-06"]', "{}", None, None))
     for prefix, count, state, expires in (
         ("old", closed, "settled", T0 - 10),
         ("later", open_later, "held", T0 + 10**6),
     ):
         rows = [(f"{prefix}{i}", T0 - 1000 + i / count) for i in range(count)]
         conn.executemany(
-            "INSERT INTO holds (id, endpoint, amount, state, buckets, created_at, expires_at, "
-            f"updated_at) VALUES (?, 'e', 1, '{state}', '[\"global|2025-06\"]', ?, {expires}, 0)",
+            "INSERT INTO holds (id, kind, amount, state, created_at, expires_at, "
+            f"updated_at) VALUES (?, {kind}, 1, '{state}', ?, {expires}, 0)",
             rows,
         )
     conn.execute("COMMIT")
