@@ -862,7 +862,7 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
                     label=f"at {rate}/day: {describe(forecast)}",
                 )
         low.set_ylim(0, top_value * 1.3 if top_value > 0 else 1)
-        low.set_ylabel("USD in the cap's window")
+        low.set_ylabel("spent + held this window, USD")
         low.legend(loc="upper left")
 
     step = max(1, -(-len(report.days) // 12))
@@ -896,7 +896,8 @@ def describe(forecast: Forecast) -> str:
         assert forecast.reached_at is not None
         return f"reached {local_time(forecast.reached_at, forecast.cap.tz)} at this rate"
     assert forecast.window_end is not None and forecast.projected is not None
+    projected = forecast.projected.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     return (
-        f"not within the window (ends {local_time(forecast.window_end, forecast.cap.tz)};"
-        f" {format_usd(forecast.projected)} by then)"
+        f"not reached before the window ends {local_time(forecast.window_end, forecast.cap.tz)}"
+        f" ({projected} by then at this rate)"
     )
