@@ -413,17 +413,38 @@ def status_data(
     }
 
 
+def cents(amount: str) -> str:
+    """A money string of the JSON data ('5.171429') as a table shows it: to the cent
+    ('5.17', half up). JSON and CSV keep every micro-USD."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def window_words(window: str, window_key: str, tz: str) -> str:
+    """A cap's window as people say it: 'day 2026-11-24', 'week of 2026-11-23', 'month
+    2026-11', 'total'; the zone follows when it is not UTC ('day 2026-11-24 (Europe/Paris)')."""
+    if window == "total":
+        return "total"
+    period = window_key.rpartition(":")[2]
+    text = f"week of {period}" if window == "week" else f"{window} {period}"
+    return text if tz == "UTC" else f"{text} ({tz})"
+
+
 def status_table(data: Mapping[str, Any]) -> str:
+    """Each cap's figures, money to the cent, the window in plain words."""
     rows = [
         [
             f"{c['scope']} ({c['note']})" if c.get("note") else c["scope"],
-            *(c[k] for k in ("window_key", "limit", "spent", "held", "remaining", "used")),
+            window_words(c["window"], c["window_key"], c["tz"]),
+            *(cents(c[k]) for k in ("limit", "spent", "held", "remaining")),
+            c["used"],
         ]
         for c in data["caps"]
     ]
     summary = (
-        f"all time, all scopes: spent {data['global']['spent']} {data['currency']},"
-        f" held {data['global']['held']}"
+        f"all time, all scopes: spent {cents(data['global']['spent'])} {data['currency']},"
+        f" held {cents(data['global']['held'])}"
         + overrun_line(data["global"]["overruns"], data["global"]["overrun"], data["currency"])
     )
     if not rows:

@@ -12,14 +12,13 @@ import datetime as dt
 import io
 import sys
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from falbudget import clock
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import minute, overrun_line, plural, tabulate_text, to_json
+from falbudget.cli.render import cents, minute, overrun_line, plural, tabulate_text, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -257,12 +256,6 @@ def report_data(report: Report) -> dict[str, Any]:
             for day in report.days
         ],
     }
-
-
-def cents(amount: str) -> str:
-    """A money string of the JSON data ('5.171429') as a table shows it: to the cent
-    ('5.17', half up). JSON and CSV keep every micro-USD."""
-    return str(Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def plain_window(window: str, window_key: str) -> str:
