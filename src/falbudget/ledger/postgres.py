@@ -270,7 +270,16 @@ def _v3_bound_keys(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema, ttl=sql.Literal(DEFAULT_IDEMPOTENCY_TTL)))
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys]
+def _v4_lean_holds(conn: Connection, schema: sql.Identifier) -> None:
+    """Less server work per step: ``hold_buckets`` (a row per hold and bucket, written by
+    every admission, for ``holds(bucket=...)`` alone, which now reads the hold's own array) and
+    the index by state and time (every settle moved the hold inside it) are dropped. Every
+    hold, total, adjustment, key and alert stays as it was."""
+    for statement in ("DROP INDEX {s}.holds_by_state_created", "DROP TABLE {s}.hold_buckets"):
+        conn.execute(sql.SQL(statement).format(s=schema))
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_lean_holds]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
 
@@ -873,10 +882,8 @@ class PostgresLedger:
         # order, are held only for the charges and the COMMIT.
         if reopen:
             batch.call(q.lock_released, params).call(q.reopen_hold, params)
-            batch.call(q.unlink_hold, params)
         else:
             batch.call(q.insert_hold, params)
-        batch.call(q.link_hold, params)
         for key, room in rooms:
             batch.call(q.charge, {"key": key, "amount": values["amount"], "room": room})
         batch.sql("COMMIT")
@@ -1134,14 +1141,11 @@ class PostgresLedger:
             return []
         where: list[sql.Composable] = []
         params: dict[str, Any] = {}
-        if bucket is not None:
-            source = sql.SQL("{s}.hold_buckets AS b JOIN {s}.holds AS h ON h.id = b.hold_id")
-            time_column = sql.SQL("b.created_at")
-            where.append(sql.SQL("b.bucket_key = %(bucket)s"))
+        source = sql.SQL("{s}.holds AS h")
+        time_column = sql.SQL("h.created_at")
+        if bucket is not None:  # the hold's own array of buckets (schema 4 keeps no other)
+            where.append(sql.SQL("%(bucket)s::text = ANY(h.buckets)"))
             params["bucket"] = bucket
-        else:
-            source = sql.SQL("{s}.holds AS h")
-            time_column = sql.SQL("h.created_at")
         if wanted is not None:
             where.append(sql.SQL("h.state = ANY(%(states)s::text[])"))
             params["states"] = list(wanted)
@@ -1400,11 +1404,6 @@ class _Queries:
             )
             SELECT 1 / count(*) FROM f""",
         )
-        self.link_hold = self._add(
-            "fb_link_hold",
-            """INSERT INTO {s}.hold_buckets (hold_id, bucket_key, created_at)
-            SELECT %(id)s::text, k, %(now)s::float8 FROM unnest(%(buckets)s::text[]) AS k""",
-        )
         # A released hold re-admitted under its idempotency key: locked first, and still
         # released and not billed (never adjusted, or adjusted back to 0: _checks.readmits); else
         # division by zero aborts, and the caller replays it.
@@ -1428,9 +1427,6 @@ class _Queries:
                 fingerprint = %(fingerprint)s::text, idempotency_ttl = %(idempotency_ttl)s::float8,
                 request_id = NULL, settled_amount = NULL, adjusted_amount = NULL
             WHERE id = %(id)s::text""",
-        )
-        self.unlink_hold = self._add(
-            "fb_unlink_hold", "DELETE FROM {s}.hold_buckets WHERE hold_id = %(id)s::text"
         )
         # Close one open hold, then move its amount in its buckets (locked in key order first).
         close_hold = f"""WITH closed AS (
