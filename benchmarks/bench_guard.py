@@ -6,16 +6,20 @@ Prints, each as the median of several repeats, with the baseline it is measured 
 
 - reserve + settle, microseconds per operation, straight on the ledger (the figure the goals are
   about) and through ``with guard.reserve(...)`` (quote, plan and ledger: for information):
-  memory (goal: <= 10 us; beside dicts behind a lock doing the same arithmetic) and SQLite
+  memory (goal: <= 3x the floor: dicts behind a lock doing the same arithmetic) and SQLite
   (goal: <= 3x the floor: raw sqlite3 with the ledger's pragmas, WAL, synchronous=FULL,
   busy_timeout, doing two single-row conditional UPDATE commits, each its own BEGIN IMMEDIATE);
-- SQLite admission (``reserve``) time on a file holding 1,000,000 holds of history (written
-  straight into the ledger's tables) beside a fresh file (goal: <= 1.2x);
+- SQLite admission (``reserve``) time on a file holding 1,000,000 holds of history (bulk-loaded
+  straight into the ledger's tables in seconds; the measured operations go through the API)
+  beside a fresh file (goal: <= 1.1x);
 - admissions per second of 6 processes on one SQLite file, beside the floor with 6 processes;
 - PostgreSQL (FALBUDGET_BENCH_POSTGRES_URL, else FALBUDGET_TEST_POSTGRES_URL, else
   postgresql://postgres@127.0.0.1:5432/test, in a throwaway schema dropped afterwards):
-  reserve + settle on one connection and admissions per second of 8 processes, each beside
-  SQLite's; when no server answers, a "PostgreSQL: skipped (reason)" line.
+  reserve + settle on one connection beside SQLite's; reserve + settle and reserve alone per
+  second of 8 processes, each beside the floor measured in the same run: the one-statement CTE
+  that checks every limit and records the hold (and the one-statement settle), prepared, over
+  the same processes (goals: >= 0.8x and >= 0.9x); when no server answers, a "PostgreSQL:
+  skipped (reason)" line.
 
 ``--quick`` (under a minute): 100,000 holds of history, fewer operations and repeats. Timing never
 fails the run: each goal is printed as met or missed.
@@ -57,9 +61,11 @@ ARGUMENTS: dict[str, Any] = {
 }
 CAPS = [Cap("1000000000", window="month"), Cap("1000000000", scope="project", window="day")]
 
-MEMORY_GOAL_US = 10.0
+MEMORY_GOAL_X = 3.0
 SQLITE_GOAL_X = 3.0
-HISTORY_GOAL_X = 1.2
+HISTORY_GOAL_X = 1.1
+POSTGRES_CYCLE_GOAL_X = 0.8
+POSTGRES_RESERVE_GOAL_X = 0.9
 SQLITE_PROCESSES = 6
 POSTGRES_PROCESSES = 8
 
@@ -436,10 +442,16 @@ def postgres_rows(url: str, settings: Settings, sqlite_cycle: float, notes: list
                 pg_cycle = median(lambda: cycle_us(ledger, settings.sqlite_ops), settings.repeats)
             finally:
                 ledger.close()
-        pg_rate, sqlite_rate = medians(
+        pg_rate, floor_rate, pg_reserve, floor_reserve = medians(
             [
                 lambda: pgb.admissions_per_second(url, POSTGRES_PROCESSES, settings.seconds),
-                lambda: pgb.sqlite_admissions_per_second(POSTGRES_PROCESSES, settings.seconds),
+                lambda: pgb.floor_per_second(url, POSTGRES_PROCESSES, settings.seconds),
+                lambda: pgb.admissions_per_second(
+                    url, POSTGRES_PROCESSES, settings.seconds, settle=False
+                ),
+                lambda: pgb.floor_per_second(
+                    url, POSTGRES_PROCESSES, settings.seconds, settle=False
+                ),
             ],
             settings.race_repeats,
         )
@@ -457,11 +469,22 @@ def postgres_rows(url: str, settings: Settings, sqlite_cycle: float, notes: list
             "us",
         ),
         Row(
-            f"PostgreSQL: admissions/s, {POSTGRES_PROCESSES} processes, one budget",
+            f"PostgreSQL: reserve+settle/s, {POSTGRES_PROCESSES} processes, one budget",
             pg_rate,
-            sqlite_rate,
-            f"SQLite ledger, {POSTGRES_PROCESSES} processes",
+            floor_rate,
+            "one-statement CTE floor, same processes",
             "/s",
+            f">= {POSTGRES_CYCLE_GOAL_X:g}x floor",
+            pg_rate >= POSTGRES_CYCLE_GOAL_X * floor_rate,
+        ),
+        Row(
+            f"PostgreSQL: reserve only/s, {POSTGRES_PROCESSES} processes, one budget",
+            pg_reserve,
+            floor_reserve,
+            "one-statement CTE floor, same processes",
+            "/s",
+            f">= {POSTGRES_RESERVE_GOAL_X:g}x floor",
+            pg_reserve >= POSTGRES_RESERVE_GOAL_X * floor_reserve,
         ),
     ]
 
@@ -514,8 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             mem_floor,
             "dicts + lock, same arithmetic",
             "us",
-            f"<= {MEMORY_GOAL_US:g} us",
-            mem_cycle <= MEMORY_GOAL_US,
+            f"<= {MEMORY_GOAL_X:g}x floor",
+            mem_cycle <= MEMORY_GOAL_X * mem_floor,
         )
     )
     rows.append(
@@ -569,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         built = time.perf_counter() - built
         size = history_path.stat().st_size / 1e6
         notes.append(
-            f"history: {settings.history:,} holds, {3 * settings.history:,} bucket links,"
-            f" written in {built:.0f} s; the file is {size:,.0f} MB"
+            f"history: {settings.history:,} holds (each charging 3 buckets), bulk-loaded in"
+            f" {built:.0f} s; the file is {size:,.0f} MB, {size * 1e6 / settings.history:,.0f}"
+            " bytes a hold"
         )
         aged = SQLiteLedger(history_path)
         warm(aged, settings.warmup)
