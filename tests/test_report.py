@@ -45,6 +45,7 @@ from falbudget.report import (
     PlotUnavailable,
     Report,
     build_report,
+    chart_span,
     default_window,
     history_start,
     parse_by,
@@ -541,6 +542,51 @@ def test_png_chart(holds: list[Hold]) -> None:
     data = png_chart(report(holds))
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000
+
+
+def test_the_chart_spans_the_spend_and_the_current_windows(holds: list[Hold]) -> None:
+    """The window is 10-25 to 11-24 but the first spend is on 11-20: the chart starts a day
+    before (11-19), not with weeks of empty days; the month cap (10.00, reached 11-28 10:00 at
+    this rate) is forecast within its window, which ends 12-01: the chart runs to 12-01."""
+    assert chart_span(report(holds)) == (utc(2026, 11, 19), utc(2026, 12, 1))
+    # without caps nothing is forecast: the chart ends with the window
+    plain = build_report(holds, [], now=NOW)
+    assert chart_span(plain) == (utc(2026, 11, 19), utc(2026, 11, 24))
+
+
+def test_the_png_draws_steps_and_the_forecast_to_where_it_lands(
+    holds: list[Hold], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the PNG draws, read from matplotlib's calls: the window's spend as steps (a
+    window that resets drops at a day's end, never a diagonal), the forecast line from now to
+    the moment the month cap is reached (11-28 10:00, past the report's 11-24), the x axis
+    over chart_span."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    plots: list[tuple[list[Any], dict[str, Any]]] = []
+    limits: list[tuple[Any, ...]] = []
+    original_plot, original_xlim = Axes.plot, Axes.set_xlim
+
+    def plot(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        plots.append((list(args), kwargs))
+        return original_plot(self, *args, **kwargs)
+
+    def set_xlim(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        limits.append(args)
+        return original_xlim(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", plot)
+    monkeypatch.setattr(Axes, "set_xlim", set_xlim)
+    png_chart(report(holds))
+    spend = [k for _, k in plots if str(k.get("label", "")).endswith("spent + held")]
+    assert spend and all(k["drawstyle"] == "steps-pre" for k in spend)
+    month = [a for a, k in plots if str(k.get("label", "")).startswith("at 0.69/day: reached")]
+    assert [a[0] for a in month] == [[dt.datetime(2026, 11, 23, 18), dt.datetime(2026, 11, 28, 10)]]
+    ours = [limit for limit in limits if isinstance(limit[0], dt.datetime)]  # not autoscale's
+    assert ours and all(
+        limit == (dt.datetime(2026, 11, 19), dt.datetime(2026, 12, 1)) for limit in ours
+    ), limits
 
 
 def test_png_chart_without_matplotlib(holds: list[Hold], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -768,6 +768,29 @@ def _naive(epoch: float, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, tz=tz).replace(tzinfo=None)
 
 
+def chart_span(report: Report) -> tuple[float, float]:
+    """The stretch of time the PNG shows (epoch s). It starts a day before the first day that
+    holds spend (empty weeks before it would take the width), or at the window's start when
+    that is later; it ends at the window's end or, when later, at the end of the current window
+    of every week or month cap whose forecast line is drawn, so that the line stays within the
+    picture."""
+    start = report.since
+    busy = [day.start for day in report.days if day.spent > 0 or day.held > 0]
+    if busy:
+        start = max(report.since, busy[0] - DAY_SECONDS)
+    end = report.until
+    if report.since <= report.now < report.until:
+        for line in report.chart_caps:
+            forecast = line.forecast
+            if (
+                line.cumulative is not None
+                and forecast.window_end is not None
+                and forecast.outcome in ("will_reach", "not_in_window")
+            ):
+                end = max(end, forecast.window_end)
+    return start, end
+
+
 def png_chart(report: Report, *, title: str | None = None) -> bytes:
     """The chart as PNG bytes (matplotlib's Figure, no pyplot state): daily spend bars (spent and
     held) with each day cap as a dashed line; below, for each week/month/total cap, its window's
@@ -786,7 +809,8 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
     day_caps = [c.forecast for c in report.chart_caps if c.cumulative is None]
     fig = Figure(figsize=(10, 7.5 if window_caps else 4.5), dpi=100, layout="constrained")
     axes = fig.subplots(2 if window_caps else 1, 1, sharex=True, squeeze=False)[:, 0]
-    start, end, now = (_naive(t, tz) for t in (report.since, report.until, report.now))
+    span_start, span_end = chart_span(report)
+    start, end, now = (_naive(t, tz) for t in (span_start, span_end, report.now))
     colors = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 
     top = axes[0]
@@ -834,9 +858,10 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
                 if v is not None
             ]
             label = forecast.cap.label(forecast.bucket)
-            low.plot(
+            low.plot(  # a step at each day's end: a window that resets drops, never slopes
                 [x for x, _ in points],
                 [y for _, y in points],
+                drawstyle="steps-pre",
                 marker="o",
                 markersize=4,
                 color=color,
@@ -865,8 +890,13 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
         low.set_ylabel("spent + held this window, USD")
         low.legend(loc="upper left")
 
-    step = max(1, -(-len(report.days) // 12))
-    ticks = [_naive(d.start, tz) for d in report.days[::step]]
+    first_day, last_day = start.date(), (end - dt.timedelta(microseconds=1)).date()
+    count = (last_day - first_day).days + 1
+    step = max(1, -(-count // 12))
+    ticks = [
+        dt.datetime.combine(first_day + dt.timedelta(days=i), dt.time(0))
+        for i in range(0, count, step)
+    ]
     for ax in axes:
         ax.set_xlim(start, end)
         ax.grid(axis="y", alpha=0.3)
