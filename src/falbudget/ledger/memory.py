@@ -293,8 +293,18 @@ class MemoryLedger:
         limit: int | None = None,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
-        wanted = _checks.check_states(states)
         limit = _checks.check_limit(limit)
+        return self._select(states, bucket, since, until)[:limit]
+
+    def _select(
+        self,
+        states: Sequence[HoldState] | None,
+        bucket: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[Hold]:
+        """The history, newest first (references to the stored holds, not copies)."""
+        wanted = _checks.check_states(states)
         with self._lock:
             rows = [
                 hold
@@ -305,7 +315,7 @@ class MemoryLedger:
                 and (until is None or hold.created_at < until)
             ]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
-            return rows[:limit]
+            return rows
 
     def iter_holds(
         self,
@@ -316,7 +326,7 @@ class MemoryLedger:
     ) -> Iterator[Hold]:
         """See :meth:`Ledger.iter_holds`: the holds are in memory already; this lists them
         (references, not copies) as :meth:`holds` does."""
-        yield from self.holds(states=states, since=since, until=until)
+        yield from self._select(states, None, since, until)
 
     def summarize(
         self,
