@@ -125,14 +125,7 @@ def _add_history(store_url: str, rows: int) -> None:
             ).format(s=schema),
             (ENDPOINT, keys, rows),
         )
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {s}.hold_buckets (hold_id, bucket_key, created_at)"
-                " SELECT 'old-' || n, k, n FROM generate_series(1, %s) AS n, unnest(%s::text[]) k"
-            ).format(s=schema),
-            (rows, keys),
-        )
-        conn.execute(sql.SQL("ANALYZE {s}.holds; ANALYZE {s}.hold_buckets").format(s=schema))
+        conn.execute(sql.SQL("ANALYZE {s}.holds").format(s=schema))
 
 
 def _reserve_settle_us(store_url: str, n: int, history: int = 0) -> float:
@@ -166,6 +159,19 @@ def sqlite_reserve_settle_us(n: int = 2000) -> float:
 
 # -- many processes: admissions per second -----------------------------------------------------
 def _worker(store_url: str, worker: int, seconds: float, barrier: Any, results: Any) -> None:
+    _run_worker(store_url, worker, seconds, barrier, results, settle=True)
+
+
+def _reserve_worker(
+    store_url: str, worker: int, seconds: float, barrier: Any, results: Any
+) -> None:
+    """As :func:`_worker`, reserving only (the holds stay open)."""
+    _run_worker(store_url, worker, seconds, barrier, results, settle=False)
+
+
+def _run_worker(
+    store_url: str, worker: int, seconds: float, barrier: Any, results: Any, *, settle: bool
+) -> None:
     try:
         ledger = open_ledger(store_url)
         charges = _charges(f"p{worker % 4}")
@@ -174,8 +180,129 @@ def _worker(store_url: str, worker: int, seconds: float, barrier: Any, results: 
         admitted = 0
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            admitted += _cycle(ledger, f"w{worker}-{admitted}", charges)
+            if settle:
+                admitted += _cycle(ledger, f"w{worker}-{admitted}", charges)
+            else:
+                now = time.time()
+                admitted += ledger.reserve(
+                    hold_id=f"w{worker}-{admitted}",
+                    endpoint=ENDPOINT,
+                    amount=PRICE,
+                    charges=charges,
+                    now=now,
+                    expires_at=now + 3600,
+                ).admitted
         ledger.close()
+        results.put((admitted, None))
+    except BaseException as exc:  # report it rather than hang the parent
+        results.put((0, repr(exc)))
+
+
+# -- the floor: what PostgreSQL itself can do ---------------------------------------------------
+FLOOR_RESERVE = """WITH locked AS MATERIALIZED (
+    SELECT key FROM {s}.fl_buckets
+    WHERE key = ANY(%(keys)s::text[]) AND settled + held + %(amount)s::bigint <= %(limit)s::bigint
+    ORDER BY key FOR UPDATE
+), charged AS (
+    UPDATE {s}.fl_buckets AS b SET held = b.held + %(amount)s::bigint
+    FROM locked AS l WHERE b.key = l.key
+    RETURNING b.key
+), hold AS (
+    INSERT INTO {s}.fl_holds (id, amount, state, buckets, created_at, expires_at)
+    SELECT %(id)s::text, %(amount)s::bigint, 'held', %(keys)s::text[], %(now)s::float8,
+        %(now)s::float8 + 3600
+    WHERE (SELECT count(*) FROM charged) = cardinality(%(keys)s::text[])
+    RETURNING 1
+)
+SELECT count(*) FROM hold"""
+"""The one-statement floor of an admission: every bucket locked in key order (as the ledger
+locks them: no deadlock), checked against its limit and charged, and the hold recorded, in one
+statement (one round trip, prepared)."""
+FLOOR_SETTLE = """WITH closed AS (
+    UPDATE {s}.fl_holds SET state = 'settled' WHERE id = %(id)s::text AND state = 'held'
+    RETURNING amount, buckets
+), locked AS MATERIALIZED (
+    SELECT b.key, c.amount FROM {s}.fl_buckets AS b JOIN closed AS c ON b.key = ANY(c.buckets)
+    ORDER BY b.key FOR UPDATE OF b
+)
+UPDATE {s}.fl_buckets AS b SET held = b.held - l.amount, settled = b.settled + l.amount
+FROM locked AS l WHERE b.key = l.key"""
+
+
+def floor_schema(store_url: str) -> None:
+    """The floor's two tables in ``store_url``'s schema: buckets (every key of the race made
+    up front) and holds with their primary key and an index by creation time."""
+    import psycopg
+    from psycopg import sql
+
+    base, schema = _split_schema(store_url)
+    s = sql.Identifier(schema)
+    keys = sorted({c.key for project in range(4) for c in _charges(f"p{project}")})
+    with psycopg.connect(base, autocommit=True) as conn:
+        for statement in (
+            "CREATE SCHEMA IF NOT EXISTS {s}",
+            'CREATE TABLE {s}.fl_buckets (key TEXT COLLATE "C" PRIMARY KEY,'
+            " settled BIGINT NOT NULL DEFAULT 0, held BIGINT NOT NULL DEFAULT 0)",
+            "CREATE TABLE {s}.fl_holds (id TEXT PRIMARY KEY, amount BIGINT NOT NULL,"
+            " state TEXT NOT NULL, buckets TEXT[] NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+            " expires_at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX fl_holds_by_created ON {s}.fl_holds (created_at)",
+        ):
+            conn.execute(sql.SQL(statement).format(s=s))
+        conn.execute(
+            sql.SQL("INSERT INTO {s}.fl_buckets (key) SELECT unnest(%s::text[])").format(s=s),
+            (keys,),
+        )
+
+
+def _split_schema(store_url: str) -> tuple[str, str]:
+    from falbudget.ledger.postgres import schema_name
+
+    base, _, query = store_url.partition("?")
+    kept = "&".join(p for p in query.split("&") if not p.startswith("schema="))
+    return base + ("?" + kept if kept else ""), schema_name(store_url)
+
+
+def _floor_worker(store_url: str, worker: int, seconds: float, barrier: Any, results: Any) -> None:
+    _run_floor(store_url, worker, seconds, barrier, results, settle=True)
+
+
+def _floor_reserve_worker(
+    store_url: str, worker: int, seconds: float, barrier: Any, results: Any
+) -> None:
+    _run_floor(store_url, worker, seconds, barrier, results, settle=False)
+
+
+def _run_floor(
+    store_url: str, worker: int, seconds: float, barrier: Any, results: Any, *, settle: bool
+) -> None:
+    try:
+        import psycopg
+        from psycopg import sql
+
+        base, schema = _split_schema(store_url)
+        s = sql.Identifier(schema)
+        reserve = sql.SQL(FLOOR_RESERVE).format(s=s)
+        settle_sql = sql.SQL(FLOOR_SETTLE).format(s=s)
+        keys = sorted(c.key for c in _charges(f"p{worker % 4}"))
+        with psycopg.connect(base, autocommit=True, prepare_threshold=0) as conn:
+            barrier.wait(timeout=120)
+            admitted = 0
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                hold_id = f"w{worker}-{admitted}"
+                params = {
+                    "id": hold_id,
+                    "amount": PRICE,
+                    "keys": keys,
+                    "limit": BIG,
+                    "now": time.time(),
+                }
+                row = conn.execute(reserve, params).fetchone()
+                if row and row[0]:
+                    if settle:
+                        conn.execute(settle_sql, {"id": hold_id})
+                    admitted += 1
         results.put((admitted, None))
     except BaseException as exc:  # report it rather than hang the parent
         results.put((0, repr(exc)))
@@ -218,11 +345,24 @@ def _admissions_per_second(store_url: str, workers: int, seconds: float) -> floa
     return race(_worker, store_url, workers, seconds)
 
 
-def admissions_per_second(url: str, workers: int = 8, seconds: float = 3.0) -> float:
-    """Admissions (each settled at once) per second of ``workers`` processes, each with its own
-    connection, against one budget in a fresh PostgreSQL schema."""
+def admissions_per_second(
+    url: str, workers: int = 8, seconds: float = 3.0, *, settle: bool = True
+) -> float:
+    """Admissions (each settled at once, unless ``settle`` is False) per second of ``workers``
+    processes, each with its own connection, against one budget in a fresh PostgreSQL schema."""
     with fresh_schema(url) as store:
-        return _admissions_per_second(store, workers, seconds)
+        open_ledger(store).close()  # create the store before the race
+        return race(_worker if settle else _reserve_worker, store, workers, seconds)
+
+
+def floor_per_second(
+    url: str, workers: int = 8, seconds: float = 3.0, *, settle: bool = True
+) -> float:
+    """The same race on the floor: the one-statement CTE that checks the limits and records
+    the hold (then the one-statement settle), prepared, in a fresh schema."""
+    with fresh_schema(url) as store:
+        floor_schema(store)
+        return race(_floor_worker if settle else _floor_reserve_worker, store, workers, seconds)
 
 
 def sqlite_admissions_per_second(workers: int = 8, seconds: float = 3.0) -> float:

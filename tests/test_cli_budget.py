@@ -215,9 +215,8 @@ def test_status_table(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> Non
         ["user=bob", "total", "3.00", "2.30", "0.00", "0.70", "76.7%"],
         ["project=alpha", "total", "5.00", "2.00", "1.00", "2.00", "60.0%"],
     ]
-    assert rows[5] in [
-        ["global", f"day@UTC:{d}", "4.00", "0.00", "0.00", "4.00", "0.0%"]
-        for d in {before, today()}
+    assert rows[5] in [  # the window in plain words (JSON keeps its key, day@UTC:DATE)
+        ["global", "day", d, "4.00", "0.00", "0.00", "4.00", "0.0%"] for d in {before, today()}
     ]
     assert out.splitlines()[-1] == "all time, all scopes: spent 3.10 USD, held 1.60"
 
@@ -390,6 +389,47 @@ def test_history_csv(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None
         seeded.ids[5], "2026-11-23T13:00:00+00:00", MAGI, "1.60", "released", "", "", "",
         "2126-11-23T13:00:00+00:00", "", TABLE_VERSION, "user=bob",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_history_streams_each_row_before_the_next_hold_is_read(
+    capsys: pytest.CaptureFixture[str],
+    seeded: Seeded,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+) -> None:
+    """JSON Lines and CSV are written as the ledger yields the holds: when the ledger is asked
+    for hold 5, hold 6's line (and the CSV header) is already out."""
+    from falbudget.ledger.sqlite import SQLiteLedger
+
+    original = SQLiteLedger.iter_holds
+    seen: list[str] = []
+
+    def watched(self: SQLiteLedger, **kw: Any) -> Iterator[Any]:
+        for index, hold in enumerate(original(self, **kw)):
+            if index == 1:
+                seen.append(capsys.readouterr().out)
+            yield hold
+
+    monkeypatch.setattr(SQLiteLedger, "iter_holds", watched)
+    out = ok(run(capsys, "budget", "history", "--ledger", seeded.url, "--format", fmt))
+    assert len(seen) == 1
+    written = seen[0].splitlines()
+    if fmt == "csv":
+        assert written[0] == ",".join(HISTORY_COLUMNS)
+        assert written[1].startswith(seeded.ids[6] + ",2026-11-24T08:00:00+00:00,")
+        assert len(written) == 2
+    else:
+        assert [json.loads(line)["id"] for line in written] == [seeded.ids[6]]
+    # the rest follows: hold 5 down to hold 1
+    assert len(out.splitlines()) == 5
+
+
+def test_history_jsonl_is_json_lines(capsys: pytest.CaptureFixture[str], seeded: Seeded) -> None:
+    jsonl = ok(run(capsys, "budget", "history", "--ledger", seeded.url, "--format", "jsonl"))
+    rows = [json.loads(line) for line in jsonl.splitlines()]
+    assert [r["id"] for r in rows] == [seeded.ids[n] for n in (6, 5, 4, 3, 2, 1)]
+    assert rows[1]["amount"] == "1.60" and rows[1]["state"] == "released"
 
 
 def test_history_shows_what_reconcile_corrected(

@@ -261,6 +261,34 @@ def test_overruns_lists_only_holds_counted_above_their_quote(guard: Guard, clock
     assert [h.id for h in guard.overruns(until=T0 + 10)] == [over.id]
 
 
+def test_overruns_reads_only_the_spans_that_hold_an_overrun(
+    guard: Guard, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger sums the history; only the span of the group with an overrun (user bob's
+    holds, T0 + 5 to T0 + 7) is read hold by hold, not ann's holds around it."""
+    for _ in range(3):
+        guard.reserve(MAGI, REQ, user="ann").acquire().settle()
+    clock.now = T0 + 5
+    over = guard.reserve(MAGI, REQ, user="bob").acquire()
+    over.settle("0.95")
+    clock.now = T0 + 7
+    guard.reserve(MAGI, REQ, user="bob").acquire().settle("0.50")
+    clock.now = T0 + 9
+    guard.reserve(MAGI, REQ, user="ann").acquire().settle()
+    reads: list[tuple[float | None, float | None]] = []
+    original = guard.ledger.holds
+
+    def spy(**kw: object) -> list[object]:
+        reads.append((kw.get("since"), kw.get("until")))  # type: ignore[arg-type]
+        return original(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(guard.ledger, "holds", spy)
+    assert [h.id for h in guard.overruns()] == [over.id]
+    assert len(reads) == 1
+    since, until = reads[0]
+    assert since == T0 + 5 and until is not None and T0 + 7 < until < T0 + 8
+
+
 def test_async_twins_follow_the_same_rules(guard: Guard, clock: Clock) -> None:
     async def scenario() -> None:
         hold = await guard.areserve(MAGI, REQ).aacquire()

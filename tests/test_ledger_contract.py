@@ -9,6 +9,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -20,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from falbudget.errors import HoldNotFound, LedgerError
-from falbudget.ledger import Adjustment, Admission, BucketCharge, BucketTotals, Hold, Ledger
+from falbudget.ledger import (
+    Adjustment,
+    Admission,
+    BucketCharge,
+    BucketTotals,
+    Hold,
+    HoldGroup,
+    Ledger,
+)
 from ledger_backends import ENDPOINT
 
 T0 = 1_750_000_000.0
@@ -1244,3 +1253,118 @@ def test_random_operations_match_a_model(ledger: Ledger, ops: list[tuple[Any, ..
         )
         assert set(row.buckets) == {ns + b for b in h["buckets"]}
         assert (row.fingerprint, row.idempotency_ttl) == (h["fp"], h["kttl"])
+
+
+# -- summarize: reports computed in the ledger ---------------------------------------------------
+def _every_kind_of_hold(ledger: Ledger) -> None:
+    """Eight holds of one endpoint, tags and bucket (created T0+1 .. T0+8) and one of project b;
+    their figures are written out in the summarize tests."""
+    g = [cap("global|total", None)]
+    a = {"project": "a"}
+    reserve(ledger, "settled", 1_000, g, now=T0 + 1, tags=a)
+    ledger.settle("settled", 700, now=T0 + 1)  # spent 700
+    reserve(ledger, "held", 500, g, now=T0 + 2, tags=a)  # held 500, open
+    reserve(ledger, "expired", 300, g, now=T0 + 3, tags=a, ttl=1.0)
+    ledger.mark_submitted("expired", "req-3", now=T0 + 3)
+    reserve(ledger, "released", 400, g, now=T0 + 4, tags=a)
+    ledger.release("released", now=T0 + 4)  # nothing
+    reserve(ledger, "over", 1_000, g, now=T0 + 5, tags=a)
+    ledger.settle("over", None, now=T0 + 5)
+    ledger.adjust("over", 1_500, now=T0 + 5, reason="bill", source="test")  # spent 1500, +500
+    reserve(ledger, "billed", 400, g, now=T0 + 6, tags=a)
+    ledger.release("billed", now=T0 + 6)
+    ledger.adjust("billed", 200, now=T0 + 6, reason="bill", source="test")  # spent 200, counts
+    reserve(ledger, "zeroed", 600, g, now=T0 + 7, tags=a)
+    ledger.settle("zeroed", 600, now=T0 + 7)
+    ledger.adjust("zeroed", 0, now=T0 + 7, reason="bill", source="test")  # spent 0, no request
+    reserve(ledger, "sub", 250, g, now=T0 + 8, tags=a)
+    ledger.mark_submitted("sub", "req-8", now=T0 + 8)  # held 250, open
+    reserve(ledger, "other", 90, g, now=T0 + 8, tags={"project": "b"})
+    ledger.settle("other", None, now=T0 + 8)
+    ledger.expire(now=T0 + 100)  # "expired" (ttl 1 s, submitted) -> expired, spent 300
+
+
+def test_summarize_sums_every_kind_of_hold_in_the_ledger(ledger: Ledger) -> None:
+    _every_kind_of_hold(ledger)
+    groups = sorted(ledger.summarize(), key=lambda g: g.tags["project"])
+    assert len(groups) == 2
+    a, b = groups
+    assert (a.endpoint, dict(a.tags), a.buckets) == (ENDPOINT, {"project": "a"}, ("global|total",))
+    assert (a.first, a.last, a.holds) == (T0 + 1, T0 + 8, 8)
+    # spent 700 + 300 + 1500 + 200 + 0; held 500 + 250
+    assert (a.spent, a.held) == (2_700, 750)
+    # requests: settled, expired, over, billed; open: held, sub
+    assert (a.requests, a.open, a.expired, a.released) == (4, 2, 1, 1)
+    assert (a.overruns, a.overrun) == (1, 500)
+    assert (b.holds, b.spent, b.held, b.requests, b.first, b.last) == (1, 90, 0, 1, T0 + 8, T0 + 8)
+
+
+def test_summarize_agrees_with_holds_read_one_by_one(ledger: Ledger) -> None:
+    _every_kind_of_hold(ledger)
+    one_by_one = {hold.id: HoldGroup.of(hold) for hold in ledger.holds()}
+    # a period of one second and T0 an integer: every hold of project a is its own group
+    summed = ledger.summarize(period=1)
+    assert len(summed) == 9  # eight of project a, one of project b
+    by_moment = {(g.first, g.tags["project"]): g for g in summed}
+    for hold in ledger.holds():
+        assert by_moment[hold.created_at, hold.tags["project"]] == one_by_one[hold.id]
+
+
+def test_summarize_groups_by_period_and_cut_and_keeps_to_the_range(ledger: Ledger) -> None:
+    _every_kind_of_hold(ledger)
+    # periods of 4 s from T0 (a multiple of 4): [T0, T0+4) and [T0+4, T0+8) and [T0+8, ...)
+    a_groups = sorted(
+        (g.first, g.last, g.holds) for g in ledger.summarize(period=4) if g.tags["project"] == "a"
+    )
+    assert a_groups == [(T0 + 1, T0 + 3, 3), (T0 + 4, T0 + 7, 4), (T0 + 8, T0 + 8, 1)]
+    # a cut at T0 + 2.5 splits the first day's group; the offset moves the periods' edges
+    cut = sorted(
+        (g.first, g.last, g.holds)
+        for g in ledger.summarize(period=86_400, offset=-int(T0), cuts=[T0 + 2.5])
+        if g.tags["project"] == "a"
+    )
+    assert cut == [(T0 + 1, T0 + 2, 2), (T0 + 3, T0 + 8, 6)]
+    # since included, until excluded
+    ranged = ledger.summarize(since=T0 + 2, until=T0 + 8)
+    assert [(g.first, g.last, g.holds, g.spent) for g in ranged] == [
+        (T0 + 2, T0 + 7, 6, 300 + 1_500 + 200)
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"period": 0}, {"period": 1.5}, {"offset": "1"}, {"cuts": "1"}, {"cuts": [math.nan]}],
+)
+def test_summarize_refuses_bad_arguments(ledger: Ledger, bad: dict[str, Any]) -> None:
+    with pytest.raises(LedgerError, match=next(iter(bad))):
+        ledger.summarize(**bad)
+
+
+def test_iter_holds_streams_the_history_newest_first_across_pages(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven holds, three created at the same moment (ties: the later reservation first); on
+    PostgreSQL pages of two holds, so the page edges fall inside the tie."""
+    from falbudget.ledger import postgres
+
+    monkeypatch.setattr(postgres, "PAGE", 2)
+    a = [cap("a", None)]
+    moments = [T0 + 1, T0 + 2, T0 + 2, T0 + 2, T0 + 3, T0 + 4, T0 + 5]
+    for number, moment in enumerate(moments, start=1):
+        admitted(reserve(ledger, f"h{number}", number, a, now=moment))
+    ledger.settle("h2", None, now=T0 + 6)
+    ledger.release("h6", now=T0 + 6)
+
+    def ids(**query: Any) -> list[str]:
+        stream = ledger.iter_holds(**query)
+        assert not isinstance(stream, list)  # a stream, not a list read at once
+        return [h.id for h in stream]
+
+    assert ids() == ["h7", "h6", "h5", "h4", "h3", "h2", "h1"]
+    assert ids() == [h.id for h in ledger.holds()]
+    assert ids(states=["held"]) == ["h7", "h5", "h4", "h3", "h1"]
+    assert ids(states=["settled", "released"]) == ["h6", "h2"]
+    assert ids(states=[]) == []
+    assert ids(since=T0 + 2, until=T0 + 4) == ["h5", "h4", "h3", "h2"]
+    first = next(iter(ledger.iter_holds()))
+    assert (first.id, first.amount, first.state) == ("h7", 7, "held")

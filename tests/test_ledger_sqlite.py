@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "4"
-    assert len(sqlite_ledger.MIGRATIONS) == 4
+    assert schema_version(path) == "6"
+    assert len(sqlite_ledger.MIGRATIONS) == 6
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "6"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "5"
+    assert schema_version(path) == "7"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "6"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "4"
+    assert schema_version(path) == "6"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -255,8 +255,10 @@ def test_a_version_2_file_upgrades_to_bound_keys_and_loses_nothing(
 
     before = dump()
     assert len(before["holds"]) == 6 and [h["rid"] for h in before["holds"]] == [1, 2, 3, 4, 5, 6]
-    SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "4"
+    with monkeypatch.context() as patch:  # to version 3 (the next test takes it to 4)
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:3])
+        SQLiteLedger(path).close()  # opening upgrades
+    assert schema_version(path) == "3"
     after = dump()
     for table in tables[1:]:
         assert after[table] == before[table], table
@@ -291,6 +293,146 @@ def test_a_version_2_file_upgrades_to_bound_keys_and_loses_nothing(
     ledger = SQLiteLedger(path)
     check_v2_upgraded(ledger)
     ledger.close()
+
+
+V3_COLUMNS = (*V2_HOLD_COLUMNS, "fingerprint", "idempotency_ttl", "key_forgotten_at")
+_G3, _P3, _U3 = "global|total", "project=a|total", "user=ann|day@UTC:2025-06-15"
+V3_HOLDS: list[tuple[object, ...]] = [
+    # V2's columns, then fingerprint, idempotency_ttl, key_forgotten_at
+    ("k-held", "kh", "e", 300_000, "held", [_G3, _P3], None, T0, T0 + 600, T0, None,
+     {"endpoint": "e", "project": "a"}, "v1", "ab" * 32, None, "fp-held", 3_600.0, None),
+    ("k-sub", "ks", "e", 400_000, "submitted", [_G3, _U3], "req-s", T0 + 1, T0 + 601, T0 + 2,
+     None, {"endpoint": "e", "user": "ann"}, "v1", "ab" * 32, None, "fp-sub", None, None),
+    ("k-set", None, "e", 350_000, "settled", [_G3], "req-t", T0 + 2, T0 + 602, T0 + 3, 300_000,
+     {"endpoint": "e"}, None, None, None, None, None, None),
+    ("k-old", "kr", "e", 600_000, "released", [_G3, _P3], None, T0 + 3, T0 + 603, T0 + 5, None,
+     {"endpoint": "e", "project": "a"}, "v1", "ab" * 32, None, "fp-old", 60.0, T0 + 100),
+    ("k-new", "kr", "e", 200_000, "settled", [_G3], "req-n", T0 + 100, T0 + 700, T0 + 101,
+     250_000, {"endpoint": "e"}, "v1", "ab" * 32, None, "fp-new", 60.0, None),
+    ("k-exp", None, "e", 500_000, "expired", [_G3, _U3], "req-x", T0 + 4, T0 + 10, T0 + 11,
+     500_000, {"endpoint": "e", "user": "ann"}, "v1", "ab" * 32, 450_000, None, None, None),
+    ("k-adj", "ka", "e", 800_000, "released", [_G3], "req-a", T0 + 5, T0 + 605, T0 + 6, None,
+     {"endpoint": "e"}, "v1", "ab" * 32, 200_000, "fp-adj", 86_400.0, None),
+]  # fmt: skip
+V3_BUCKETS = [(_G3, 1_200_000, 700_000), (_P3, 0, 300_000), (_U3, 450_000, 400_000)]
+"""settled 300_000 + 250_000 + 450_000 + 200_000; held 300_000 + 400_000."""
+V3_ADJUSTMENTS = [
+    (1, "k-exp", 500_000, 450_000, -50_000, "billed less", "billing.csv", T0 + 200),
+    (2, "k-adj", 0, 200_000, 200_000, "billed after all", "api", T0 + 201),
+]
+
+
+def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schemas 4 and 5 drop hold_buckets and holds_by_state_created and keep what holds share
+    (endpoint, buckets, tags, table) once, in hold_kinds: every hold of every state (keys
+    with fingerprints and lifetimes, a forgotten key and the hold it passed to, adjusted
+    holds), every total, adjustment and alert keeps every value and rowid; the history by
+    bucket reads the same holds as the links did."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:3])
+        SQLiteLedger(path).close()
+    assert schema_version(path) == "3"
+    conn = raw(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        f"INSERT INTO holds ({', '.join(V3_COLUMNS)}) VALUES ({', '.join('?' * 18)})",
+        [
+            (*row[:5], json.dumps(row[5]), *row[6:11], json.dumps(row[11]), *row[12:])
+            for row in V3_HOLDS
+        ],
+    )
+    links = [(row[0], key, row[7]) for row in V3_HOLDS for key in row[5]]  # type: ignore[union-attr]
+    conn.executemany("INSERT INTO hold_buckets VALUES (?, ?, ?)", links)
+    conn.executemany("INSERT INTO buckets (key, settled, held) VALUES (?, ?, ?)", V3_BUCKETS)
+    conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V3_ADJUSTMENTS)
+    conn.executemany("INSERT INTO alerts VALUES (?, ?)", [(_G3, "0.5@2.00"), (_U3, "1@1.00")])
+    conn.execute("COMMIT")
+    tables = ["holds", "buckets", "adjustments", "alerts", "sqlite_sequence", "meta"]
+
+    def dump() -> dict[str, list[tuple[object, ...]]]:
+        out = {}
+        for table in tables:
+            rowid = "" if table in ("buckets", "alerts", "meta") else "rowid, "
+            out[table] = conn.execute(f"SELECT {rowid}* FROM {table} ORDER BY 1, 2").fetchall()
+        return out
+
+    before = dump()
+    columns = ", ".join(
+        f"k.{c}" if c in sqlite_ledger._KIND_COLUMNS.split(", ") else f"h.{c}" for c in V3_COLUMNS
+    )
+    holds_before = conn.execute(
+        f"SELECT rowid, {', '.join(V3_COLUMNS)} FROM holds ORDER BY rowid"
+    ).fetchall()
+    SQLiteLedger(path).close()  # opening upgrades
+    assert schema_version(path) == "6"
+    tables.remove("holds")  # now a hold and its kind
+    after = dump()
+    assert {t: rows for t, rows in after.items() if t != "meta"} == {
+        t: rows for t, rows in before.items() if t not in ("meta", "holds")
+    }
+    holds_after = conn.execute(
+        f"SELECT h.rowid, {columns} FROM holds h JOIN hold_kinds k ON k.id = h.kind"
+        " ORDER BY h.rowid"
+    ).fetchall()
+    assert holds_after == holds_before
+    assert len(holds_after) == 7
+    # seven holds of four kinds (endpoint, buckets, tags, table): k-old shares k-held's,
+    # k-exp k-sub's, k-adj k-new's; k-set (no table) has its own
+    assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (4,)
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "hold_buckets" not in names and "hold_buckets_by_bucket" not in names
+    assert "holds_by_state_created" not in names
+    assert {"holds_by_created", "holds_open_by_expiry", "holds_by_request_id"} <= names
+    assert "holds_by_bound_key" in names and "hold_kinds_by_value" not in names
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+    ledger = SQLiteLedger(path)
+    try:
+        # the history by bucket: the holds the links named, newest first
+        assert [h.id for h in ledger.holds(bucket=_P3)] == ["k-old", "k-held"]
+        assert [h.id for h in ledger.holds(bucket=_U3)] == ["k-exp", "k-sub"]
+        assert [h.id for h in ledger.holds(bucket=_G3, states=["settled"])] == [
+            "k-new",
+            "k-set",
+        ]
+        assert ledger.totals([_G3, _P3, _U3]) == [BucketTotals(*row) for row in V3_BUCKETS]
+        old = ledger.get_hold("k-adj")
+        assert (old.state, old.adjusted_amount, old.fingerprint, old.idempotency_ttl) == (
+            "released",
+            200_000,
+            "fp-adj",
+            86_400.0,
+        )
+        assert [a.id for a in ledger.adjustments()] == [1, 2]
+        assert ledger.claim_alert(_U3, "1@1.00") is False
+
+        def again(key: str, fingerprint: str) -> object:
+            return ledger.reserve(
+                hold_id="x",
+                endpoint="e",
+                amount=1,
+                charges=[BucketCharge(_G3, None)],
+                now=T0 + 120,  # k-new closed at T0 + 101: its key lives until T0 + 161
+                expires_at=T0 + 720,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+                idempotency_ttl=60.0,
+            )
+
+        # the key kr passed from k-old to k-new, which it is bound to; kh keeps its fingerprint
+        replay = again("kr", "fp-new")
+        assert (replay.replayed, replay.hold.id) == (True, "k-new")  # type: ignore[attr-defined]
+        conflict = again("kh", "other")
+        assert (conflict.conflict, conflict.hold.id) == (True, "k-held")  # type: ignore[attr-defined]
+        # the figures summed in the ledger: spent 300_000 + 250_000 + 450_000 + 200_000
+        total = ledger.summarize(period=10**9)
+        assert sum(g.spent for g in total) == 1_200_000
+        assert sum(g.held for g in total) == 700_000
+    finally:
+        ledger.close()
 
 
 def test_adjusting_a_hold_whose_bucket_row_was_deleted_by_hand_names_the_bucket(
@@ -339,19 +481,15 @@ def add_history(path: Path, closed: int, open_later: int) -> None:
     """``closed`` settled holds and ``open_later`` held ones expiring far in the future."""
     conn = raw(path)
     conn.execute("BEGIN")
+    kind = sqlite_ledger._kind(conn, ("e", '["global|2025-06"]', "{}", None, None))
     for prefix, count, state, expires in (
         ("old", closed, "settled", T0 - 10),
         ("later", open_later, "held", T0 + 10**6),
     ):
         rows = [(f"{prefix}{i}", T0 - 1000 + i / count) for i in range(count)]
         conn.executemany(
-            "INSERT INTO holds (id, endpoint, amount, state, buckets, created_at, expires_at, "
-            f"updated_at) VALUES (?, 'e', 1, '{state}', '[\"global|2025-06\"]', ?, {expires}, 0)",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO hold_buckets (hold_id, bucket_key, created_at) "
-            "VALUES (?, 'global|2025-06', ?)",
+            "INSERT INTO holds (id, kind, amount, state, created_at, expires_at, "
+            f"updated_at) VALUES (?, {kind}, 1, '{state}', ?, {expires}, 0)",
             rows,
         )
     conn.execute("COMMIT")
@@ -432,7 +570,12 @@ def test_history_by_bucket_and_time_is_read_through_indexes(
     ]
     check.close()
     assert len(plans) == 2
-    assert all(not step.startswith("SCAN") for plan in plans for step in plan), plans
+    # no table is scanned; the by-bucket filter reads each hold's own list (schema 4: json_each)
+    assert all(
+        not step.startswith("SCAN") or step.startswith("SCAN json_each")
+        for plan in plans
+        for step in plan
+    ), plans
 
 
 def test_a_forked_child_opens_its_own_connection(ledger: SQLiteLedger) -> None:

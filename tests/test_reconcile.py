@@ -400,6 +400,25 @@ def test_every_request_lands_in_its_class(scenario: tuple[MemoryLedger, BillingR
     assert (result.since, result.until, result.records) == (at(1), at(4), 8)
 
 
+def test_the_range_is_read_as_a_stream_and_keeps_the_order_of_creation(
+    scenario: tuple[MemoryLedger, BillingRecords], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holds of the billing range are read one at a time (Ledger.iter_holds, newest
+    first), never listed whole; the unbilled ones still come oldest first: req-c (Nov 1)
+    before req-d (Nov 3)."""
+    ledger, billing = scenario
+
+    def listed(**kw: object) -> list[object]:
+        raise AssertionError("reconcile listed the range's holds at once")
+
+    monkeypatch.setattr(ledger, "holds", listed)
+    result = reconcile(ledger, billing, now=at(10))
+    assert [line.request_id for line in result.lines if line.kind == "held_not_billed"] == [
+        "req-c",
+        "req-d",
+    ]
+
+
 def test_a_shorter_grace_and_an_endpoint_filter(
     scenario: tuple[MemoryLedger, BillingRecords],
 ) -> None:

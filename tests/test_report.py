@@ -45,6 +45,7 @@ from falbudget.report import (
     PlotUnavailable,
     Report,
     build_report,
+    chart_span,
     default_window,
     history_start,
     parse_by,
@@ -543,6 +544,51 @@ def test_png_chart(holds: list[Hold]) -> None:
     assert len(data) > 20_000
 
 
+def test_the_chart_spans_the_spend_and_the_current_windows(holds: list[Hold]) -> None:
+    """The window is 10-25 to 11-24 but the first spend is on 11-20: the chart starts a day
+    before (11-19), not with weeks of empty days; the month cap (10.00, reached 11-28 10:00 at
+    this rate) is forecast within its window, which ends 12-01: the chart runs to 12-01."""
+    assert chart_span(report(holds)) == (utc(2026, 11, 19), utc(2026, 12, 1))
+    # without caps nothing is forecast: the chart ends with the window
+    plain = build_report(holds, [], now=NOW)
+    assert chart_span(plain) == (utc(2026, 11, 19), utc(2026, 11, 24))
+
+
+def test_the_png_draws_steps_and_the_forecast_to_where_it_lands(
+    holds: list[Hold], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the PNG draws, read from matplotlib's calls: the window's spend as steps (a
+    window that resets drops at a day's end, never a diagonal), the forecast line from now to
+    the moment the month cap is reached (11-28 10:00, past the report's 11-24), the x axis
+    over chart_span."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    plots: list[tuple[list[Any], dict[str, Any]]] = []
+    limits: list[tuple[Any, ...]] = []
+    original_plot, original_xlim = Axes.plot, Axes.set_xlim
+
+    def plot(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        plots.append((list(args), kwargs))
+        return original_plot(self, *args, **kwargs)
+
+    def set_xlim(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        limits.append(args)
+        return original_xlim(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", plot)
+    monkeypatch.setattr(Axes, "set_xlim", set_xlim)
+    png_chart(report(holds))
+    spend = [k for _, k in plots if str(k.get("label", "")).endswith("spent + held")]
+    assert spend and all(k["drawstyle"] == "steps-pre" for k in spend)
+    month = [a for a, k in plots if str(k.get("label", "")).startswith("at 0.69/day: reached")]
+    assert [a[0] for a in month] == [[dt.datetime(2026, 11, 23, 18), dt.datetime(2026, 11, 28, 10)]]
+    ours = [limit for limit in limits if isinstance(limit[0], dt.datetime)]  # not autoscale's
+    assert ours and all(
+        limit == (dt.datetime(2026, 11, 19), dt.datetime(2026, 12, 1)) for limit in ours
+    ), limits
+
+
 def test_png_chart_without_matplotlib(holds: list[Hold], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(
@@ -663,8 +709,8 @@ def test_cli_json(capsys: pytest.CaptureFixture[str], cli_ledger: tuple[str, str
         ("project=gamma total cap 5.00", "never"),
         ("user=bob week cap 1.20", "reached"),
     ]
-    assert data["caps"][0]["forecast"] == (
-        "not within the window (ends 2026-11-24 00:00 UTC; 2.171429 by then)"
+    assert data["caps"][0]["forecast"] == (  # the sentence to the cent; "projected" exact
+        "not reached before the window ends 2026-11-24 00:00 UTC (2.17 by then at this rate)"
     )
     assert len(data["daily"]) == 30
     assert data["daily"][-1] == {"day": "2026-11-23", "spent": "0.00", "held": "2.00"}
@@ -709,17 +755,62 @@ def test_cli_table_and_chart(
     ]
     assert lines[3] == "by user"
     assert re.match(r"ann +3\.00 +0\.80 +3 +1$", lines[6])
-    assert "burn rate: 0.685714 USD/day (4.80 spent in the 7 days to 2026-11-23 18:00)" in lines
+    # money to the cent in tables: 4.80 / 7 = 0.685714... a day
+    assert "burn rate: 0.69 USD/day (4.80 spent in the 7 days to 2026-11-23 18:00)" in lines
     caps_at = lines.index("caps")
     assert re.match(
-        r"cap +window +limit +spent +held +remaining +used +per day +forecast", lines[caps_at + 1]
+        r"cap +window +limit +spent +held +remaining +used +per day$", lines[caps_at + 1]
     )
-    assert lines[caps_at + 3].startswith("global day cap 5.00")
-    assert lines[caps_at + 3].endswith(
-        "not within the window (ends 2026-11-24 00:00 UTC; 2.171429 by then)"
+    # the day cap: 5.00, #7 and #8 held (2.00) on 11-23; the window in plain words
+    assert re.match(
+        r"global day +2026-11-23 +5\.00 +0\.00 +2\.00 +3\.00 +40\.0% +0\.69$", lines[caps_at + 3]
+    )
+    assert re.match(r"user=bob week +week of 2026-11-23 +1\.20 ", lines[caps_at + 8])
+    assert re.match(r"project=gamma total +all time +5\.00 ", lines[caps_at + 7])
+    forecasts_at = lines.index("forecasts at the burn rate of each cap's scope")
+    # 2.00 held + 0.685714 x 6 h / 24 h = 2.171428...: 2.17 by midnight
+    assert lines[forecasts_at + 1] == (
+        "global day: not reached before the window ends 2026-11-24 00:00 UTC"
+        " (2.17 by then at this rate)"
+    )
+    assert all(
+        len(line) <= 100
+        for line in lines[
+            : lines.index("daily spend in USD, days in UTC: █ spent  ░ held  │ global day cap 5.00")
+        ]
     )
     chart = text_chart(report(holds, since=utc(2026, 11, 20), until=utc(2026, 11, 24)))
     assert out.endswith("\n\n" + chart + "\n")
+
+
+def test_the_table_fits_the_width_cutting_long_names_and_wrapping_forecasts(
+    capsys: pytest.CaptureFixture[str],
+    cli_ledger: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cap named at length: at COLUMNS=100 (the default too) its name is cut with '~' in the
+    table and its forecast wrapped; at COLUMNS=80 every line still fits."""
+    url, _ = cli_ledger
+    config = tmp_path / "long.yaml"
+    long_name = "the monthly allowance of the whole video team across every project we run"
+    config.write_text(
+        f'caps:\n  - {{limit: "10.00", window: month, name: "{long_name}"}}\n', encoding="utf-8"
+    )
+    for columns, width in ((None, 100), ("80", 80)):
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        out = report_cli(capsys, (url, str(config)), "--by", "user")
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= width, out
+        row = lines[lines.index("caps") + 3]
+        assert row.startswith("the monthly") and "~" in row
+        assert row.endswith("0.69")  # per day, to the cent
+        forecast_at = lines.index("forecasts at the burn rate of each cap's scope") + 1
+        assert lines[forecast_at].startswith(f"{long_name[: width - 5]}")
+        assert lines[forecast_at + 1].startswith("  ")  # wrapped, indented
 
 
 def test_cli_shows_overruns(

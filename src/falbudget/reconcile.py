@@ -925,7 +925,10 @@ def reconcile(
         cutoff = min(until, now) - grace
         start = since + START_MARGIN_S
         matched = 0
-        for hold in reversed(ledger.holds(since=start, until=until) if start < until else []):
+        # read as a stream, newest first (memory follows the unbilled holds, not the range);
+        # the lines keep the order of the holds' creation, oldest first
+        unbilled: list[Line] = []
+        for hold in ledger.iter_holds(since=start, until=until) if start < until else ():
             if hold.request_id is None or (wanted and hold.endpoint not in wanted):
                 continue
             if hold.request_id in by_request:
@@ -934,7 +937,7 @@ def reconcile(
             if not hold.counts_as_spent or hold.spent_amount == 0 or hold.updated_at >= until:
                 continue
             pending = hold.updated_at > cutoff
-            lines.append(
+            unbilled.append(
                 Line(
                     kind="held_not_billed",
                     request_id=hold.request_id,
@@ -950,6 +953,7 @@ def reconcile(
                     pending=pending,
                 )
             )
+        lines.extend(reversed(unbilled))
         zeroing = sum(1 for line in lines if line.kind == "held_not_billed" and not line.pending)
         refused = _zeroing_check(zeroing, matched, len(first_of), since, until)
     lines.sort(key=lambda line: _ORDER.index(line.kind))  # stable: record order within a class

@@ -1,7 +1,8 @@
 """Spend reports over the ledger's holds: who spent what, how fast, and when each cap runs out.
 
-Everything here is a pure computation over what the caller passes (a list of ledger ``Hold`` rows,
-the caps and the moment "now"); nothing reads the ledger, the clock or the environment. Money is
+Everything here but :func:`read_groups` is a pure computation over what the caller passes (ledger
+``Hold`` rows or the ``HoldGroup`` sums :func:`read_groups` asks the ledger for, the caps and the
+moment "now"); nothing reads the clock or the environment. Money is
 integer micro-USD inside and ``Decimal`` USD in every result.
 
 Definitions (docs/reports.md says the same for people):
@@ -28,19 +29,19 @@ import bisect
 import datetime as dt
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
-from falbudget.ledger.base import OPEN_STATES
+from falbudget.ledger.base import HoldGroup
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.caps import Cap
-    from falbudget.ledger.base import Hold
+    from falbudget.ledger.base import Hold, Ledger
 
 DAY_SECONDS = 86_400
 DIMENSIONS = ("endpoint", "project", "user", "day")
@@ -199,6 +200,93 @@ def history_start(
     return earliest
 
 
+def _period(tz: ZoneInfo, now: float) -> tuple[int, int]:
+    """(period, offset) for :meth:`Ledger.summarize` such that a period lies within one day
+    of ``tz`` around ``now``: the largest divisor of a day that divides the zone's offsets from
+    UTC over the year of ``now`` (UTC: a day; Paris: an hour; Kolkata: 30 minutes)."""
+    year = _local_day(now, tz).year
+    period = DAY_SECONDS
+    offsets = [dt.datetime.fromtimestamp(now, tz=tz).utcoffset()]
+    for month in range(1, 13):
+        moment = dt.datetime(year, month, 1, 12, tzinfo=tz)
+        offsets.append(moment.utcoffset())
+    for delta in offsets:
+        if delta is not None:
+            period = math.gcd(period, int(delta.total_seconds()) % DAY_SECONDS)
+    first = offsets[0]
+    return period, 0 if first is None else int(first.total_seconds()) % period
+
+
+def read_groups(
+    ledger: Ledger,
+    caps: Sequence[Cap],
+    *,
+    now: float,
+    since: float,
+    until: float,
+    tz: str = "UTC",
+    burn_days: int = BURN_DAYS,
+) -> list[HoldGroup]:
+    """What :func:`build_report` needs from ``ledger``, summed in the ledger
+    (:meth:`Ledger.summarize`) instead of read hold by hold: the groups of holds created since
+    :func:`history_start`, each within one day of ``tz`` and on one side of since, until, now
+    and the burn span's start. A group that is not (a zone whose midnights are off its usual
+    offset, as before 1970) is replaced by its holds, read one by one: exact in every case,
+    and the cost follows the ledger's data, not the calendar."""
+    zone_ = zone(tz)
+    start = history_start(caps, now=now, since=since, burn_days=burn_days)
+    cuts = sorted(
+        {
+            since,
+            until,
+            math.nextafter(now, math.inf),
+            math.nextafter(now - burn_days * DAY_SECONDS, math.inf),
+        }
+    )
+    period, offset = _period(zone_, now)
+    groups = ledger.summarize(since=start, period=period, offset=offset, cuts=cuts)
+
+    def clean(group: HoldGroup) -> bool:
+        return bisect.bisect_right(cuts, group.first) == bisect.bisect_right(
+            cuts, group.last
+        ) and _local_day(group.first, zone_) == _local_day(group.last, zone_)
+
+    return _split(ledger, groups, clean)
+
+
+def _split(
+    ledger: Ledger, groups: list[HoldGroup], clean: Callable[[HoldGroup], bool]
+) -> list[HoldGroup]:
+    """``groups`` with every group that is not ``clean`` replaced by its holds: the spans
+    [first, last] of such groups grow, to a fixed point, by every group whose span meets them,
+    so that the holds read in those spans are exactly those of the groups taken out."""
+    regions = [(g.first, g.last) for g in groups if not clean(g)]
+    if not regions:
+        return groups
+    kept = list(groups)
+    while True:
+        regions = _merge(regions)
+        meets = [g for g in kept if any(g.first <= high and g.last >= low for low, high in regions)]
+        if not meets:
+            break
+        kept = [g for g in kept if not any(g is m for m in meets)]
+        regions.extend((g.first, g.last) for g in meets)
+    for low, high in regions:
+        holds = ledger.holds(since=low, until=math.nextafter(high, math.inf))
+        kept.extend(HoldGroup.of(hold) for hold in holds)
+    return kept
+
+
+def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
 # --- results -----------------------------------------------------------------------------------
 
 
@@ -317,15 +405,15 @@ class Report:
 # --- computation -------------------------------------------------------------------------------
 
 
-def _spent(hold: Hold) -> int:
-    return hold.spent_amount
+def _spent(hold: HoldGroup) -> int:
+    return hold.spent
 
 
-def _held(hold: Hold) -> int:
-    return hold.amount if hold.state in OPEN_STATES else 0
+def _held(hold: HoldGroup) -> int:
+    return hold.held
 
 
-def _tag(hold: Hold, name: str) -> str | None:
+def _tag(hold: HoldGroup, name: str) -> str | None:
     if name == "endpoint":
         return hold.endpoint
     return hold.tags.get(name)
@@ -337,11 +425,11 @@ class _Sum:
     def __init__(self) -> None:
         self.spent = self.held = self.requests = self.open = 0
 
-    def add(self, hold: Hold) -> None:
-        self.spent += _spent(hold)
-        self.held += _held(hold)
-        self.requests += hold.counts_as_spent
-        self.open += hold.state in OPEN_STATES
+    def add(self, hold: HoldGroup) -> None:
+        self.spent += hold.spent
+        self.held += hold.held
+        self.requests += hold.requests
+        self.open += hold.open
 
     def figures(self) -> Figures:
         return Figures(from_micros(self.spent), from_micros(self.held), self.requests, self.open)
@@ -351,7 +439,7 @@ def _none_last(key: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:
     return tuple((part is None, part or "") for part in key)
 
 
-def _breakdown(holds: Sequence[Hold], by: tuple[str, ...], tz: ZoneInfo) -> Breakdown:
+def _breakdown(holds: Sequence[HoldGroup], by: tuple[str, ...], tz: ZoneInfo) -> Breakdown:
     sums: dict[tuple[str | None, ...], _Sum] = {}
     for hold in holds:
         key = tuple(
@@ -374,7 +462,7 @@ def _burn(total: int, now: float, days: int) -> BurnRate:
     )
 
 
-def _rate(holds: Iterable[Hold], now: float, days: int) -> BurnRate:
+def _rate(holds: Iterable[HoldGroup], now: float, days: int) -> BurnRate:
     """What holds created in (now - days x 24 h, now] spent."""
     since = now - days * DAY_SECONDS
     return _burn(sum(_spent(h) for h in holds if since < h.created_at <= now), now, days)
@@ -387,7 +475,7 @@ def _fixed_scope(cap: Cap) -> str | None:
     return None if cap.scope == cap.tag else cap.scope
 
 
-def _cap_forecasts(cap: Cap, holds: Sequence[Hold], now: float, days: int) -> list[Forecast]:
+def _cap_forecasts(cap: Cap, holds: Sequence[HoldGroup], now: float, days: int) -> list[Forecast]:
     """One pass over the holds: per scope value, what charged the window holding now and what
     was spent within the burn span. A per-value cap lists each value seen in either."""
     window = cap.window_key(now)
@@ -462,7 +550,7 @@ def _next_midnight(day: dt.date, tz: ZoneInfo, until: float) -> float:
     return min(until, _midnight(day + dt.timedelta(days=1), tz))
 
 
-def _days(holds: Sequence[Hold], since: float, until: float, tz: ZoneInfo) -> list[Day]:
+def _days(holds: Sequence[HoldGroup], since: float, until: float, tz: ZoneInfo) -> list[Day]:
     """The daily series: every day of a window of up to DAILY_SPAN_DAYS days; of a longer
     window only the days that hold a hold, so that its cost follows the ledger's data and not
     the calendar (``--since 0001-01-01`` walks no empty millennia)."""
@@ -491,7 +579,7 @@ def _days(holds: Sequence[Hold], since: float, until: float, tz: ZoneInfo) -> li
 
 
 def _cumulative(
-    forecast: Forecast, holds: Sequence[Hold], days: Sequence[Day], now: float
+    forecast: Forecast, holds: Sequence[HoldGroup], days: Sequence[Day], now: float
 ) -> tuple[Decimal | None, ...]:
     cap, scope = forecast.cap, forecast.scope
     keys = [f"{scope}|{cap.window_key(day.start)}" for day in days]
@@ -525,7 +613,7 @@ def _cumulative(
 
 
 def build_report(
-    holds: Sequence[Hold],
+    holds: Sequence[Hold | HoldGroup],
     caps: Sequence[Cap],
     *,
     now: float,
@@ -539,35 +627,40 @@ def build_report(
     """The report over ``holds`` for the window [since, until) (default: see
     :func:`default_window`), days in ``tz``; ``scope`` ('project', 'alpha') keeps only the holds
     so tagged, and the caps of that scope value. Breakdowns containing 'day' are in day order,
-    the others by spent (then held) descending."""
+    the others by spent (then held) descending.
+
+    ``holds`` may be ledger holds or groups of them (:func:`read_groups` sums them in the
+    ledger): each group must lie within one day of ``tz`` and on one side of every boundary
+    (since, until, now, the burn span's start), as :func:`read_groups` makes sure."""
     zone_ = zone(tz)
     if not 1 <= burn_days <= MAX_BURN_DAYS:
         raise ConfigurationError(
             f"burn_days={burn_days} is not allowed: from 1 to {MAX_BURN_DAYS} (ten years)"
         )
     since, until = default_window(now, tz, since=since, until=until)
+    groups = [h if isinstance(h, HoldGroup) else HoldGroup.of(h) for h in holds]
     if scope is not None:
-        holds = [h for h in holds if _tag(h, scope[0]) == scope[1]]
-    in_window = [h for h in holds if since <= h.created_at < until]
+        groups = [h for h in groups if _tag(h, scope[0]) == scope[1]]
+    in_window = [h for h in groups if since <= h.created_at < until]
     total = _Sum()
     expired = released = overruns = overrun = 0
-    for hold in in_window:
-        total.add(hold)
-        expired += hold.state == "expired"
-        released += hold.state == "released" and not hold.counts_as_spent
-        overruns += hold.overrun > 0
-        overrun += hold.overrun
-    burn = _rate(holds, now, burn_days)
+    for group in in_window:
+        total.add(group)
+        expired += group.expired
+        released += group.released
+        overruns += group.overruns
+        overrun += group.overrun
+    burn = _rate(groups, now, burn_days)
     target = "global" if scope is None else f"{scope[0]}={scope[1]}"
     forecasts = [
         forecast
         for cap in caps
-        for forecast in _cap_forecasts(cap, holds, now, burn_days)
+        for forecast in _cap_forecasts(cap, groups, now, burn_days)
         if scope is None or forecast.scope == target
     ]
     days = _days(in_window, since, until, zone_)
     chart_caps = tuple(
-        CapLine(f, None if f.cap.window == "day" else _cumulative(f, holds, days, now))
+        CapLine(f, None if f.cap.window == "day" else _cumulative(f, groups, days, now))
         for f in forecasts
         if f.scope == target
     )
@@ -675,6 +768,29 @@ def _naive(epoch: float, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, tz=tz).replace(tzinfo=None)
 
 
+def chart_span(report: Report) -> tuple[float, float]:
+    """The stretch of time the PNG shows (epoch s). It starts a day before the first day that
+    holds spend (empty weeks before it would take the width), or at the window's start when
+    that is later; it ends at the window's end or, when later, at the end of the current window
+    of every week or month cap whose forecast line is drawn, so that the line stays within the
+    picture."""
+    start = report.since
+    busy = [day.start for day in report.days if day.spent > 0 or day.held > 0]
+    if busy:
+        start = max(report.since, busy[0] - DAY_SECONDS)
+    end = report.until
+    if report.since <= report.now < report.until:
+        for line in report.chart_caps:
+            forecast = line.forecast
+            if (
+                line.cumulative is not None
+                and forecast.window_end is not None
+                and forecast.outcome in ("will_reach", "not_in_window")
+            ):
+                end = max(end, forecast.window_end)
+    return start, end
+
+
 def png_chart(report: Report, *, title: str | None = None) -> bytes:
     """The chart as PNG bytes (matplotlib's Figure, no pyplot state): daily spend bars (spent and
     held) with each day cap as a dashed line; below, for each week/month/total cap, its window's
@@ -693,7 +809,8 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
     day_caps = [c.forecast for c in report.chart_caps if c.cumulative is None]
     fig = Figure(figsize=(10, 7.5 if window_caps else 4.5), dpi=100, layout="constrained")
     axes = fig.subplots(2 if window_caps else 1, 1, sharex=True, squeeze=False)[:, 0]
-    start, end, now = (_naive(t, tz) for t in (report.since, report.until, report.now))
+    span_start, span_end = chart_span(report)
+    start, end, now = (_naive(t, tz) for t in (span_start, span_end, report.now))
     colors = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
 
     top = axes[0]
@@ -741,9 +858,10 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
                 if v is not None
             ]
             label = forecast.cap.label(forecast.bucket)
-            low.plot(
+            low.plot(  # a step at each day's end: a window that resets drops, never slopes
                 [x for x, _ in points],
                 [y for _, y in points],
+                drawstyle="steps-pre",
                 marker="o",
                 markersize=4,
                 color=color,
@@ -769,11 +887,16 @@ def png_chart(report: Report, *, title: str | None = None) -> bytes:
                     label=f"at {rate}/day: {describe(forecast)}",
                 )
         low.set_ylim(0, top_value * 1.3 if top_value > 0 else 1)
-        low.set_ylabel("USD in the cap's window")
+        low.set_ylabel("spent + held this window, USD")
         low.legend(loc="upper left")
 
-    step = max(1, -(-len(report.days) // 12))
-    ticks = [_naive(d.start, tz) for d in report.days[::step]]
+    first_day, last_day = start.date(), (end - dt.timedelta(microseconds=1)).date()
+    count = (last_day - first_day).days + 1
+    step = max(1, -(-count // 12))
+    ticks = [
+        dt.datetime.combine(first_day + dt.timedelta(days=i), dt.time(0))
+        for i in range(0, count, step)
+    ]
     for ax in axes:
         ax.set_xlim(start, end)
         ax.grid(axis="y", alpha=0.3)
@@ -803,7 +926,8 @@ def describe(forecast: Forecast) -> str:
         assert forecast.reached_at is not None
         return f"reached {local_time(forecast.reached_at, forecast.cap.tz)} at this rate"
     assert forecast.window_end is not None and forecast.projected is not None
+    projected = forecast.projected.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     return (
-        f"not within the window (ends {local_time(forecast.window_end, forecast.cap.tz)};"
-        f" {format_usd(forecast.projected)} by then)"
+        f"not reached before the window ends {local_time(forecast.window_end, forecast.cap.tz)}"
+        f" ({projected} by then at this rate)"
     )

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from falbudget import clock
 from falbudget.cli import (
@@ -156,6 +156,8 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         with clock.fixed(fixed_now()):
             outcome: Outcome = args.func(args)
+            if outcome.stream is not None:
+                _write_lines(outcome.stream)
     except FalbudgetError as exc:
         _say(f"error: {exc}")
         return error_exit_code(exc)
@@ -179,6 +181,20 @@ def _write_stdout(text: str) -> None:
             write(line)
             write("\n")
     sys.stdout.flush()
+
+
+def _write_lines(lines: Iterable[str]) -> None:
+    """Each line and a newline as it is produced: the first is flushed at once, so a reader
+    sees it before the rest is read; the others go through stdout's buffer (memory does not
+    grow with the output)."""
+    write = sys.stdout.write
+    first = True
+    for line in lines:
+        write(_encodable(line, sys.stdout, "replace"))
+        write("\n")
+        if first:
+            sys.stdout.flush()
+            first = False
 
 
 def _silence_stdout() -> None:

@@ -7,6 +7,8 @@ configuration, else --ledger URL, else FALBUDGET_LEDGER, else the default SQLite
 from __future__ import annotations
 
 import argparse
+import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from falbudget.cli import render
@@ -21,8 +23,9 @@ from falbudget.cli.common import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from falbudget.guard.core import Guard
+    from falbudget.ledger.base import Hold as LedgerHold
 
-HISTORY_FORMATS = (*FORMATS, "csv")
+HISTORY_FORMATS = (*FORMATS, "jsonl", "csv")
 STATES = ("held", "submitted", "settled", "released", "expired")
 
 
@@ -97,7 +100,14 @@ def register(subparsers: Subparsers) -> None:
     history.add_argument("--until", metavar="DATE", help="created before (ISO date/time)")
     history.add_argument("--state", choices=STATES, action="append", help="only this state")
     history.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
-    history.add_argument("--format", choices=HISTORY_FORMATS, default="table")
+    history.add_argument(
+        "--format",
+        choices=HISTORY_FORMATS,
+        default="table",
+        help="table (default); json or jsonl: one JSON object per line; csv. JSON and CSV rows"
+        " are written as they are read from the ledger: the first comes at once, and memory"
+        " does not grow with the history",
+    )
     history.set_defaults(func=run_history)
 
     expire = commands.add_parser(
@@ -138,23 +148,47 @@ def run_history(args: argparse.Namespace) -> Outcome:
 
         scope = parse_scope(args.scope)
     guard = guard_from_args(args, read_only=True)
+    if args.format == "table":
+        try:
+            holds = guard.ledger.holds(
+                states=args.state,
+                since=since,
+                until=until,
+                limit=None if scope else args.limit,
+            )
+        finally:
+            guard.close()
+        if scope is not None:
+            holds = [h for h in holds if h.tags.get(scope[0]) == scope[1]][: args.limit]
+        return Outcome(render.history_table(render.history_rows(holds)))
+    return Outcome(stream=_history_lines(guard, args, since, until, scope))
+
+
+def _history_lines(
+    guard: Guard,
+    args: argparse.Namespace,
+    since: float | None,
+    until: float | None,
+    scope: tuple[str, str] | None,
+) -> Iterator[str]:
+    """The history as JSON Lines or CSV, one line per hold as the ledger yields it."""
     try:
-        holds = guard.ledger.holds(
-            states=args.state,
-            since=since,
-            until=until,
-            limit=None if scope else args.limit,
+        holds: Iterator[LedgerHold] = guard.ledger.iter_holds(
+            states=args.state, since=since, until=until
         )
+        if scope is not None:
+            holds = (h for h in holds if h.tags.get(scope[0]) == scope[1])
+        if args.limit is not None:
+            holds = itertools.islice(holds, args.limit)
+        if args.format == "csv":
+            yield render.history_csv_header()
+            for hold in holds:
+                yield render.history_csv_line(render.history_rows([hold])[0])
+        else:
+            for hold in holds:
+                yield render.to_json(render.history_rows([hold])[0])
     finally:
         guard.close()
-    if scope is not None:
-        holds = [h for h in holds if h.tags.get(scope[0]) == scope[1]][: args.limit]
-    rows = render.history_rows(holds)
-    if args.format == "json":
-        return Outcome("\n".join(render.to_json(row) for row in rows))
-    if args.format == "csv":
-        return Outcome(render.history_csv(rows))
-    return Outcome(render.history_table(rows))
 
 
 def run_release_expired(args: argparse.Namespace) -> Outcome:

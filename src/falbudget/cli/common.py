@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -76,6 +76,10 @@ class Outcome:
     stdout: str = ""
     code: int = EXIT_OK
     message: str | None = None
+    stream: Iterable[str] | None = None
+    """Lines written one by one as they are produced, before ``stdout`` (a history read from
+    the ledger as it is written out): an error while producing them ends the output there,
+    with the usual one line on stderr and exit code."""
 
 
 Handler: TypeAlias = Callable[[argparse.Namespace], Outcome]

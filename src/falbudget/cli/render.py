@@ -429,17 +429,38 @@ def status_data(
     }
 
 
+def cents(amount: str) -> str:
+    """A money string of the JSON data ('5.171429') as a table shows it: to the cent
+    ('5.17', half up). JSON and CSV keep every micro-USD."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def window_words(window: str, window_key: str, tz: str) -> str:
+    """A cap's window as people say it: 'day 2026-11-24', 'week of 2026-11-23', 'month
+    2026-11', 'total'; the zone follows when it is not UTC ('day 2026-11-24 (Europe/Paris)')."""
+    if window == "total":
+        return "total"
+    period = window_key.rpartition(":")[2]
+    text = f"week of {period}" if window == "week" else f"{window} {period}"
+    return text if tz == "UTC" else f"{text} ({tz})"
+
+
 def status_table(data: Mapping[str, Any]) -> str:
+    """Each cap's figures, money to the cent, the window in plain words."""
     rows = [
         [
             f"{c['scope']} ({c['note']})" if c.get("note") else c["scope"],
-            *(c[k] for k in ("window_key", "limit", "spent", "held", "remaining", "used")),
+            window_words(c["window"], c["window_key"], c["tz"]),
+            *(cents(c[k]) for k in ("limit", "spent", "held", "remaining")),
+            c["used"],
         ]
         for c in data["caps"]
     ]
     summary = (
-        f"all time, all scopes: spent {data['global']['spent']} {data['currency']},"
-        f" held {data['global']['held']}"
+        f"all time, all scopes: spent {cents(data['global']['spent'])} {data['currency']},"
+        f" held {cents(data['global']['held'])}"
         + overrun_line(data["global"]["overruns"], data["global"]["overrun"], data["currency"])
     )
     if not rows:
@@ -512,16 +533,30 @@ def _tags_text(tags: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(tags.items()) if k != "endpoint")
 
 
-def history_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+_CSV_COLUMNS = ("id", *_HISTORY_COLUMNS, "expires_at", "idempotency_key", "table_version", "tags")
+
+
+def _csv_line(cells: Sequence[Any]) -> str:
     import csv
     import io
 
     out = io.StringIO()
-    columns = ["id", *_HISTORY_COLUMNS, "expires_at", "idempotency_key", "table_version", "tags"]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            [_tags_text(row["tags"]) if c == "tags" else (row[c] or "") for c in columns]
-        )
-    return out.getvalue().rstrip("\n")
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    return out.getvalue()[:-1]
+
+
+def history_csv_header() -> str:
+    """The first line of the history as CSV."""
+    return _csv_line(_CSV_COLUMNS)
+
+
+def history_csv_line(row: Mapping[str, Any]) -> str:
+    """One row of :func:`history_rows` as a line of CSV (a tag's value may hold a newline:
+    the line is then quoted over two lines of text, as CSV allows)."""
+    return _csv_line(
+        [_tags_text(row["tags"]) if c == "tags" else (row[c] or "") for c in _CSV_COLUMNS]
+    )
+
+
+def history_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join([history_csv_header(), *(history_csv_line(row) for row in rows)])

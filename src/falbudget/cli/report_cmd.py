@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from falbudget import clock
 from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
 from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
-from falbudget.cli.render import minute, overrun_line, plural, tabulate_text, to_json
+from falbudget.cli.render import cents, minute, overrun_line, plural, tabulate_text, to_json
 from falbudget.money import format_usd
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,8 +128,15 @@ def run_report(args: argparse.Namespace) -> Outcome:
     )
     guard = guard_from_args(args, read_only=True)
     try:
-        start = rp.history_start(guard.caps, now=now, since=since, burn_days=args.burn_days)
-        holds = guard.ledger.holds(since=start)
+        holds = rp.read_groups(
+            guard.ledger,
+            guard.caps,
+            now=now,
+            since=since,
+            until=until,
+            tz=args.tz,
+            burn_days=args.burn_days,
+        )
     finally:
         guard.close()
     result = rp.build_report(
@@ -149,7 +156,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
         return Outcome(to_json(report_data(result)))
     if args.format == "csv":
         return Outcome(report_csv(result))
-    text = report_table(report_data(result))
+    text = report_table(report_data(result), width=table_width())
     if args.chart:
         text += "\n\n" + rp.text_chart(result, ascii_only=not _can_write(rp.CHART_CELLS))
     if args.png is not None:
@@ -251,20 +258,61 @@ def report_data(report: Report) -> dict[str, Any]:
     }
 
 
-def report_table(data: Mapping[str, Any]) -> str:
+def plain_window(window: str, window_key: str) -> str:
+    """A cap's window in plain words: '2026-11-24' (a day), 'week of 2026-11-23', '2026-11'
+    (a month), 'all time' (total). Its zone is in the cap's name ('global day (Europe/Paris)')
+    and in the JSON."""
+    if window == "total":
+        return "all time"
+    period = window_key.rpartition(":")[2]
+    return f"week of {period}" if window == "week" else period
+
+
+def fit_table(
+    rows: list[list[str]], headers: list[str], align: list[str], width: int, shrink: int = 0
+) -> str:
+    """The table, its column ``shrink`` cut (ending in '~', down to 8 characters) so that it
+    fits ``width`` columns when it would not; the other columns are never cut (the caps table
+    fits from about 80 columns up)."""
+    text = tabulate_text(rows, headers, align)
+    over = max(len(line) for line in text.splitlines()) - width
+    if over <= 0:
+        return text
+    longest = max(len(r[shrink]) for r in [headers, *rows])
+    keep = max(8, longest - over)
+    cut = [[*r[:shrink], _cut(r[shrink], keep), *r[shrink + 1 :]] for r in rows]
+    heads = [*headers[:shrink], _cut(headers[shrink], keep), *headers[shrink + 1 :]]
+    return tabulate_text(cut, heads, align)
+
+
+def _cut(text: str, keep: int) -> str:
+    return text if len(text) <= keep else text[: keep - 1] + "~"
+
+
+def table_width() -> int:
+    """How wide a table may be: ``COLUMNS`` when it is set to a number from 40 up, else 100."""
+    import os
+
+    raw = os.environ.get("COLUMNS", "")
+    return int(raw) if raw.isdigit() and int(raw) >= 40 else 100
+
+
+def report_table(data: Mapping[str, Any], *, width: int = 100) -> str:
     """The report for people: the window and totals, one table per breakdown, the burn rate,
-    then each cap with its forecast."""
+    then each cap's figures and its forecast. Money to the cent; every line fits ``width``
+    columns (a long cap or group name is cut, a long sentence wrapped)."""
     totals = data["totals"]
     scope = f" of {data['scope']}" if data["scope"] else ""
     parts = [
         f"spend{scope} from {minute(data['since'])} to {minute(data['until'])} ({data['tz']}),"
         f" as of {minute(data['now'])}\n"
-        f"spent {totals['spent']} {data['currency']}, held {totals['held']};"
+        f"spent {cents(totals['spent'])} {data['currency']}, held {cents(totals['held'])};"
         f" {plural(totals['requests'], 'request')} ({totals['expired']} expired),"
         f" {totals['open']} open,"
         f" {totals['released']} released"
         + overrun_line(totals["overruns"], totals["overrun"], data["currency"])
     ]
+    parts = [_wrap(parts[0], width)]
     for breakdown in data["breakdowns"]:
         by = breakdown["by"]
         title = "by " + ", ".join(by)
@@ -274,41 +322,63 @@ def report_table(data: Mapping[str, Any]) -> str:
         rows = [
             [
                 *("(none)" if row[d] is None else row[d] for d in by),
-                row["spent"],
-                row["held"],
+                cents(row["spent"]),
+                cents(row["held"]),
                 str(row["requests"]),
                 str(row["open"]),
             ]
             for row in breakdown["rows"]
         ]
-        table = tabulate_text(rows, [*by, *_FIGURES], ["left"] * len(by) + ["right"] * 4)
+        table = fit_table(rows, [*by, *_FIGURES], ["left"] * len(by) + ["right"] * 4, width)
         parts.append(f"{title}\n{table}")
     burn = data["burn_rate"]
     parts.append(
-        f"burn rate: {burn['per_day']} {data['currency']}/day ({burn['spent']} spent in the"
-        f" {plural(burn['days'], 'day')} to {minute(burn['until'])})"
+        _wrap(
+            f"burn rate: {cents(burn['per_day'])} {data['currency']}/day"
+            f" ({cents(burn['spent'])} spent in the {plural(burn['days'], 'day')}"
+            f" to {minute(burn['until'])})",
+            width,
+        )
     )
     if data["caps"]:
+        names = [_short_label(c) for c in data["caps"]]
         rows = [
             [
-                c["cap"],
-                c["window_key"],
-                c["limit"],
-                c["spent"],
-                c["held"],
-                c["remaining"],
+                name,
+                plain_window(c["window"], c["window_key"]),
+                *(cents(c[k]) for k in ("limit", "spent", "held", "remaining")),
                 c["used"],
-                c["per_day"],
-                c["forecast"],
+                cents(c["per_day"]),
             ]
-            for c in data["caps"]
+            for name, c in zip(names, data["caps"], strict=True)
         ]
         headers = ["cap", "window", "limit", "spent", "held", "remaining", "used", "per day"]
-        align = ["left", "left", *["right"] * 6, "left"]
-        parts.append("caps\n" + tabulate_text(rows, [*headers, "forecast"], align))
+        align = ["left", "left", *["right"] * 6]
+        forecasts = [
+            _wrap(f"{name}: {c['forecast']}", width)
+            for name, c in zip(names, data["caps"], strict=True)
+        ]
+        parts.append("caps\n" + fit_table(rows, headers, align, width))
+        parts.append("forecasts at the burn rate of each cap's scope\n" + "\n".join(forecasts))
     else:
         parts.append("caps: none (give --config PATH or set FALBUDGET_CONFIG)")
     return "\n\n".join(parts)
+
+
+def _wrap(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` columns, continued lines indented by two."""
+    import textwrap
+
+    return "\n".join(
+        textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False) or line
+        for line in text.split("\n")
+    )
+
+
+def _short_label(cap: Mapping[str, Any]) -> str:
+    """The cap's name without the limit its own column shows ('global month (Europe/Paris)')."""
+    label = str(cap["cap"])
+    return label.removesuffix(f" cap {cap['limit']}")
 
 
 def report_csv(report: Report) -> str:

@@ -18,6 +18,7 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
     Ledger,
 )
@@ -123,6 +124,7 @@ __all__ = [
     "BucketCharge",
     "BucketTotals",
     "Hold",
+    "HoldGroup",
     "HoldState",
     "Ledger",
     "MemoryLedger",

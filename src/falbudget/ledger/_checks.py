@@ -206,3 +206,23 @@ def api_key(
     ):
         raise LedgerError(f"a key's tags must map non-empty strings to non-empty strings: {tags!r}")
     return key_id, digest, dict(tags), seconds("now", now)
+
+
+def summary(
+    since: float | None, until: float | None, period: object, offset: object, cuts: object
+) -> tuple[float | None, float | None, int, int, tuple[float, ...]]:
+    """The arguments of ``Ledger.summarize`` checked: epoch seconds, ``period`` an integer
+    number of seconds >= 1, ``offset`` an integer, ``cuts`` finite epoch seconds (sorted)."""
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise LedgerError(f"period must be an integer number of seconds >= 1, got {period!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise LedgerError(f"offset must be an integer number of seconds, got {offset!r}")
+    if isinstance(cuts, str) or not isinstance(cuts, Sequence):
+        raise LedgerError(f"cuts must be a sequence of epoch seconds, got {cuts!r}")
+    return (
+        None if since is None else seconds("since", since),
+        None if until is None else seconds("until", until),
+        period,
+        offset,
+        tuple(sorted(seconds("cuts", cut) for cut in cuts)),
+    )

@@ -8,7 +8,7 @@ recorded in the same transaction, so the cost of admission does not grow with hi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -133,6 +133,60 @@ class ApiKey:
     revoked_at: float | None = None
 
 
+@dataclass(frozen=True)
+class HoldGroup:
+    """Holds summed by :meth:`Ledger.summarize`: every hold of a group has the same endpoint,
+    tags and buckets, and was created in ``[first, last]``. Money in integer micro-USD.
+
+    ``spent`` sums ``Hold.spent_amount``, ``held`` the amounts of open holds; ``requests``
+    counts the holds that count as spent (``Hold.counts_as_spent``), ``open`` the held and
+    submitted ones, ``expired`` the expired ones, ``released`` the released ones that do not
+    count as spent; ``overruns`` counts the holds with an overrun and ``overrun`` sums them.
+    A single hold reads as a group of one (:meth:`of`)."""
+
+    endpoint: str
+    tags: Mapping[str, str]
+    buckets: tuple[str, ...]
+    first: float
+    last: float
+    holds: int
+    spent: int
+    held: int
+    requests: int
+    open: int
+    expired: int
+    released: int
+    overruns: int
+    overrun: int
+
+    @property
+    def created_at(self) -> float:
+        """The moment that stands for the group (its first hold's ``created_at``)."""
+        return self.first
+
+    @classmethod
+    def of(cls, hold: Hold) -> HoldGroup:
+        counts = hold.counts_as_spent
+        is_open = hold.state in OPEN_STATES
+        overrun = hold.overrun
+        return cls(
+            endpoint=hold.endpoint,
+            tags=hold.tags,
+            buckets=hold.buckets,
+            first=hold.created_at,
+            last=hold.created_at,
+            holds=1,
+            spent=hold.spent_amount,
+            held=hold.amount if is_open else 0,
+            requests=int(counts),
+            open=int(is_open),
+            expired=int(hold.state == "expired"),
+            released=int(hold.state == "released" and not counts),
+            overruns=int(overrun > 0),
+            overrun=overrun,
+        )
+
+
 ADJUSTABLE_STATES: tuple[HoldState, ...] = ("settled", "expired", "released")
 """States :meth:`Ledger.adjust` accepts: closed holds (an open one is settled or released first)."""
 
@@ -249,6 +303,36 @@ class Ledger(Protocol):
 
     def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
         """Every bucket whose key starts with ``prefix``, sorted by key (for per-value caps)."""
+        ...
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """The holds :meth:`holds` lists, in its order (newest first), read as they are
+        yielded: memory does not grow with the history and the first hold comes at once. A
+        backend may read in pages (PostgreSQL: pages of ``PAGE`` holds, each a statement of its
+        own), so a hold changed meanwhile may show its new state; none is skipped or repeated."""
+        ...
+
+    def summarize(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        period: int = 86_400,
+        offset: int = 0,
+        cuts: Sequence[float] = (),
+    ) -> list[HoldGroup]:
+        """The holds created in [since, until), summed in the ledger (nothing is read into a
+        Hold): one :class:`HoldGroup` per endpoint, tags, buckets, period
+        (``floor((created_at + offset) / period)``, ``period`` seconds >= 1) and place among
+        ``cuts`` (how many cuts are ``<= created_at``), in no particular order. A caller that
+        needs exact boundaries passes them as cuts; a group's ``first`` and ``last`` let it
+        check the rest (a backend may group more coarsely before 1970)."""
         ...
 
     def claim_alert(self, bucket: str, threshold: str) -> bool:

@@ -3,11 +3,13 @@ single-process scripts."""
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import math
 import threading
-from collections.abc import Mapping, Sequence
-from typing import NoReturn, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from falbudget.errors import HoldNotFound, KeyNotFound, LedgerError
 from falbudget.ledger import _checks
@@ -19,8 +21,24 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
 )
+
+
+def _figures(group: HoldGroup) -> tuple[int, ...]:
+    """A group's counts and sums, in HoldGroup's field order after ``last``."""
+    return (
+        group.holds,
+        group.spent,
+        group.held,
+        group.requests,
+        group.open,
+        group.expired,
+        group.released,
+        group.overruns,
+        group.overrun,
+    )
 
 
 class MemoryLedger:
@@ -278,8 +296,18 @@ class MemoryLedger:
         limit: int | None = None,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
-        wanted = _checks.check_states(states)
         limit = _checks.check_limit(limit)
+        return self._select(states, bucket, since, until)[:limit]
+
+    def _select(
+        self,
+        states: Sequence[HoldState] | None,
+        bucket: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[Hold]:
+        """The history, newest first (references to the stored holds, not copies)."""
+        wanted = _checks.check_states(states)
         with self._lock:
             rows = [
                 hold
@@ -290,7 +318,57 @@ class MemoryLedger:
                 and (until is None or hold.created_at < until)
             ]
             rows.sort(key=lambda h: (h.created_at, self._order[h.id]), reverse=True)
-            return rows[:limit]
+            return rows
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: the holds are in memory already; this lists them
+        (references, not copies) as :meth:`holds` does."""
+        yield from self._select(states, None, since, until)
+
+    def summarize(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        period: int = 86_400,
+        offset: int = 0,
+        cuts: Sequence[float] = (),
+    ) -> list[HoldGroup]:
+        """See :meth:`Ledger.summarize`: the same sums as the SQL backends' GROUP BY, over
+        the holds in one pass, without copying them."""
+        since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
+        groups: dict[tuple[object, ...], list[Any]] = {}
+        with self._lock:
+            for hold in self._holds.values():
+                at = hold.created_at
+                if (since is not None and at < since) or (until is not None and at >= until):
+                    continue
+                key = (
+                    hold.endpoint,
+                    tuple(sorted(hold.tags.items())),
+                    hold.buckets,
+                    math.floor((at + offset) / period),
+                    bisect.bisect_right(cut, at),
+                )
+                one = HoldGroup.of(hold)
+                sums = groups.get(key)
+                if sums is None:
+                    groups[key] = [hold, at, at, *_figures(one)]
+                    continue
+                sums[1] = min(sums[1], at)
+                sums[2] = max(sums[2], at)
+                for index, value in enumerate(_figures(one), start=3):
+                    sums[index] += value
+        return [
+            HoldGroup(first.endpoint, first.tags, first.buckets, low, high, *figures)
+            for first, low, high, *figures in groups.values()
+        ]
 
     def create_key(
         self, key_id: str, digest: str, tags: Mapping[str, str], *, now: float

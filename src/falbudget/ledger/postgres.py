@@ -40,7 +40,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -74,6 +74,7 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
 )
 
@@ -85,6 +86,8 @@ T = TypeVar("T")
 DEFAULT_SCHEMA: Final = "falbudget"
 SCHEMA_PARAM: Final = "schema"
 ADVISORY_LOCK_KEY: Final = 0x66616C6275646765  # "falbudge": serialises schema creation/migration
+PAGE = 1_000
+"""Holds per statement when a history is read as a stream (:meth:`PostgresLedger.iter_holds`)."""
 MAX_ATTEMPTS: Final = 8
 """How many times one operation is tried when it meets a serialization failure, a deadlock or
 (admission only) a race that a retry resolves."""
@@ -117,6 +120,26 @@ _HOLD_COLUMNS = (
     "fingerprint",
     "idempotency_ttl",
 )
+_SUMMARY = """SELECT endpoint, tags, buckets, MIN(created_at), MAX(created_at), COUNT(*),
+    COALESCE(SUM(spent), 0), COALESCE(SUM(held), 0), COUNT(*) FILTER (WHERE counts),
+    COUNT(*) FILTER (WHERE state IN ('held', 'submitted')),
+    COUNT(*) FILTER (WHERE state = 'expired'),
+    COUNT(*) FILTER (WHERE state = 'released' AND NOT counts),
+    COUNT(*) FILTER (WHERE spent > amount), COALESCE(SUM(GREATEST(spent - amount, 0)), 0)
+FROM (
+    SELECT endpoint, tags, buckets, created_at, state, amount,
+        CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount
+            WHEN state IN ('settled', 'expired') THEN COALESCE(settled_amount, amount)
+            ELSE 0 END AS spent,
+        CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount > 0
+            ELSE state IN ('settled', 'expired') END AS counts,
+        CASE WHEN state IN ('held', 'submitted') THEN amount ELSE 0 END AS held,
+        floor((created_at + %(offset)s::bigint) / %(period)s::bigint)::bigint AS period,
+        {place} AS place
+    FROM {s}.holds{where}
+) AS h
+GROUP BY endpoint, tags, buckets, period, place"""
+"""Sums per group as :meth:`HoldGroup.of` computes them for one hold."""
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
@@ -266,7 +289,22 @@ def _v4_api_keys(conn: Connection, schema: sql.Identifier) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_api_keys]
+def _v5_lean_holds(conn: Connection, schema: sql.Identifier) -> None:
+    """Less server work per step: ``hold_buckets`` (a row per hold and bucket, written by
+    every admission, for ``holds(bucket=...)`` alone, which now reads the hold's own array) and
+    the index by state and time (every settle moved the hold inside it) are dropped. Every
+    hold, total, adjustment, key and alert stays as it was."""
+    for statement in ("DROP INDEX {s}.holds_by_state_created", "DROP TABLE {s}.hold_buckets"):
+        conn.execute(sql.SQL(statement).format(s=schema))
+
+
+MIGRATIONS: list[Migration] = [
+    _v1_initial,
+    _v2_adjustments,
+    _v3_bound_keys,
+    _v4_api_keys,
+    _v5_lean_holds,
+]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
 
@@ -882,10 +920,8 @@ class PostgresLedger:
         # order, are held only for the charges and the COMMIT.
         if reopen:
             batch.call(q.lock_released, params).call(q.reopen_hold, params)
-            batch.call(q.unlink_hold, params)
         else:
             batch.call(q.insert_hold, params)
-        batch.call(q.link_hold, params)
         for key, room in rooms:
             batch.call(q.charge, {"key": key, "amount": values["amount"], "room": room})
         batch.sql("COMMIT")
@@ -1206,14 +1242,11 @@ class PostgresLedger:
             return []
         where: list[sql.Composable] = []
         params: dict[str, Any] = {}
-        if bucket is not None:
-            source = sql.SQL("{s}.hold_buckets AS b JOIN {s}.holds AS h ON h.id = b.hold_id")
-            time_column = sql.SQL("b.created_at")
-            where.append(sql.SQL("b.bucket_key = %(bucket)s"))
+        source = sql.SQL("{s}.holds AS h")
+        time_column = sql.SQL("h.created_at")
+        if bucket is not None:  # the hold's own array of buckets (schema 5 keeps no other)
+            where.append(sql.SQL("%(bucket)s::text = ANY(h.buckets)"))
             params["bucket"] = bucket
-        else:
-            source = sql.SQL("{s}.holds AS h")
-            time_column = sql.SQL("h.created_at")
         if wanted is not None:
             where.append(sql.SQL("h.state = ANY(%(states)s::text[])"))
             params["states"] = list(wanted)
@@ -1238,6 +1271,100 @@ class PostgresLedger:
             return [hold_from_row(row) for row in conn.execute(query, params).fetchall()]
 
         return self._run("holds", work)
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: pages of :data:`PAGE` holds, each one statement
+        within the call timeout, each starting after the last hold of the one before (by
+        created_at and the insertion order), read through ``holds_by_created``."""
+        wanted = _checks.check_states(states)
+        if wanted == ():
+            return
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {"page": PAGE}
+        if wanted is not None:
+            where.append(sql.SQL("state = ANY(%(states)s::text[])"))
+            params["states"] = list(wanted)
+        if since is not None:
+            where.append(sql.SQL("created_at >= %(since)s::float8"))
+            params["since"] = _checks.seconds("since", since)
+        if until is not None:
+            where.append(sql.SQL("created_at < %(until)s::float8"))
+            params["until"] = _checks.seconds("until", until)
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in _HOLD_COLUMNS)
+        schema = sql.Identifier(self.schema)
+
+        def page(after: tuple[float, int] | None) -> list[tuple[Any, ...]]:
+            clauses = list(where)
+            if after is not None:
+                clauses.append(sql.SQL("(created_at, seq) < (%(at)s::float8, %(seq)s::bigint)"))
+                params["at"], params["seq"] = after
+            query = sql.SQL("SELECT {cols}, seq FROM {s}.holds").format(cols=columns, s=schema)
+            if clauses:
+                query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
+            query += sql.SQL(" ORDER BY created_at DESC, seq DESC LIMIT %(page)s::bigint")
+            return self._run("holds", lambda conn: list(conn.execute(query, params).fetchall()))
+
+        after: tuple[float, int] | None = None
+        while True:
+            rows = page(after)
+            for row in rows:
+                yield hold_from_row(row[:-1])
+            if len(rows) < PAGE:
+                return
+            last = rows[-1]
+            after = (float(last[5]), int(last[-1]))
+
+    def summarize(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        period: int = 86_400,
+        offset: int = 0,
+        cuts: Sequence[float] = (),
+    ) -> list[HoldGroup]:
+        """See :meth:`Ledger.summarize`: one GROUP BY in the server; only the groups travel."""
+        since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
+        params: dict[str, Any] = {"offset": offset, "period": period}
+        place: list[sql.Composable] = [sql.SQL("0")]
+        for index, moment in enumerate(cut):
+            params[f"c{index}"] = moment
+            place.append(sql.SQL("(created_at >= {})::int").format(sql.Placeholder(f"c{index}")))
+        where: list[sql.Composable] = []
+        if since is not None:
+            where.append(sql.SQL("created_at >= %(since)s::float8"))
+            params["since"] = since
+        if until is not None:
+            where.append(sql.SQL("created_at < %(until)s::float8"))
+            params["until"] = until
+        query = sql.SQL(_SUMMARY).format(
+            s=sql.Identifier(self.schema),
+            place=sql.SQL(" + ").join(place),
+            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+        )
+
+        def work(conn: Connection) -> list[HoldGroup]:
+            return [
+                HoldGroup(
+                    endpoint,
+                    dict(tags),
+                    tuple(buckets),
+                    float(first),
+                    float(last),
+                    *(int(value) for value in figures),
+                )
+                for endpoint, tags, buckets, first, last, *figures in conn.execute(
+                    query, params
+                ).fetchall()
+            ]
+
+        return self._run("summarize", work)
 
     # -- life cycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -1378,11 +1505,6 @@ class _Queries:
             )
             SELECT 1 / count(*) FROM f""",
         )
-        self.link_hold = self._add(
-            "fb_link_hold",
-            """INSERT INTO {s}.hold_buckets (hold_id, bucket_key, created_at)
-            SELECT %(id)s::text, k, %(now)s::float8 FROM unnest(%(buckets)s::text[]) AS k""",
-        )
         # A released hold re-admitted under its idempotency key: locked first, and still
         # released and not billed (never adjusted, or adjusted back to 0: _checks.readmits); else
         # division by zero aborts, and the caller replays it.
@@ -1406,9 +1528,6 @@ class _Queries:
                 fingerprint = %(fingerprint)s::text, idempotency_ttl = %(idempotency_ttl)s::float8,
                 request_id = NULL, settled_amount = NULL, adjusted_amount = NULL
             WHERE id = %(id)s::text""",
-        )
-        self.unlink_hold = self._add(
-            "fb_unlink_hold", "DELETE FROM {s}.hold_buckets WHERE hold_id = %(id)s::text"
         )
         # Close one open hold, then move its amount in its buckets (locked in key order first).
         close_hold = f"""WITH closed AS (

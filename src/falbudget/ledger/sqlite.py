@@ -8,6 +8,7 @@ touched bucket rows and the index of overdue open holds: it costs the same at an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -36,6 +37,7 @@ from falbudget.ledger.base import (
     BucketCharge,
     BucketTotals,
     Hold,
+    HoldGroup,
     HoldState,
 )
 
@@ -187,7 +189,99 @@ def _v4_api_keys(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_adjustments, _v3_bound_keys, _v4_api_keys]
+def _v5_lean_holds(db: sqlite3.Connection) -> None:
+    """A leaner hold: what no query needs goes. Measured per reservation charging three
+    buckets (WAL pages written, reserve / settle): 13.7 / 5.2 before.
+
+    * ``hold_buckets`` (a row per hold and bucket, and its index by bucket) duplicated the
+      hold's own ``buckets`` column for ``holds(bucket=...)`` alone, which no command asks; that
+      query now reads the column (a scan of the time range asked).
+    * ``holds_by_state_created``: a state change moved the hold inside it (two pages per
+      settle) for history filtered by state, which reads ``holds_by_created`` as well.
+
+    Nothing else changes: every hold, total, adjustment, key and alert stays as it was."""
+    db.execute("DROP INDEX holds_by_state_created")
+    db.execute("DROP TABLE hold_buckets")
+
+
+_KIND_COLUMNS = "endpoint, buckets, tags, table_version, table_sha256"
+
+
+def _v6_hold_kinds(db: sqlite3.Connection) -> None:
+    """What many holds share is kept once: the endpoint, buckets, tags and price table of a
+    hold repeat for every request of a user, project and window, so they move to
+    ``hold_kinds`` and a hold names its kind by an integer (about 460 bytes a hold before,
+    about 190 after; see :func:`_kind`). SQLite cannot drop columns portably: the holds table
+    is rebuilt as in version 3, every row keeping its rowid and every value."""
+    hold_columns = (
+        "id, idempotency_key, amount, state, request_id, created_at, expires_at, updated_at, "
+        "settled_amount, adjusted_amount, fingerprint, idempotency_ttl, key_forgotten_at"
+    )
+    db.execute(
+        """CREATE TABLE hold_kinds (
+            id INTEGER PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            buckets TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            table_version TEXT,
+            table_sha256 TEXT
+        )"""
+    )
+    for row in db.execute(
+        f"SELECT {_KIND_COLUMNS} FROM holds GROUP BY {_KIND_COLUMNS} ORDER BY MIN(rowid)"
+    ).fetchall():
+        _kind(db, tuple(row))
+    statements = [
+        # for the copy below only: a reservation finds its kind by id
+        f"CREATE INDEX hold_kinds_by_value ON hold_kinds ({_KIND_COLUMNS})",
+        """CREATE TABLE holds_v6 (
+            id TEXT PRIMARY KEY,
+            kind INTEGER NOT NULL REFERENCES hold_kinds (id),
+            idempotency_key TEXT,
+            amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount >= 0),
+            state TEXT NOT NULL
+                CHECK (state IN ('held', 'submitted', 'settled', 'released', 'expired')),
+            request_id TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            settled_amount INTEGER
+                CHECK (settled_amount IS NULL OR typeof(settled_amount) = 'integer'),
+            adjusted_amount INTEGER
+                CHECK (adjusted_amount IS NULL
+                    OR (typeof(adjusted_amount) = 'integer' AND adjusted_amount >= 0)),
+            fingerprint TEXT,
+            idempotency_ttl REAL CHECK (idempotency_ttl IS NULL OR idempotency_ttl > 0),
+            key_forgotten_at REAL
+        )""",
+        f"""INSERT INTO holds_v6 (rowid, kind, {hold_columns})
+            SELECT h.rowid, k.id, {", ".join("h." + c for c in hold_columns.split(", "))}
+            FROM holds h JOIN hold_kinds k
+                ON k.endpoint = h.endpoint AND k.buckets = h.buckets AND k.tags = h.tags
+                AND k.table_version IS h.table_version AND k.table_sha256 IS h.table_sha256
+            ORDER BY h.rowid""",
+        "DROP TABLE holds",
+        "DROP INDEX hold_kinds_by_value",
+        "ALTER TABLE holds_v6 RENAME TO holds",
+        """CREATE INDEX holds_open_by_expiry ON holds (expires_at)
+            WHERE state IN ('held', 'submitted')""",
+        "CREATE INDEX holds_by_created ON holds (created_at)",
+        "CREATE INDEX holds_by_request_id ON holds (request_id) WHERE request_id IS NOT NULL",
+        """CREATE UNIQUE INDEX holds_by_bound_key ON holds (idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND key_forgotten_at IS NULL""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [
+    _v1_initial,
+    _v2_adjustments,
+    _v3_bound_keys,
+    _v4_api_keys,
+    _v5_lean_holds,
+    _v6_hold_kinds,
+]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
 
@@ -195,10 +289,19 @@ _INHERITED: list[sqlite3.Connection] = []
 """Connections a forked child inherited: kept referenced so that it never closes them."""
 
 _HOLD_COLUMNS = (
-    "id, endpoint, amount, state, buckets, created_at, expires_at, updated_at, "
-    "idempotency_key, request_id, settled_amount, tags, table_version, table_sha256, "
-    "adjusted_amount, fingerprint, idempotency_ttl"
+    "h.id, k.endpoint, h.amount, h.state, k.buckets, h.created_at, h.expires_at, h.updated_at, "
+    "h.idempotency_key, h.request_id, h.settled_amount, k.tags, k.table_version, "
+    "k.table_sha256, h.adjusted_amount, h.fingerprint, h.idempotency_ttl"
 )
+"""A hold's columns from ``holds h`` joined to its kind ``k`` (:func:`_holds`)."""
+
+
+def _holds(index: str | None = None) -> str:
+    """``holds h`` (read through ``index`` when given) joined to its kind as ``k``."""
+    indexed = f" INDEXED BY {index}" if index else ""
+    return f"holds h{indexed} JOIN hold_kinds k ON k.id = h.kind"
+
+
 _ADJUSTMENT_COLUMNS = "id, hold_id, previous, amount, delta, reason, source, created_at"
 _ID_BATCH = 500
 """Request ids looked up per statement (SQLite allows 32766 parameters; a batch stays small)."""
@@ -436,8 +539,8 @@ class SQLiteLedger:
             forget: str | None = None
             if idempotency_key is not None:
                 row = db.execute(
-                    f"SELECT {_HOLD_COLUMNS} FROM holds INDEXED BY holds_by_bound_key "
-                    "WHERE idempotency_key = ? AND key_forgotten_at IS NULL",
+                    f"SELECT {_HOLD_COLUMNS} FROM {_holds('holds_by_bound_key')} "
+                    "WHERE h.idempotency_key = ? AND h.key_forgotten_at IS NULL",
                     (idempotency_key,),
                 ).fetchone()
                 if row is not None:
@@ -477,17 +580,16 @@ class SQLiteLedger:
                     "ON CONFLICT (key) DO UPDATE SET held = held + excluded.held",
                     (key, amount),
                 )
+            kind = _kind(
+                db, (endpoint, json.dumps(list(keys)), tags_json, table_version, table_sha256)
+            )
             values = (
-                endpoint,
+                kind,
                 amount,
-                json.dumps(list(keys)),
                 now,
                 expires_at,
                 now,
                 idempotency_key,
-                tags_json,
-                table_version,
-                table_sha256,
                 fingerprint,
                 idempotency_ttl,
             )
@@ -495,28 +597,21 @@ class SQLiteLedger:
                 db.execute("UPDATE holds SET key_forgotten_at = ? WHERE id = ?", (now, forget))
             if reopen is None:
                 db.execute(
-                    "INSERT INTO holds (endpoint, amount, state, buckets, created_at, expires_at, "
-                    "updated_at, idempotency_key, tags, table_version, table_sha256, "
-                    "fingerprint, idempotency_ttl, id) "
-                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO holds (kind, amount, state, created_at, expires_at, "
+                    "updated_at, idempotency_key, fingerprint, idempotency_ttl, id) "
+                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
                     (*values, hold_id),
                 )
                 new_id = hold_id
             else:
                 db.execute(
-                    "UPDATE holds SET endpoint = ?, amount = ?, state = 'held', buckets = ?, "
+                    "UPDATE holds SET kind = ?, amount = ?, state = 'held', "
                     "created_at = ?, expires_at = ?, updated_at = ?, idempotency_key = ?, "
-                    "tags = ?, table_version = ?, table_sha256 = ?, fingerprint = ?, "
-                    "idempotency_ttl = ?, request_id = NULL, settled_amount = NULL, "
-                    "adjusted_amount = NULL WHERE id = ?",
+                    "fingerprint = ?, idempotency_ttl = ?, request_id = NULL, "
+                    "settled_amount = NULL, adjusted_amount = NULL WHERE id = ?",
                     (*values, reopen),
                 )
-                db.execute("DELETE FROM hold_buckets WHERE hold_id = ?", (reopen,))
                 new_id = reopen
-            db.executemany(
-                "INSERT INTO hold_buckets (hold_id, bucket_key, created_at) VALUES (?, ?, ?)",
-                [(new_id, key, now) for key in keys],
-            )
             return Admission(admitted=True, hold=_get(db, new_id))
 
     def mark_submitted(self, hold_id: str, request_id: str | None, *, now: float) -> Hold:
@@ -640,8 +735,8 @@ class SQLiteLedger:
                 batch = wanted[start : start + _ID_BATCH]
                 rows.extend(
                     db.execute(
-                        f"SELECT {_HOLD_COLUMNS}, rowid FROM holds INDEXED BY holds_by_request_id "
-                        f"WHERE request_id IS NOT NULL AND request_id IN "
+                        f"SELECT {_HOLD_COLUMNS}, h.rowid FROM {_holds('holds_by_request_id')} "
+                        f"WHERE h.request_id IS NOT NULL AND h.request_id IN "
                         f"({', '.join('?' * len(batch))})",
                         batch,
                     ).fetchall()
@@ -741,20 +836,31 @@ class SQLiteLedger:
         limit: int | None = None,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
+        sql, params = self._history(states, bucket, since, until, limit)
+        if sql is None:
+            return []
+        with self._transaction(write=False) as db:
+            return [_hold(row) for row in db.execute(sql, params).fetchall()]
+
+    def _history(
+        self,
+        states: Sequence[HoldState] | None,
+        bucket: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+    ) -> tuple[str | None, list[Any]]:
+        """The statement of a history query (None: it lists nothing) and its parameters."""
         wanted = _checks.check_states(states)
         limit = _checks.check_limit(limit)
         if wanted == ():
-            return []
+            return None, []
         where: list[str] = []
         params: list[Any] = []
-        if bucket is not None:
-            source = "hold_buckets b JOIN holds h ON h.id = b.hold_id"
-            time_column = "b.created_at"
-            where.append("b.bucket_key = ?")
+        source, time_column = _holds(), "h.created_at"
+        if bucket is not None:  # the hold's own list of buckets (schema 5 keeps no other)
+            where.append("EXISTS (SELECT 1 FROM json_each(k.buckets) WHERE value = ?)")
             params.append(bucket)
-        else:
-            source = "holds h"
-            time_column = "h.created_at"
         if wanted is not None:
             where.append(f"h.state IN ({', '.join('?' * len(wanted))})")
             params.extend(wanted)
@@ -764,15 +870,70 @@ class SQLiteLedger:
         if until is not None:
             where.append(f"{time_column} < ?")
             params.append(_checks.seconds("until", until))
-        sql = f"SELECT {', '.join('h.' + c for c in _HOLD_COLUMNS.split(', '))} FROM {source}"
+        sql = f"SELECT {_HOLD_COLUMNS} FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {time_column} DESC, h.rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
+        return sql, params
+
+    def iter_holds(
+        self,
+        *,
+        states: Sequence[HoldState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Hold]:
+        """See :meth:`Ledger.iter_holds`: one read transaction (one snapshot) whose cursor is
+        read as the holds are yielded; the ledger object is busy until the iteration ends."""
+        sql, params = self._history(states, None, since, until, None)
+        if sql is None:
+            return
         with self._transaction(write=False) as db:
-            return [_hold(row) for row in db.execute(sql, params).fetchall()]
+            cursor = db.execute(sql, params)
+            while rows := cursor.fetchmany(256):
+                for row in rows:
+                    yield _hold(row)
+
+    def summarize(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        period: int = 86_400,
+        offset: int = 0,
+        cuts: Sequence[float] = (),
+    ) -> list[HoldGroup]:
+        """See :meth:`Ledger.summarize`: one GROUP BY over the range of ``holds_by_created``;
+        only the groups reach Python (the period of a moment before 1970 is truncated towards
+        zero, so such groups may span two periods: ``first`` and ``last`` say so)."""
+        since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
+        where, params = _summary_range(since, until)
+        place = " + ".join(["0", *("(created_at >= ?)" for _ in cut)])
+        sql = _SUMMARY.format(place=place, where=where)
+        with self._transaction(write=False) as db:
+            rows = db.execute(sql, [offset, period, *cut, *params]).fetchall()
+        decoded: dict[str, Any] = {}
+
+        def decode(text: str) -> Any:
+            value = decoded.get(text)
+            if value is None:
+                value = decoded[text] = json.loads(text)
+            return value
+
+        return [
+            HoldGroup(
+                endpoint,
+                dict(decode(tags)),
+                tuple(decode(buckets)),
+                float(first),
+                float(last),
+                *(int(value) for value in figures),
+            )
+            for endpoint, tags, buckets, _, first, last, *figures in rows
+        ]
 
     def close(self) -> None:
         """Close the connection; the object cannot be used afterwards."""
@@ -794,6 +955,43 @@ class SQLiteLedger:
 
 
 # -- statements run inside a transaction --------------------------------------------------------
+_SPENT = (
+    "CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount"
+    " WHEN state IN ('settled', 'expired') THEN COALESCE(settled_amount, amount) ELSE 0 END"
+)
+_COUNTS = (
+    "CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount > 0"
+    " ELSE state IN ('settled', 'expired') END"
+)
+_SUMMARY = f"""SELECT k.endpoint, k.tags, k.buckets, g.* FROM (
+    SELECT kind, MIN(created_at), MAX(created_at), COUNT(*),
+        SUM(spent), SUM(held), SUM(counts), SUM(open), SUM(state = 'expired'),
+        SUM(state = 'released' AND NOT counts), SUM(spent > amount), SUM(MAX(spent - amount, 0))
+    FROM (
+        SELECT kind, created_at, state, amount,
+            {_SPENT} AS spent, {_COUNTS} AS counts,
+            CASE WHEN state IN ('held', 'submitted') THEN amount ELSE 0 END AS held,
+            state IN ('held', 'submitted') AS open,
+            CAST((created_at + ?) / ? AS INTEGER) AS period, {{place}} AS place
+        FROM holds{{where}}
+    )
+    GROUP BY kind, period, place
+) AS g JOIN hold_kinds k ON k.id = g.kind"""
+"""Sums per group as :meth:`HoldGroup.of` computes them for one hold (test_ledger_contract
+checks the two agree on every kind of hold)."""
+
+
+def _summary_range(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    where, params = [], []
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def _busy(exc: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock this one needs."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -826,7 +1024,9 @@ def _api_key(row: Any) -> ApiKey:
 
 
 def _get(db: sqlite3.Connection, hold_id: str) -> Hold:
-    row = db.execute(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
+    row = db.execute(
+        f"SELECT {_HOLD_COLUMNS} FROM {_holds()} WHERE h.id = ?", (hold_id,)
+    ).fetchone()
     if row is None:
         raise HoldNotFound(f"no hold has id {hold_id!r}")
     return _hold(row)
@@ -848,9 +1048,9 @@ def _close(
 
 def _expire(db: sqlite3.Connection, now: float) -> list[Hold]:
     rows = db.execute(
-        f"SELECT {_HOLD_COLUMNS} FROM holds INDEXED BY holds_open_by_expiry "
-        f"WHERE {_OPEN} AND expires_at < ? "
-        "ORDER BY expires_at, id",
+        f"SELECT {_HOLD_COLUMNS} FROM {_holds('holds_open_by_expiry')} "
+        f"WHERE h.{_OPEN} AND h.expires_at < ? "
+        "ORDER BY h.expires_at, h.id",
         (now,),
     ).fetchall()
     out = []
@@ -861,6 +1061,32 @@ def _expire(db: sqlite3.Connection, now: float) -> list[Hold]:
         else:
             out.append(_close(db, hold, "released", None, now))
     return out
+
+
+_KindValues = tuple[str, str, str, str | None, str | None]
+
+
+def _kind(db: sqlite3.Connection, values: _KindValues) -> int:
+    """The id of the hold kind with these values (endpoint, buckets, tags, table_version,
+    table_sha256), recorded now if it is new (inside the caller's write transaction).
+
+    The id is the first 63 bits of the values' sha256, so finding a kind is one look-up of
+    the table's integer key, whatever the number of kinds; a kind that already holds that id
+    with other values (a collision, never seen in practice) moves the new one to the next id
+    that is free or holds these values."""
+    digest = hashlib.sha256(json.dumps(values).encode()).digest()
+    kind = int.from_bytes(digest[:8], "big") >> 1
+    while True:
+        row = db.execute(f"SELECT {_KIND_COLUMNS} FROM hold_kinds WHERE id = ?", (kind,)).fetchone()
+        if row is None:
+            db.execute(
+                f"INSERT INTO hold_kinds (id, {_KIND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, *values),
+            )
+            return kind
+        if tuple(row) == values:
+            return kind
+        kind = (kind + 1) % 2**63
 
 
 def _hold(row: Sequence[Any]) -> Hold:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -10,7 +11,6 @@ import re
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,17 +26,29 @@ _cache: dict[str, PriceTable] = {}
 _cache_lock = threading.Lock()
 
 
+def _packaged(name: str) -> Path:
+    """A data file shipped inside the package: the file beside this module when the package is
+    a directory, as it is once installed (no import of importlib.resources: a quote's process
+    starts sooner), else through it."""
+    beside = Path(__file__).resolve().parent.parent / "data" / name
+    if beside.is_file():
+        return beside
+    from importlib import resources
+
+    return Path(str(resources.files("falbudget") / "data" / name))
+
+
 @functools.cache
 def packaged_table_path() -> Path:
     """The pricing.yaml shipped inside the package (a copy of the repository's top-level file)."""
-    return Path(str(resources.files("falbudget") / "data" / "pricing.yaml"))
+    return _packaged("pricing.yaml")
 
 
 @functools.cache
 def popular_table_path() -> Path:
     """fal-popular.yaml shipped inside the package: popular fal endpoints priced from fal's own
     pages (docs/catalog.md), to layer after pricing.yaml."""
-    return Path(str(resources.files("falbudget") / "data" / "fal-popular.yaml"))
+    return _packaged("fal-popular.yaml")
 
 
 def load_table(path: str | os.PathLike[str]) -> PriceTable:
@@ -53,7 +65,106 @@ def load_table(path: str | os.PathLike[str]) -> PriceTable:
         raise PriceTableError(
             "cannot read the price table: the path holds a NUL", file=name
         ) from None
-    return parse_table(data, source=name)
+    digest = hashlib.sha256(data).hexdigest()
+    cached = _read_cached(digest, name)
+    if cached is not None:
+        return cached
+    table = parse_table(data, source=name)
+    _write_cached(table)
+    return table
+
+
+# -- the compiled-table cache -------------------------------------------------------------------
+CACHE_ENV = "FALBUDGET_CACHE_DIR"
+"""Where compiled price tables are kept (default: the user's cache directory, platformdirs);
+set to an empty string, no cache is read or written."""
+_CACHE_FORMAT = 1
+_CODE_FILES = ("engine.py", "loader.py", "models.py", "../money.py", "../errors.py")
+"""The code a compiled table depends on: a change to any of them makes every entry stale."""
+
+
+def cache_directory() -> str | None:
+    """The directory of the compiled-table cache, or None when ``FALBUDGET_CACHE_DIR`` is set
+    to an empty string."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None:
+        return configured or None
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("falbudget"), "tables")
+
+
+@functools.cache
+def _code_digest() -> str:
+    """A digest of the code that compiles and reads a table, the cache format and Python's
+    version: an entry made by other code is never read."""
+    import sys
+
+    h = hashlib.sha256(f"{_CACHE_FORMAT}|{sys.version_info[:2]}".encode())
+    here = Path(__file__).resolve().parent
+    for name in _CODE_FILES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_file(digest: str) -> str | None:
+    directory = cache_directory()
+    if directory is None:
+        return None
+    return os.path.join(directory, f"{digest}-{_code_digest()}.pickle")
+
+
+def _private(stat: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else (what may be unpickled)."""
+    return stat.st_uid == os.getuid() and not stat.st_mode & 0o022
+
+
+def _read_cached(digest: str, source: str) -> PriceTable | None:
+    """The compiled table of the file whose sha256 is ``digest``, if the cache has a sound
+    entry for it: the directory and the entry private to this user, the entry a table with
+    that digest. Anything else (missing, stale, unreadable, foreign) is ignored."""
+    import pickle
+
+    try:
+        path = _cache_file(digest)
+        if path is None or not _private(os.stat(os.path.dirname(path))):
+            return None
+        with open(path, "rb") as handle:
+            if not _private(os.fstat(handle.fileno())):
+                return None
+            table = pickle.load(handle)
+    except Exception:  # a missing or damaged entry is a miss, never an error
+        return None
+    if not isinstance(table, PriceTable) or table.sha256 != digest:
+        return None
+    return table if table.source == source else dataclasses.replace(table, source=source)
+
+
+def _write_cached(table: PriceTable) -> None:
+    """Keep ``table`` for the next process: written to a private temporary file, then renamed
+    over the entry, so a reader sees a whole entry or none. Failures are ignored."""
+    import pickle
+    import tempfile
+
+    try:
+        path = _cache_file(table.sha256)
+        if path is None:
+            return
+        directory = os.path.dirname(path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _private(os.stat(directory)):
+            return
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pickle")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except Exception:  # the cache only saves time: a table that cannot be kept still quotes
+        return
 
 
 def parse_table(data: bytes | str, *, source: str = "<string>") -> PriceTable:
