@@ -610,3 +610,39 @@ def test_a_restarted_proxy_follows_the_requests_it_had_accepted(
         assert second.proxy.outcomes.wait(request_id) == "settled"
         [hold] = again.ledger.holds()
         assert (hold.state, hold.request_id, hold.spent_amount) == ("settled", request_id, 800_000)
+
+
+def test_the_proxy_settles_from_fals_bill_and_a_ceiling_to_the_bill(
+    serve: Any, fake_fal: FakeFal, ledger: Ledger
+) -> None:
+    from falbudget.pricing.loader import parse_table
+    from test_settle_from_billing import CEILING_TABLE, Bill
+
+    # an endpoint priced only after the call: the hold is its 0.50 ceiling, and the proxy's
+    # follower settles it at what fal billed, 0.07 (no settle_from needed for a ceiling)
+    bill = Bill(fake_fal, "0.07")
+    guard = make_guard(ledger, Cap("10.00"), table=parse_table(CEILING_TABLE), billing=bill)
+    server = serve(guard, **FAST)
+    request_id = post(server, f"{QUEUE}/fal-ai/any-llm", {"prompt": "hi"}).json()["request_id"]
+    assert server.proxy.outcomes.wait(request_id) == "settled"
+    assert bill.asked == [request_id]
+    [hold] = guard.ledger.holds()
+    assert (hold.amount, hold.spent_amount) == (500_000, 70_000)
+    # and a hold the proxy picks up again after a restart (read back with no quote) is still
+    # known for a ceiling by its endpoint
+    from falbudget.guard.core import Hold
+
+    assert Hold(guard, hold, None, False)._is_ceiling() is True
+
+
+def test_the_proxy_honours_settle_from_billing(
+    serve: Any, fake_fal: FakeFal, ledger: Ledger
+) -> None:
+    from test_settle_from_billing import Bill
+
+    bill = Bill(fake_fal, "1.10")  # fal billed 1.10 for a request quoted 1.20
+    guard = make_guard(ledger, Cap("10.00"), settle_from="billing", billing=bill)
+    server = serve(guard, **FAST)
+    request_id = post(server, SUBMIT, ARGS_120).json()["request_id"]
+    assert server.proxy.outcomes.wait(request_id) == "settled"
+    assert guard.spent() == Decimal("1.10")

@@ -167,3 +167,27 @@ def test_a_quote_process_with_a_cached_table_imports_neither_yaml_nor_pydantic(
     first = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout
     assert '"total": "1.00"' in first
     assert subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout == first
+
+
+def test_a_dated_table_read_back_on_another_day_shows_that_days_version(
+    cache: Path, tmp_path: Path, validations: list[object]
+) -> None:
+    import datetime as dt
+
+    from falbudget import clock
+
+    # docs/examples/price-history.yaml: 1080p exists from 2027-01-01 only
+    path = tmp_path / "history.yaml"
+    history = Path(__file__).resolve().parents[1] / "docs" / "examples" / "price-history.yaml"
+    path.write_bytes(history.read_bytes())
+
+    def at(day: str) -> float:
+        return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()
+
+    with clock.fixed(at("2026-12-31")):
+        first = load_table(path)  # compiled and cached on the 31st
+    with clock.fixed(at("2027-01-02")):
+        again = load_table(path)  # read back from the cache on the 2nd
+    assert len(validations) == 1 and len(entries(cache)) == 1
+    assert first.endpoint("acme/video").inputs["resolution"].enum == ("480p", "720p")
+    assert again.endpoint("acme/video").inputs["resolution"].enum == ("480p", "720p", "1080p")

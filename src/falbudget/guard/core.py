@@ -356,8 +356,7 @@ class Hold:
         fal's records show it; None otherwise (an error reading them is logged, never raised:
         the hold then counts the amount held)."""
         guard = self._guard
-        ceiling = self.quote is not None and self.quote.is_ceiling
-        if guard.settle_from != "billing" and not ceiling:
+        if guard.settle_from != "billing" and not self._is_ceiling():
             return None
         if guard.billing is None or self.request_id is None:
             return None
@@ -373,6 +372,17 @@ class Hold:
                 format_usd(self.amount),
             )
             return None
+
+    def _is_ceiling(self) -> bool:
+        """Whether the amount held is a ceiling (the endpoint is priced only after the call):
+        from the quote, or, for a hold read back from the ledger without one (a proxy following
+        the holds it accepted before a restart), from the guard's price table."""
+        if self.quote is not None:
+            return self.quote.is_ceiling
+        try:
+            return self._guard.table.endpoint(self.endpoint).after_call
+        except FalbudgetError:  # not in the table (any more): nothing says it is a ceiling
+            return False
 
     async def arelease(self) -> None:
         await asyncio.to_thread(self.release)

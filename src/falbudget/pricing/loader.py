@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,12 @@ def _read_cached(digest: str, source: str) -> PriceTable | None:
         return None
     if not isinstance(table, PriceTable) or table.sha256 != digest:
         return None
+    if any(endpoint.versions for endpoint in table.endpoints.values()):
+        endpoints = {
+            name: _in_effect_today(endpoint.versions) if endpoint.versions else endpoint
+            for name, endpoint in table.endpoints.items()
+        }
+        table = dataclasses.replace(table, endpoints=endpoints)
     return table if table.source == source else dataclasses.replace(table, source=source)
 
 
@@ -358,11 +365,19 @@ def _compile_endpoint(
                 effective_from=version.effective_from.isoformat(),
             )
         )
+    return _in_effect_today(versions)
+
+
+def _in_effect_today(versions: Sequence[PricedEndpoint]) -> PricedEndpoint:
+    """The dated version in effect today (the first before any), carrying all ``versions``: an
+    endpoint's top-level inputs and rules are today's, for readers that do not ask for a moment
+    (``endpoints``, ``pricing diff``). A compiled table read back from the cache on another day
+    is given today's again."""
     today = engine._today()
     current = versions[0]
-    for compiled, model in zip(versions, spec.versions, strict=True):
-        if model.effective_from.toordinal() <= today:
-            current = compiled
+    for version in versions:
+        if dt.date.fromisoformat(version.effective_from or "").toordinal() <= today:
+            current = version
     return dataclasses.replace(current, versions=tuple(versions))
 
 

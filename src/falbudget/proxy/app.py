@@ -407,7 +407,7 @@ class Proxy:
         """Settle, release or keep ``hold``; never raises (logged), records the outcome."""
         try:
             if action == "settle":
-                await hold.asettle()
+                await hold.asettle_billed()  # fal's bill when the guard reads it, else the quote
             elif action == "release":
                 await hold.arelease()
         except HoldClosed as exc:
