@@ -37,6 +37,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
 from falbudget.platform import PlatformClient
+from falbudget.pricing.models import has_type
 
 IMAGE_SIZE_PRESETS: Final[Mapping[str, tuple[int, int]]] = {
     "square_hd": (1024, 1024),
@@ -195,7 +196,7 @@ def input_spec(prop: Any, spec: Mapping[str, Any], required: bool) -> dict[str, 
             enum = node.get("enum")
             if isinstance(enum, list) and enum:
                 values = [_scalar(v, kind) for v in enum]
-                if all(_fits(v, kind) for v in values):
+                if all(has_type(v, kind) for v in values):
                     out["enum"] = values
             if kind == "integer":
                 for bound in ("minimum", "maximum"):
@@ -212,23 +213,11 @@ def input_spec(prop: Any, spec: Mapping[str, Any], required: bool) -> dict[str, 
         value = default if out["type"] == "json" else _scalar(default, out["type"])
         if out["type"] == "image_size" and isinstance(value, Mapping):
             value = None  # an explicit default size: not a preset a lookup can name
-        if value is not None and _fits(value, out["type"]) and _in_enum(value, out):
+        if value is not None and has_type(value, out["type"]) and _in_enum(value, out):
             out["default"] = value
     if nullable:
         out["nullable"] = True
     return out
-
-
-def _fits(value: Any, kind: str) -> bool:
-    if kind == "json":
-        return True
-    if kind in ("string", "image_size"):
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _in_enum(value: Any, out: Mapping[str, Any]) -> bool:

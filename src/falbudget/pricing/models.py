@@ -66,7 +66,7 @@ class InputSpec(_Strict):
             if not self.enum:
                 raise ValueError("enum: must list at least one value")
             for value in self.enum:
-                if not _has_type(value, self.type):
+                if not has_type(value, self.type):
                     raise ValueError(f"enum: {value!r} is not of type {self.type}")
         if (self.minimum is not None or self.maximum is not None) and self.type not in (
             "integer",
@@ -78,7 +78,7 @@ class InputSpec(_Strict):
         if self.default is not None:
             if self.required:
                 raise ValueError("default: a required input cannot have a default")
-            if not _has_type(self.default, self.type):
+            if not has_type(self.default, self.type):
                 raise ValueError(f"default: {self.default!r} is not of type {self.type}")
             if self.enum is not None and not any(
                 type(v) is type(self.default) and v == self.default for v in self.enum
@@ -96,7 +96,8 @@ class InputSpec(_Strict):
         return self
 
 
-def _has_type(value: Any, kind: str) -> bool:
+def has_type(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of the table's input type ``kind`` (a bool is not a number)."""
     if kind == "json":
         return True
     if kind in ("string", "image_size"):
