@@ -26,6 +26,17 @@ import falbudget
 from falbudget.cli import main, quote_cmd
 
 MAGI = "fal-ai/magi/image-to-video"
+POPULAR = [  # the popular endpoints of the packaged table, in its order (docs/catalog.md)
+    "fal-ai/flux-1/dev",
+    "fal-ai/flux-pro/kontext",
+    "fal-ai/kling-video/v1/standard/image-to-video",
+    "fal-ai/kling-video/v2.1/standard/image-to-video",
+    "fal-ai/kling-video/v2.5-turbo/standard/image-to-video",
+    "fal-ai/kling-video/v2.5-turbo/pro/image-to-video",
+    "fal-ai/minimax/hailuo-2.3/standard/text-to-video",
+    "fal-ai/minimax/hailuo-2.3/pro/text-to-video",
+    "fal-ai/stable-audio-25/text-to-audio",
+]
 PACKAGED = Path(falbudget.__file__).parent / "data" / "pricing.yaml"
 PACKAGED_SHA256 = hashlib.sha256(PACKAGED.read_bytes()).hexdigest()
 
@@ -131,7 +142,7 @@ def test_quote_table_shows_each_rule_and_the_total(capsys: pytest.CaptureFixture
     )
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"{MAGI} (price table 2026.11.30)"
+    assert lines[0] == f"{MAGI} (price table 2026.12.06)"
     assert rows("\n".join(lines[1:])) == [
         ["rule", "input", "value", "effect", "subtotal"],
         ["base", "0.80", "0.80"],
@@ -193,7 +204,7 @@ def test_quote_json_with_defaults_is_exactly_the_quote(capsys: pytest.CaptureFix
                 "factor": "1",
             },
         ],
-        "table_version": "2026.11.30",
+        "table_version": "2026.12.06",
         "table_sha256": PACKAGED_SHA256,
     }
 
@@ -660,7 +671,7 @@ def test_endpoints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert out.count("\n") == 1
     data = json.loads(out)
-    assert data["table_version"] == "2026.11.30"
+    assert data["table_version"] == "2026.12.06"
     assert data["table_sha256"] == PACKAGED_SHA256
     assert [e["name"] for e in data["endpoints"]] == [
         MAGI,
@@ -668,6 +679,7 @@ def test_endpoints_json(capsys: pytest.CaptureFixture[str]) -> None:
         "fal-ai/magi/extend-video",
         "fal-ai/magi-distilled",
         "fal-ai/magi-distilled/extend-video",
+        *POPULAR,
     ]
     endpoint = data["endpoints"][0]
     assert endpoint["name"] == MAGI
@@ -743,17 +755,30 @@ def test_validate_the_table_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"ok: {PACKAGED}",
-        "table version   2026.11.30 (effective 2026-11-24)",
+        "table version   2026.12.06 (effective 2026-11-24)",
         f"sha256          {PACKAGED_SHA256}",
-        "endpoints       5",
+        "endpoints       14",
         # the names padded to the longest; image to video and its full-price kin: 0.80 x 0.5 =
         # 0.40 to (0.80 + 4 x 0.20) x 4 = 6.40; distilled: 0.32 x 0.5 = 0.16 to
         # (0.32 + 4 x 0.08) x 2 (32 steps at most) = 1.28
-        f"  {MAGI}          0.40 - 6.40 USD",
-        "  fal-ai/magi                         0.40 - 6.40 USD",
-        "  fal-ai/magi/extend-video            0.40 - 6.40 USD",
-        "  fal-ai/magi-distilled               0.16 - 1.28 USD",
-        "  fal-ai/magi-distilled/extend-video  0.16 - 1.28 USD",
+        f"  {MAGI}                             0.40 - 6.40 USD",
+        "  fal-ai/magi                                            0.40 - 6.40 USD",
+        "  fal-ai/magi/extend-video                               0.40 - 6.40 USD",
+        "  fal-ai/magi-distilled                                  0.16 - 1.28 USD",
+        "  fal-ai/magi-distilled/extend-video                     0.16 - 1.28 USD",
+        # the popular endpoints (docs/catalog.md section 7): FLUX.1 [dev] 1 to 4 images of at
+        # most 1 megapixel x 0.025; Kontext 1 to 4 images x 0.04; Kling v1 5 or 10 s x 0.045;
+        # Kling 2.1 0.28 for 5 s, + 5 x 0.056 for 10 s; 2.5 Turbo 0.21 / 0.35 for 5 s, twice for
+        # 10 s; Hailuo 2.3 standard 0.28 for 6 s, 0.56 for 10 s; pro 0.49; Stable Audio 0.20
+        "  fal-ai/flux-1/dev                                      0.025 - 0.10 USD",
+        "  fal-ai/flux-pro/kontext                                0.04 - 0.16 USD",
+        "  fal-ai/kling-video/v1/standard/image-to-video          0.225 - 0.45 USD",
+        "  fal-ai/kling-video/v2.1/standard/image-to-video        0.28 - 0.56 USD",
+        "  fal-ai/kling-video/v2.5-turbo/standard/image-to-video  0.21 - 0.42 USD",
+        "  fal-ai/kling-video/v2.5-turbo/pro/image-to-video       0.35 - 0.70 USD",
+        "  fal-ai/minimax/hailuo-2.3/standard/text-to-video       0.28 - 0.56 USD",
+        "  fal-ai/minimax/hailuo-2.3/pro/text-to-video            0.49 - 0.49 USD",
+        "  fal-ai/stable-audio-25/text-to-audio                   0.20 - 0.20 USD",
     ]
 
 

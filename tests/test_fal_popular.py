@@ -1,6 +1,7 @@
-"""fal-popular.yaml: each endpoint reproduces the example prices on its fal page (the page and
-its words are quoted beside each test; the figures are worked out by hand). The repository's copy
-is the one shipped in the package, and it layers after the hand-written MAGI-1 table."""
+"""The popular fal endpoints of pricing.yaml (beyond MAGI-1): each reproduces the example prices
+on its fal page (the page and its words are quoted beside each test; the figures are worked out
+by hand). They ship in the packaged table, so the guard and `falbudget quote` price them out of
+the box."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from falbudget.errors import InvalidArguments
-from falbudget.pricing.loader import (
-    layered_table,
-    load_table,
-    packaged_table_path,
-    popular_table_path,
-)
+from falbudget.pricing.loader import default_table, load_table, packaged_table_path
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = load_table(ROOT / "fal-popular.yaml")
+TABLE = load_table(ROOT / "pricing.yaml")
+MAGI = {
+    "fal-ai/magi/image-to-video",
+    "fal-ai/magi",
+    "fal-ai/magi/extend-video",
+    "fal-ai/magi-distilled",
+    "fal-ai/magi-distilled/extend-video",
+}
 D = Decimal
 
 
@@ -27,9 +30,10 @@ def total(endpoint: str, **arguments: object) -> Decimal:
 
 
 def test_the_shipped_copy_is_the_repository_s() -> None:
-    assert popular_table_path().read_bytes() == (ROOT / "fal-popular.yaml").read_bytes()
-    assert len(TABLE.endpoints) == 9
-    for endpoint in TABLE.endpoints.values():
+    assert packaged_table_path().read_bytes() == (ROOT / "pricing.yaml").read_bytes()
+    popular = [e for name, e in TABLE.endpoints.items() if name not in MAGI]
+    assert len(TABLE.endpoints) == 5 + 9 and len(popular) == 9
+    for endpoint in popular:
         assert endpoint.source_url.startswith("https://fal.ai/models/")
         assert endpoint.price_read_on == "2026-12-06"
 
@@ -97,8 +101,8 @@ def test_unknown_parameters_are_refused_and_required_ones_checked() -> None:
         endpoint.normalize_arguments({"prompt": "a cat"}, strict=True)
 
 
-def test_it_layers_after_the_hand_written_table() -> None:
-    layered = layered_table([str(packaged_table_path()), str(popular_table_path())])
-    assert layered.quote("fal-ai/magi/image-to-video", {}).total == D("0.80")
-    assert layered.quote("fal-ai/minimax/hailuo-2.3/pro/text-to-video", {}).total == D("0.49")
-    assert len(layered.endpoints) == 5 + 9
+def test_the_default_table_prices_them_beside_magi() -> None:
+    table = default_table()  # the packaged table, as the guard and the CLI use it
+    assert table.quote("fal-ai/magi/image-to-video", {}).total == D("0.80")
+    assert table.quote("fal-ai/minimax/hailuo-2.3/pro/text-to-video", {}).total == D("0.49")
+    assert len(table.endpoints) == 5 + 9

@@ -623,7 +623,7 @@ def test_cli_count(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", "count", MAGI, "--amount", "10.00")
     assert (code, err) == (0, "")
     assert out == (
-        f"{MAGI} num_frames=96 resolution=720p num_inference_steps=16 (price table 2026.11.30)\n"
+        f"{MAGI} num_frames=96 resolution=720p num_inference_steps=16 (price table 2026.12.06)\n"
         "12 requests of 0.80 fit in 10.00 USD (0.40 left)\n"
     )
     # KEY=VALUE may follow the options; 1.20 x 8 = 9.60
@@ -750,7 +750,7 @@ def test_cli_best(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0] == (
         "best within 2.00 a request, by order num_frames, resolution, num_inference_steps"
     )
-    assert lines[1] == f"{MAGI} (price table 2026.11.30)"
+    assert lines[1] == f"{MAGI} (price table 2026.12.06)"
     assert lines[-1].split() == ["total", "1.60", "USD"]
     data = json_of(capsys, "plan", "best", MAGI, "--per-request", "2.00")
     assert data["found"] is True
@@ -864,7 +864,7 @@ def test_cli_grid(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", "grid", MAGI)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"{MAGI} (price table 2026.11.30): 970 configurations, 0.40 - 6.40 USD"
+    assert lines[0] == f"{MAGI} (price table 2026.12.06): 970 configurations, 0.40 - 6.40 USD"
     assert lines[1].split() == ["num_frames", "resolution", "num_inference_steps", "price"]
     assert lines[3].split() == ["96", "480p", "4", "0.40"]
     assert lines[-1].split() == ["192", "720p", "64", "6.40"]

@@ -374,7 +374,7 @@ def test_an_undated_endpoint_prices_the_same_at_any_moment() -> None:
     for at in (None, dt.date(1970, 1, 2), dt.date(2999, 1, 1), 0, dt.datetime(2026, 12, 1)):
         quote = table.quote(MAGI, {"num_frames": 144}, at=at)
         assert (quote.total, quote.effective_from) == (Decimal("1.20"), None)
-        assert quote.rules_version == "2026.11.30"
+        assert quote.rules_version == "2026.12.06"
     assert endpoint.version_at(dt.date(1970, 1, 2)) is endpoint
 
 
@@ -474,7 +474,7 @@ def test_the_guard_records_an_undated_table_as_before(ledger_url: str) -> None:
             pass
         row = guard.ledger.get_hold(hold.id)
         # 0.80 + 2 x 0.20 = 1.20
-        assert (row.amount, row.table_version) == (1_200_000, "2026.11.30")
+        assert (row.amount, row.table_version) == (1_200_000, "2026.12.06")
         assert row.table_sha256 == hashlib.sha256(REPO_TABLE.read_bytes()).hexdigest()
     finally:
         guard.close()
@@ -590,7 +590,7 @@ def test_cli_quote_without_at_on_the_packaged_table_is_unchanged(
 ) -> None:
     code, out, _ = run(capsys, "quote", MAGI, "num_frames=144", "--at", "1999-01-01")
     assert code == 0
-    assert out.splitlines()[0] == f"{MAGI} (price table 2026.11.30)"
+    assert out.splitlines()[0] == f"{MAGI} (price table 2026.12.06)"
     assert out.splitlines()[-1].split() == ["total", "1.20", "USD"]
 
 

@@ -268,7 +268,7 @@ def test_currency_endpoint_and_table_identity() -> None:
     quote = falbudget.quote(MAGI)
     assert quote.currency == "USD"
     assert quote.endpoint == MAGI
-    assert quote.table_version == "2026.11.30"
+    assert quote.table_version == "2026.12.06"
     assert quote.table_sha256 == hashlib.sha256(REPO_TABLE.read_bytes()).hexdigest()
     assert quote.table_sha256 == hashlib.sha256(packaged_table_path().read_bytes()).hexdigest()
 
@@ -327,7 +327,7 @@ def test_json_form_writes_money_as_strings() -> None:
                 "factor": "2",
             },
         ],
-        "table_version": "2026.11.30",
+        "table_version": "2026.12.06",
         "table_sha256": hashlib.sha256(REPO_TABLE.read_bytes()).hexdigest(),
     }
 
@@ -558,7 +558,7 @@ def test_unknown_endpoint_without_close_match_says_how_many_are_known() -> None:
     with pytest.raises(UnknownEndpoint) as info:
         falbudget.quote("acme/x")
     assert info.value.close_matches == ()
-    assert "the table prices 5 endpoint(s)" in str(info.value)  # the MAGI family
+    assert "the table prices 14 endpoint(s)" in str(info.value)  # MAGI family and 9 popular
 
 
 @pytest.mark.parametrize("endpoint", [None, 3, ["fal-ai/magi/image-to-video"], ""])
@@ -584,7 +584,7 @@ def test_fal_budget_pricing_env_replaces_the_default(
 ) -> None:
     other = tmp_path / "other.yaml"
     other.write_text(
-        REPO_TABLE.read_text().replace('table_version: "2026.11.30"', 'table_version: "test-1"')
+        REPO_TABLE.read_text().replace('table_version: "2026.12.06"', 'table_version: "test-1"')
     )
     monkeypatch.setattr(loader, "_cache", {})
     monkeypatch.setenv("FALBUDGET_PRICING", str(other))
@@ -593,7 +593,7 @@ def test_fal_budget_pricing_env_replaces_the_default(
     assert quote.table_sha256 == hashlib.sha256(other.read_bytes()).hexdigest()
     assert default_table().source == str(other)
     monkeypatch.delenv("FALBUDGET_PRICING")
-    assert falbudget.quote(MAGI).table_version == "2026.11.30"
+    assert falbudget.quote(MAGI).table_version == "2026.12.06"
 
 
 def test_default_table_with_a_path_and_its_cache(tmp_path: Path) -> None:

@@ -16,12 +16,21 @@ from falbudget.pricing import PriceTable, load_table, parse_table
 MAGI = "fal-ai/magi/image-to-video"
 REPO_TABLE = Path(__file__).resolve().parents[1] / "pricing.yaml"
 TEXT = REPO_TABLE.read_text()
+POPULAR_MARK = "  # -- popular fal endpoints beyond MAGI-1"
 
 
 def edited(old: str, new: str) -> str:
-    """pricing.yaml with one exact piece of text replaced (the piece must be there, once)."""
-    assert TEXT.count(old) == 1, old
-    return TEXT.replace(old, new)
+    """pricing.yaml with one exact piece of text of its MAGI-1 part replaced (the piece must be
+    there, once); the popular endpoints after it are left as they are."""
+    magi, popular = split_magi(TEXT)
+    assert magi.count(old) == 1, old
+    return magi.replace(old, new) + popular
+
+
+def split_magi(text: str) -> tuple[str, str]:
+    """pricing.yaml cut where its popular endpoints (after the MAGI-1 family) begin."""
+    at = text.index(POPULAR_MARK)
+    return text[:at], text[at:]
 
 
 def line_of(text: str, line: str) -> int:
@@ -386,7 +395,7 @@ def test_an_endpoint_without_rules(tmp_path: Path) -> None:
 
 
 def test_a_missing_top_level_key(tmp_path: Path) -> None:
-    error = refused(tmp_path, edited('table_version: "2026.11.30"\n', ""))
+    error = refused(tmp_path, edited('table_version: "2026.12.06"\n', ""))
     assert (error.endpoint, error.field) == (None, "table_version")
     assert "Field required" in str(error)
 
@@ -417,7 +426,7 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
 
 
 def test_an_endpoint_given_twice_is_refused(tmp_path: Path) -> None:
-    endpoint_block = TEXT.split("endpoints:\n")[1]
+    endpoint_block = split_magi(TEXT)[0].split("endpoints:\n")[1]  # the MAGI-1 family again
     error = refused(tmp_path, TEXT + endpoint_block)
     assert f"duplicate key {MAGI!r}" in str(error)
 
@@ -464,17 +473,18 @@ def test_amounts_may_be_integers_and_bytes_or_text_parse_the_same() -> None:
 def test_the_repository_table_loads_with_its_metadata() -> None:
     table = load_table(REPO_TABLE)
     assert table.schema_version == 1
-    assert table.table_version == "2026.11.30"
+    assert table.table_version == "2026.12.06"
     assert table.effective_date == "2026-11-24"
     assert table.currency == "USD"
     assert table.source == str(REPO_TABLE)
-    assert list(table.endpoints) == [
+    assert list(table.endpoints)[:5] == [
         MAGI,
         "fal-ai/magi",
         "fal-ai/magi/extend-video",
         "fal-ai/magi-distilled",
         "fal-ai/magi-distilled/extend-video",
-    ]  # image to video, then the rest of the family
+    ]  # image to video, then the rest of the family, then the 9 popular endpoints
+    assert len(table.endpoints) == 5 + 9 and "fal-ai/flux-1/dev" in table.endpoints
     magi = table.endpoint(MAGI)
     assert magi.source_url == "https://fal.ai/models/fal-ai/magi/image-to-video"
     assert magi.price_read_on == "2026-11-24"

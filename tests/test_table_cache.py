@@ -72,7 +72,7 @@ def test_a_table_is_validated_once_per_content(
     assert len(validations) == 1
     # other content: validated, a second entry
     table_file.write_text(
-        table_file.read_text().replace('table_version: "2026.11.30"', 'table_version: "t-2"')
+        table_file.read_text().replace('table_version: "2026.12.06"', 'table_version: "t-2"')
     )
     assert load_table(table_file).table_version == "t-2"
     assert len(validations) == 2
@@ -110,7 +110,7 @@ def test_a_damaged_or_foreign_entry_is_ignored(
         entry.write_bytes(b"")
     elif damage == "another table":  # a sound table whose digest is not the file's
         other = table_file.with_name("other.yaml")
-        other.write_text(table_file.read_text().replace("2026.11.30", "t-3"))
+        other.write_text(table_file.read_text().replace("2026.12.06", "t-3"))
         entry.write_bytes(pickle.dumps(loader.parse_table(other.read_bytes())))
     elif damage == "not a table":
         entry.write_bytes(pickle.dumps({"sha256": "x"}))
@@ -121,7 +121,7 @@ def test_a_damaged_or_foreign_entry_is_ignored(
     before = len(validations)
     table = load_table(table_file)
     assert len(validations) == before + 1  # validated again
-    assert table.table_version == "2026.11.30"
+    assert table.table_version == "2026.12.06"
     assert table.quote(MAGI).total == Decimal("0.80")
 
 

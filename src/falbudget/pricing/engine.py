@@ -182,7 +182,7 @@ class Quote:
 
     def __str__(self) -> str:
         """The quote as a sentence: 'fal-ai/magi/image-to-video costs 1.20 USD with
-        num_frames=144 resolution=480p num_inference_steps=32 (price table 2026.11.30)'."""
+        num_frames=144 resolution=480p num_inference_steps=32 (price table 2026.12.06)'."""
         priced = " ".join(
             f"{item.input}={_shown(item.value)}" for item in self.line_items if item.input
         )

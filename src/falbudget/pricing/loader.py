@@ -45,13 +45,6 @@ def packaged_table_path() -> Path:
     return _packaged("pricing.yaml")
 
 
-@functools.cache
-def popular_table_path() -> Path:
-    """fal-popular.yaml shipped inside the package: popular fal endpoints priced from fal's own
-    pages (docs/catalog.md), to layer after pricing.yaml."""
-    return _packaged("fal-popular.yaml")
-
-
 def load_table(path: str | os.PathLike[str]) -> PriceTable:
     """Read, validate and compile the price table at ``path``.
 
