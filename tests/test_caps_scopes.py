@@ -300,7 +300,7 @@ def test_cli_status_lists_every_cap_even_with_no_values_yet(
         for c in json.loads(out)["caps"]
     ]
     assert rows == [
-        ("user", "2.00", "0.00", "0.00", "2.00", "no values yet"),
+        ("user", "2.00", "0.00", "0.00", "2.00", "none today"),  # a daily cap
         ("project", "40.00", "0.00", "0.00", "40.00", "no values yet"),
         ("team=red", "5.00", "0.00", "0.00", "5.00", None),  # one value: its own bucket
         ("global", "100.00", "0.00", "0.00", "100.00", None),
@@ -310,10 +310,36 @@ def test_cli_status_lists_every_cap_even_with_no_values_yet(
     assert "no caps configured" not in out
     scopes = [line.split("  ")[0] for line in out.splitlines()[2:6]]
     assert scopes == [
-        "user (no values yet)",
+        "user (none today)",
         "project (no values yet)",
         "team=red",
         "global",
+    ]
+
+
+def test_cli_status_says_none_today_for_a_daily_cap_spent_from_yesterday(
+    capsys: pytest.CaptureFixture[str], config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ann spends from the daily per-user cap on day one; on day two no user has yet: the cap
+    # has values (ann's, yesterday), just none in today's window, and says so
+    guard = Guard.from_config(str(config), clock=lambda: T0)
+    with guard.reserve(MAGI, REQ, user="ann", project="p", team="blue") as hold:
+        hold.settle()
+    guard.close()
+    args = ("budget", "status", "--config", str(config), "--format", "json")
+    monkeypatch.setenv("FALBUDGET_NOW", "2026-11-24T13:00Z")
+    code, out, err = run(capsys, *args)
+    assert (code, err) == (0, "")
+    assert [(c["scope"], c.get("note")) for c in json.loads(out)["caps"]][:2] == [
+        ("user=ann", None),  # today, 0.80 spent of 2.00
+        ("project=p", None),
+    ]
+    monkeypatch.setenv("FALBUDGET_NOW", "2026-11-25T13:00Z")
+    code, out, err = run(capsys, *args)
+    assert (code, err) == (0, "")
+    assert [(c["scope"], c.get("note")) for c in json.loads(out)["caps"]][:2] == [
+        ("user", "none today"),
+        ("project=p", None),  # a total cap: ann's project still counts
     ]
 
 

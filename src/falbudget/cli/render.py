@@ -386,6 +386,16 @@ def overrun_line(count: int, amount: str, currency: str) -> str:
     return f"\noverruns: {plural(count, 'request')} counted {amount} {currency} more than quoted"
 
 
+_WAITING = {
+    "total": "no values yet",
+    "day": "none today",
+    "week": "none this week",
+    "month": "none this month",
+}
+"""What a per-value cap with no bucket in its current window says: a daily per-user cap that
+users spent from yesterday has values, just none today."""
+
+
 def status_data(
     statuses: Sequence[CapStatus],
     global_spent: Decimal,
@@ -400,8 +410,8 @@ def status_data(
     for status in statuses:
         cap = status.cap
         scope = status.bucket.partition("|")[0]
-        # a per-value cap no request has charged yet: its scope is the bare tag ('user')
-        waiting = {"note": "no values yet"} if scope == cap.tag else {}
+        # a per-value cap no request has charged in this window: its scope is the bare tag
+        waiting = {"note": _WAITING[cap.window]} if scope == cap.tag else {}
         caps.append(
             {
                 "cap": cap.label(status.bucket),
