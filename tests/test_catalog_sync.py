@@ -436,3 +436,17 @@ def test_a_frames_rule_is_checked_when_the_table_loads(rate: str, says: str) -> 
 
     with pytest.raises(PriceTableError, match=says):
         parse_table(FRAMES_TABLE.replace("RATE", rate))
+
+
+def test_pricing_diff_reads_a_frames_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps"))
+    new.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps").replace('"0.10"', '"0.12"'))
+    assert main(["pricing", "diff", str(old), str(new)]) == 1  # a rise
+    out = capsys.readouterr().out
+    assert "  rule 'seconds': amount 0.10 -> 0.12" in out
+    # by hand: the dearest points, 497 to 500 frames at 8 a second = 62.1 to 62.5 s -> 63 s:
+    # 6.30 -> 7.56; the diff names the first of them it meets
+    assert "largest rise: +1.26 (6.30 -> 7.56) num_frames=497 fps=8" in out
