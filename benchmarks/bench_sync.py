@@ -4,7 +4,8 @@ a baseline measured in the same run.
     python benchmarks/bench_sync.py [--endpoints N] [--page N]
 
 The catalog is served by the tests' fake Platform API (tests/fakeplatform.py) on 127.0.0.1: a
-mix of per-megapixel, per-image, per-second, per-video and after-the-call endpoints, each with
+mix of per-megapixel, per-image, per-second (from a duration, or from frames and a frame rate),
+per-video and after-the-call endpoints, each with
 an OpenAPI schema; the list is paged ``--page`` models a page (fal's own default is unknown
 here). The sync lists the catalog, asks prices 50 ids a call and schemas 50 ids a call. The
 baseline asks the same API one endpoint at a time (a price call and a schema call for each
@@ -42,6 +43,15 @@ KINDS = [
         "0.09",
         "seconds",
         {"prompt": PROMPT, "duration": {"type": "string", "enum": ["5", "10"], "default": "5"}},
+    ),
+    (
+        "0.08",
+        "video seconds",
+        {
+            "prompt": PROMPT,
+            "num_frames": {"type": "integer", "minimum": 81, "maximum": 121, "default": 81},
+            "frames_per_second": {"type": "integer", "minimum": 5, "maximum": 24, "default": 16},
+        },
     ),
     ("0.5", "video", {"prompt": PROMPT}),
     ("0.00111", "compute seconds", {"prompt": PROMPT}),

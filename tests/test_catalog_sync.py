@@ -324,3 +324,129 @@ def test_units_known_only_after_the_call_get_no_price() -> None:
         read_on=dt.date(2026, 12, 6),
     )
     assert (synced.entry, synced.reason) == (None, "fal's catalog gives no input schema for it")
+
+
+# -- seconds from frames and a frame rate -------------------------------------------------------
+FRAMES = {"type": "integer", "minimum": 81, "maximum": 121, "default": 81}
+FPS = {"type": "integer", "minimum": 5, "maximum": 24, "default": 16}
+WAN = "fal-ai/wan-like/text-to-video"
+
+
+def test_seconds_from_frames_and_frame_rate_end_to_end(fake: FakePlatform, tmp_path: Path) -> None:
+    fake.add(
+        WAN,
+        "0.08",
+        "seconds",
+        {"prompt": PROMPT, "num_frames": FRAMES, "frames_per_second": FPS},
+    )
+    table = load_table(sync_to(tmp_path, WAN))
+    entry = yaml.safe_load((tmp_path / "fal-sync.yaml").read_text())["endpoints"][WAN]
+    assert [r["kind"] for r in entry["rules"]] == ["frames"]
+    assert "rounded up" in entry["synced_from"]["note"]  # the reading is written down
+    # by hand: the defaults, 81 frames at 16 a second = 5.0625 s, a partial second counted
+    # whole: 6 s x 0.08 = 0.48
+    assert table.quote(WAN, {}).total == Decimal("0.48")
+    # 96 frames at 24 a second = exactly 4 s: 4 x 0.08 = 0.32
+    assert table.quote(WAN, {"num_frames": 96, "frames_per_second": 24}).total == Decimal("0.32")
+    # 121 frames at 5 a second = 24.2 s -> 25 s: 25 x 0.08 = 2.00
+    assert table.quote(WAN, {"num_frames": 121, "frames_per_second": 5}).total == Decimal("2.00")
+    with pytest.raises(InvalidArguments, match="frames_per_second"):
+        table.quote(WAN, {"frames_per_second": 0})  # below the schema's minimum of 5
+    quote = table.quote(WAN, {"num_frames": 100, "frames_per_second": 24})
+    assert quote.line_items[0].detail == "100 frames at 24 a second: 5 seconds"  # 4.17 -> 5
+
+
+def test_frames_without_a_usable_frame_rate_need_a_ceiling() -> None:
+    # no frame rate in the schema, or one that may be 0: the seconds are not known, so no price
+    for properties in (
+        {"prompt": PROMPT, "num_frames": FRAMES},
+        {"prompt": PROMPT, "num_frames": FRAMES, "frames_per_second": {**FPS, "minimum": 0}},
+        {"prompt": PROMPT, "num_frames": {"type": "integer"}, "frames_per_second": FPS},
+    ):
+        synced = catalog.entry_for(
+            "x/y",
+            {"unit_price": Decimal("0.1"), "unit": "seconds", "currency": "USD"},
+            {"paths": {"/x/y": {"post": {"requestBody": {"content": {"application/json": {
+                "schema": {"type": "object", "properties": properties}}}}}}}},
+            api_url="https://api.fal.ai/v1",
+            key_id="k",
+            read_on=dt.date(2026, 12, 6),
+        )  # fmt: skip
+        assert synced.after_call, properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(price=PRICE, frames=st.integers(81, 121), fps=st.integers(5, 24))
+def test_frame_quotes_are_price_times_seconds_rounded_up(
+    price: Decimal, frames: int, fps: int
+) -> None:
+    table = _table(
+        "video seconds",
+        str(price),
+        {"prompt": PROMPT, "num_frames": FRAMES, "frames_per_second": FPS},
+    )
+    seconds = math.ceil(frames / fps)  # by hand: a partial second counts whole
+    quote = table.quote("x/y", {"num_frames": frames, "frames_per_second": fps})
+    assert quote.total == price * seconds
+
+
+FRAMES_TABLE = """\
+schema_version: 1
+table_version: "t"
+effective_date: 2026-12-06
+currency: USD
+endpoints:
+  x/y:
+    source_url: https://example.com/x
+    price_read_on: 2026-12-06
+    inputs:
+      num_frames: {type: integer, minimum: 1, maximum: 500, default: 100}
+      fps: {type: integer, enum: [8, 16, 24], default: 24}
+      style: {type: string, default: "a"}
+    rules:
+      - {name: seconds, kind: frames, input: num_frames, amount: "0.10", RATE}
+"""
+
+
+def test_a_frames_rule_in_a_hand_written_table() -> None:
+    # a fixed rate: 100 frames at 24 a second = 4.17 s -> 5 s x 0.10 = 0.50
+    table = parse_table(FRAMES_TABLE.replace("RATE", "rate: 24"))
+    assert table.quote("x/y", {}).total == Decimal("0.50")
+    # the rate from an input with an enum: 100 frames at 8 a second = 12.5 s -> 13 x 0.10
+    table = parse_table(FRAMES_TABLE.replace("RATE", "rate_input: fps"))
+    assert table.quote("x/y", {"fps": 8}).total == Decimal("1.30")
+    # exact: 100 / 16 = 6.25 s x 0.10 = 0.625
+    table = parse_table(FRAMES_TABLE.replace("RATE", "rate_input: fps, rounding: exact"))
+    assert table.quote("x/y", {"fps": 16}).total == Decimal("0.625")
+    assert table.endpoint("x/y").priced_inputs == ("num_frames", "fps")
+
+
+@pytest.mark.parametrize(
+    ("rate", "says"),
+    [
+        ("rate: 24, rate_input: fps", "not both"),
+        ("unit_name: second", "give rate_input"),
+        ("rate_input: style", "needs an integer frame rate, 'style' is string"),
+        ("rate_input: nope", "unknown parameter 'nope'"),
+        ("rate: 0", "greater than 0"),
+    ],
+)
+def test_a_frames_rule_is_checked_when_the_table_loads(rate: str, says: str) -> None:
+    from falbudget.errors import PriceTableError
+
+    with pytest.raises(PriceTableError, match=says):
+        parse_table(FRAMES_TABLE.replace("RATE", rate))
+
+
+def test_pricing_diff_reads_a_frames_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps"))
+    new.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps").replace('"0.10"', '"0.12"'))
+    assert main(["pricing", "diff", str(old), str(new)]) == 1  # a rise
+    out = capsys.readouterr().out
+    assert "  rule 'seconds': amount 0.10 -> 0.12" in out
+    # by hand: the dearest points, 497 to 500 frames at 8 a second = 62.1 to 62.5 s -> 63 s:
+    # 6.30 -> 7.56; the diff names the first of them it meets
+    assert "largest rise: +1.26 (6.30 -> 7.56) num_frames=497 fps=8" in out

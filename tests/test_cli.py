@@ -36,6 +36,18 @@ POPULAR = [  # the popular endpoints of the packaged table, in its order (docs/c
     "fal-ai/minimax/hailuo-2.3/standard/text-to-video",
     "fal-ai/minimax/hailuo-2.3/pro/text-to-video",
     "fal-ai/stable-audio-25/text-to-audio",
+    "fal-ai/kling-video/v2/master/text-to-video",
+    "fal-ai/kling-video/v2.1/master/text-to-video",
+    "fal-ai/kling-video/v2.1/master/image-to-video",
+    "fal-ai/kling-video/v2.1/pro/image-to-video",
+    "fal-ai/veo3",
+    "fal-ai/recraft/v4.1/text-to-image",
+    "fal-ai/minimax/hailuo-2.3/standard/image-to-video",
+    "fal-ai/minimax/hailuo-2.3-fast/standard/image-to-video",
+    "fal-ai/minimax/hailuo-2.3/pro/image-to-video",
+    "fal-ai/minimax/hailuo-2.3-fast/pro/image-to-video",
+    "fal-ai/minimax-music/v2",
+    "fal-ai/minimax-music/v1.5",
 ]
 PACKAGED = Path(falbudget.__file__).parent / "data" / "pricing.yaml"
 PACKAGED_SHA256 = hashlib.sha256(PACKAGED.read_bytes()).hexdigest()
@@ -757,28 +769,44 @@ def test_validate_the_table_in_use(capsys: pytest.CaptureFixture[str]) -> None:
         f"ok: {PACKAGED}",
         "table version   2026.12.06 (effective 2026-11-24)",
         f"sha256          {PACKAGED_SHA256}",
-        "endpoints       14",
+        "endpoints       26",
         # the names padded to the longest; image to video and its full-price kin: 0.80 x 0.5 =
         # 0.40 to (0.80 + 4 x 0.20) x 4 = 6.40; distilled: 0.32 x 0.5 = 0.16 to
         # (0.32 + 4 x 0.08) x 2 (32 steps at most) = 1.28
-        f"  {MAGI}                             0.40 - 6.40 USD",
-        "  fal-ai/magi                                            0.40 - 6.40 USD",
-        "  fal-ai/magi/extend-video                               0.40 - 6.40 USD",
-        "  fal-ai/magi-distilled                                  0.16 - 1.28 USD",
-        "  fal-ai/magi-distilled/extend-video                     0.16 - 1.28 USD",
+        f"  {MAGI}                              0.40 - 6.40 USD",
+        "  fal-ai/magi                                             0.40 - 6.40 USD",
+        "  fal-ai/magi/extend-video                                0.40 - 6.40 USD",
+        "  fal-ai/magi-distilled                                   0.16 - 1.28 USD",
+        "  fal-ai/magi-distilled/extend-video                      0.16 - 1.28 USD",
         # the popular endpoints (docs/catalog.md section 7): FLUX.1 [dev] 1 to 4 images of at
         # most 1 megapixel x 0.025; Kontext 1 to 4 images x 0.04; Kling v1 5 or 10 s x 0.045;
         # Kling 2.1 0.28 for 5 s, + 5 x 0.056 for 10 s; 2.5 Turbo 0.21 / 0.35 for 5 s, twice for
         # 10 s; Hailuo 2.3 standard 0.28 for 6 s, 0.56 for 10 s; pro 0.49; Stable Audio 0.20
-        "  fal-ai/flux-1/dev                                      0.025 - 0.10 USD",
-        "  fal-ai/flux-pro/kontext                                0.04 - 0.16 USD",
-        "  fal-ai/kling-video/v1/standard/image-to-video          0.225 - 0.45 USD",
-        "  fal-ai/kling-video/v2.1/standard/image-to-video        0.28 - 0.56 USD",
-        "  fal-ai/kling-video/v2.5-turbo/standard/image-to-video  0.21 - 0.42 USD",
-        "  fal-ai/kling-video/v2.5-turbo/pro/image-to-video       0.35 - 0.70 USD",
-        "  fal-ai/minimax/hailuo-2.3/standard/text-to-video       0.28 - 0.56 USD",
-        "  fal-ai/minimax/hailuo-2.3/pro/text-to-video            0.49 - 0.49 USD",
-        "  fal-ai/stable-audio-25/text-to-audio                   0.20 - 0.20 USD",
+        "  fal-ai/flux-1/dev                                       0.025 - 0.10 USD",
+        "  fal-ai/flux-pro/kontext                                 0.04 - 0.16 USD",
+        "  fal-ai/kling-video/v1/standard/image-to-video           0.225 - 0.45 USD",
+        "  fal-ai/kling-video/v2.1/standard/image-to-video         0.28 - 0.56 USD",
+        "  fal-ai/kling-video/v2.5-turbo/standard/image-to-video   0.21 - 0.42 USD",
+        "  fal-ai/kling-video/v2.5-turbo/pro/image-to-video        0.35 - 0.70 USD",
+        "  fal-ai/minimax/hailuo-2.3/standard/text-to-video        0.28 - 0.56 USD",
+        "  fal-ai/minimax/hailuo-2.3/pro/text-to-video             0.49 - 0.49 USD",
+        "  fal-ai/stable-audio-25/text-to-audio                    0.20 - 0.20 USD",
+        # Kling 2.0 / 2.1 Master 1.40 for 5 s, + 5 x 0.28 = 2.80 for 10 s; 2.1 pro 0.49, + 5 x
+        # 0.098 = 0.98; Veo 3 4 s x 0.20 = 0.80 (no audio) to 8 s x 0.40 = 3.20 (audio);
+        # Recraft 0.04; Hailuo 2.3 i2v as its t2v, fast 0.19 / 0.32, pro 0.49, fast pro 0.33;
+        # MiniMax Music 0.03
+        "  fal-ai/kling-video/v2/master/text-to-video              1.40 - 2.80 USD",
+        "  fal-ai/kling-video/v2.1/master/text-to-video            1.40 - 2.80 USD",
+        "  fal-ai/kling-video/v2.1/master/image-to-video           1.40 - 2.80 USD",
+        "  fal-ai/kling-video/v2.1/pro/image-to-video              0.49 - 0.98 USD",
+        "  fal-ai/veo3                                             0.80 - 3.20 USD",
+        "  fal-ai/recraft/v4.1/text-to-image                       0.04 - 0.04 USD",
+        "  fal-ai/minimax/hailuo-2.3/standard/image-to-video       0.28 - 0.56 USD",
+        "  fal-ai/minimax/hailuo-2.3-fast/standard/image-to-video  0.19 - 0.32 USD",
+        "  fal-ai/minimax/hailuo-2.3/pro/image-to-video            0.49 - 0.49 USD",
+        "  fal-ai/minimax/hailuo-2.3-fast/pro/image-to-video       0.33 - 0.33 USD",
+        "  fal-ai/minimax-music/v2                                 0.03 - 0.03 USD",
+        "  fal-ai/minimax-music/v1.5                               0.03 - 0.03 USD",
     ]
 
 

@@ -32,7 +32,7 @@ def total(endpoint: str, **arguments: object) -> Decimal:
 def test_the_shipped_copy_is_the_repository_s() -> None:
     assert packaged_table_path().read_bytes() == (ROOT / "pricing.yaml").read_bytes()
     popular = [e for name, e in TABLE.endpoints.items() if name not in MAGI]
-    assert len(TABLE.endpoints) == 5 + 9 and len(popular) == 9
+    assert len(TABLE.endpoints) == 5 + 21 and len(popular) == 21
     for endpoint in popular:
         assert endpoint.source_url.startswith("https://fal.ai/models/")
         assert endpoint.price_read_on == "2026-12-06"
@@ -105,4 +105,72 @@ def test_the_default_table_prices_them_beside_magi() -> None:
     table = default_table()  # the packaged table, as the guard and the CLI use it
     assert table.quote("fal-ai/magi/image-to-video", {}).total == D("0.80")
     assert table.quote("fal-ai/minimax/hailuo-2.3/pro/text-to-video", {}).total == D("0.49")
-    assert len(table.endpoints) == 5 + 9
+    assert len(table.endpoints) == 5 + 21
+    assert table.quote("fal-ai/veo3", {}).total == D("3.20")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "five", "ten"),
+    [
+        # fal.ai/models/<endpoint>/llms.txt, each: "For 5s video your request will cost $1.40.
+        # For every aditional second you will be charged $0.28.": 1.40; 1.40 + 5 x 0.28 = 2.80
+        ("fal-ai/kling-video/v2/master/text-to-video", "1.40", "2.80"),
+        ("fal-ai/kling-video/v2.1/master/text-to-video", "1.40", "2.80"),
+        ("fal-ai/kling-video/v2.1/master/image-to-video", "1.40", "2.80"),
+        # "For 5s video your request will cost $0.49. For every additional second you will be
+        # charged $0.098.": 0.49; 0.49 + 5 x 0.098 = 0.98
+        ("fal-ai/kling-video/v2.1/pro/image-to-video", "0.49", "0.98"),
+    ],
+)
+def test_kling_master_and_pro(endpoint: str, five: str, ten: str) -> None:
+    assert total(endpoint) == D(five)
+    assert total(endpoint, duration="10", cfg_scale=0.7) == D(ten)
+
+
+def test_veo3_a_second_with_and_without_audio() -> None:
+    # fal.ai/models/fal-ai/veo3/llms.txt: "you will be charged $0.20 (audio off) or $0.40
+    # (audio on). For example, a 5s video with audio on will cost $2." (5 x 0.40 = 2; the
+    # schema offers 4, 6 and 8 s)
+    e = "fal-ai/veo3"
+    assert total(e) == D("3.20")  # defaults: 8 s, audio on: 8 x 0.40
+    assert total(e, duration="4s", generate_audio=False) == D("0.80")  # 4 x 0.20
+    assert total(e, duration="6s", generate_audio=True) == D("2.40")  # 6 x 0.40
+    assert total(e, duration="8s", resolution="1080p", generate_audio=False) == D(
+        "1.60"
+    )  # 8 x 0.20
+    with pytest.raises(InvalidArguments, match="duration"):
+        total(e, duration="5s")
+
+
+def test_recraft_v4_1_per_image() -> None:
+    # fal.ai/models/fal-ai/recraft/v4.1/text-to-image/llms.txt: "Price: $0.04 per images";
+    # no num_images in its schema: one image a request, whatever its size
+    e = "fal-ai/recraft/v4.1/text-to-image"
+    assert total(e) == D("0.04")
+    assert total(e, image_size={"width": 2048, "height": 2048}, colors=[{"r": 1}]) == D("0.04")
+
+
+def test_hailuo_2_3_image_to_video() -> None:
+    # standard: "$0.28 per 6 second video generation, and a $0.56 per 10 second"
+    e = "fal-ai/minimax/hailuo-2.3/standard/image-to-video"
+    assert total(e) == D("0.28")
+    assert total(e, duration="10") == D("0.56")
+    # fast standard: "$0.19 per 6 second video generation, and a $0.32 per 10 second"
+    e = "fal-ai/minimax/hailuo-2.3-fast/standard/image-to-video"
+    assert total(e) == D("0.19")
+    assert total(e, duration="10", prompt_optimizer=False) == D("0.32")
+    # pro: "Your request will cost $0.49 per video generation."
+    assert total("fal-ai/minimax/hailuo-2.3/pro/image-to-video") == D("0.49")
+    # fast pro: "Price: $0.33 per videos"
+    assert total("fal-ai/minimax/hailuo-2.3-fast/pro/image-to-video") == D("0.33")
+    with pytest.raises(InvalidArguments, match="duration"):
+        total("fal-ai/minimax/hailuo-2.3/pro/image-to-video", duration="6")  # not in its schema
+
+
+@pytest.mark.parametrize("endpoint", ["fal-ai/minimax-music/v2", "fal-ai/minimax-music/v1.5"])
+def test_minimax_music_per_generation(endpoint: str) -> None:
+    # fal.ai/models/<endpoint>/llms.txt: "Price: $0.03 per generations"
+    assert total(endpoint, audio_setting={"format": "mp3"}) == D("0.03")
+    required = TABLE.endpoint(endpoint)
+    with pytest.raises(InvalidArguments, match="lyrics_prompt"):
+        required.normalize_arguments({"prompt": "indie folk"}, strict=True)

@@ -12,7 +12,8 @@ image(s)                   unit price x ``num_images`` (its schema default when 
 megapixel(s)               unit price x megapixels of ``image_size`` (a named preset or an
                            explicit width and height), rounded up, x ``num_images``
 second(s), video seconds   unit price x ``duration`` (an integer, or a string enum that carries
-                           numbers such as "5", "10s")
+                           numbers such as "5", "10s"), or x ``num_frames`` / ``frames_per_second``
+                           (integers), a partial second rounded up
 video(s), request(s), ...  unit price, once per request
 anything else              not priced before the call: listed as needing a ceiling
 =========================  ====================================================================
@@ -315,6 +316,47 @@ def _duration_rules(name: str, spec: Mapping[str, Any], price: str) -> list[dict
     return None
 
 
+_FRAMES: Final = ("num_frames", "frames")
+_FRAME_RATES: Final = ("frames_per_second", "fps", "frame_rate")
+
+
+def _frames_rules(
+    inputs: Mapping[str, Mapping[str, Any]], price: str
+) -> list[dict[str, Any]] | None:
+    """Seconds of output from a number of frames and a frame rate, both integer inputs of the
+    schema with defaults (the rate above 0): unit price x frames / rate, rounded up. None when
+    the schema does not carry both."""
+    frames = next((n for n in _FRAMES if _int_with_default(inputs.get(n))), None)
+    rate = next((n for n in _FRAME_RATES if _int_with_default(inputs.get(n))), None)
+    if frames is None or rate is None:
+        return None
+    spec = inputs[rate]
+    enum = spec.get("enum")
+    lowest = min(enum) if isinstance(enum, list) and enum else spec.get("minimum")
+    if not isinstance(lowest, int) or lowest <= 0:
+        return None  # a rate that may be 0 (or is unbounded below) divides by nothing
+    return [
+        {
+            "name": "seconds",
+            "kind": "frames",
+            "input": frames,
+            "rate_input": rate,
+            "amount": price,
+            "rounding": "up",
+            "description": f"{price} a second of output: {frames} / {rate}, rounded up",
+        }
+    ]
+
+
+def _int_with_default(spec: Mapping[str, Any] | None) -> bool:
+    return (
+        spec is not None
+        and spec.get("type") == "integer"
+        and not spec.get("required")
+        and isinstance(spec.get("default"), int)
+    )
+
+
 def _json_text(value: Any) -> str:
     import json
 
@@ -424,6 +466,13 @@ def entry_for(
             if name in inputs:
                 rules = _duration_rules(name, inputs[name], amount)
                 break
+        if rules is None:
+            rules = _frames_rules(inputs, amount)
+            if rules is not None:
+                note = (
+                    "seconds: num_frames / frames_per_second, a partial second rounded up to a"
+                    " whole one; fal does not say how it rounds frames into seconds"
+                )
     if not rules and not reason:
         reason = f"its schema does not give the number of {unit or 'units'} before the call"
     entry: dict[str, Any] = {

@@ -392,6 +392,7 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "lookup": ("input", "factors"),
     "proportional": ("input", "per", "floor", "unit_name"),
     "megapixels": ("input", "amount", "per", "rounding", "presets"),
+    "frames": ("input", "amount", "rate_input", "per", "rounding", "unit_name"),
     "ceiling": ("amount",),
 }
 

@@ -38,7 +38,7 @@ _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
 
-RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels", "ceiling"]
+RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels", "frames", "ceiling"]
 InputType = Literal["string", "integer", "number", "boolean", "image_size", "json"]
 MAX_SIDE = 100_000
 """The widest or tallest explicit image_size a quote accepts, in pixels."""
@@ -391,6 +391,8 @@ class PriceRule:
     floor: Decimal = _ZERO
     presets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     description: str = ""
+    rate_input: str | None = None
+    """frames: the input that carries the frame rate (else the fixed rate is ``per``)."""
     # A rule's effect depends only on its input's value, never on the running total, so it is
     # worked out once per value and remembered: a quote then costs a look-up and one Decimal
     # operation per rule. Keyed by (type, value) so that 1, 1.0 and True stay apart.
@@ -398,8 +400,17 @@ class PriceRule:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    def value_in(self, arguments: Mapping[str, Any]) -> Any:
+        """What the rule reads of checked arguments: its input's value, or for a frames rule
+        with a frame-rate input, the pair (frames, frames a second)."""
+        if self.input is None:
+            return None
+        if self.rate_input is None:
+            return arguments[self.input]
+        return (arguments[self.input], arguments[self.rate_input])
+
     def apply(self, running: Decimal, arguments: Mapping[str, Any]) -> tuple[Decimal, LineItem]:
-        value = None if self.input is None else arguments[self.input]
+        value = self.value_in(arguments)
         added, factor, item = self.effect_of(value)
         if factor is None:
             return _ADD(running, added), item
@@ -460,6 +471,17 @@ class PriceRule:
             detail = f"{shown}: {count} megapixel{plural}"
             item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
             return added, None, item
+        if kind == "frames":
+            frames, rate = value if self.rate_input is not None else (value, self.per)
+            if self.rounding == "up":
+                seconds: int | Decimal = -(-frames // rate)
+            else:
+                seconds = Decimal(frames) / rate
+            added = self.amount * seconds
+            plural = "" if seconds == 1 else "s"
+            detail = f"{frames} frames at {rate} a second: {seconds} {self.unit_name}{plural}"
+            item = LineItem(self.name, kind, self.input, frames, detail, amount=normalize(added))
+            return added, None, item
         if kind == "lookup":
             factor = self.factors[_json_key(value)]
             detail = str(value)
@@ -512,6 +534,8 @@ class PricedEndpoint:
         for rule in self.rules:
             if rule.input is not None:
                 seen[rule.input] = None
+            if rule.rate_input is not None:
+                seen[rule.rate_input] = None
         return tuple(seen)
 
     @property
@@ -615,9 +639,7 @@ class PricedEndpoint:
         items = []
         try:
             for rule in self.rules:
-                added, factor, item = rule.effect_of(
-                    None if rule.input is None else normalized[rule.input]
-                )
+                added, factor, item = rule.effect_of(rule.value_in(normalized))
                 running = _ADD(running, added) if factor is None else _MULTIPLY(running, factor)
                 items.append(item)
             cents = running.quantize(_CENT, context=_CONTEXT)

@@ -220,7 +220,8 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
         if (
             len(loc) >= at + 3
             and loc[at] == "rules"
-            and loc[at + 2] in ("base", "per_unit", "lookup", "proportional", "megapixels")
+            and loc[at + 2]
+            in ("base", "per_unit", "lookup", "proportional", "megapixels", "frames")
         ):
             loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -396,6 +397,7 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
 def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
     from falbudget.pricing.models import (
         BaseRule,
+        FramesRule,
         LookupRule,
         MegapixelsRule,
         PerUnitRule,
@@ -447,6 +449,20 @@ def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[
                     rounding=rule.rounding,
                     presets={k: (v[0], v[1]) for k, v in rule.presets.items()},
                     unit_name="megapixel",
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, FramesRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "frames",
+                    input=rule.input,
+                    amount=rule.amount,
+                    rate_input=rule.rate_input,
+                    per=rule.rate or 1,
+                    rounding=rule.rounding,
+                    unit_name=rule.unit_name,
                     description=rule.description,
                 )
             )

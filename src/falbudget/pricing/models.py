@@ -161,6 +161,34 @@ class MegapixelsRule(_RuleBase):
     _money = field_validator("amount", mode="before")(_money)
 
 
+class FramesRule(_RuleBase):
+    """Adds ``amount`` for each second of output worked out from frames: ``input`` (an integer
+    number of frames) divided by the frame rate, read from ``rate_input`` (an integer input) or,
+    without one, the fixed ``rate``; a partial second rounded as told (``up`` counts it whole)."""
+
+    kind: Literal["frames"]
+    input: StrictStr
+    amount: Money
+    rate_input: StrictStr | None = None
+    rate: StrictInt | None = Field(default=None, gt=0)
+    rounding: Literal["up", "exact"] = "up"
+    unit_name: str = "second"
+
+    _money = field_validator("amount", mode="before")(_money)
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> FramesRule:
+        if (self.rate_input is None) == (self.rate is None):
+            raise ValueError(
+                "rate: give either rate_input (the input that carries the frame rate) or rate"
+                " (a fixed number of frames a second), not both"
+                if self.rate is not None
+                else "rate: give rate_input (the input that carries the frame rate) or rate"
+                " (a fixed number of frames a second)"
+            )
+        return self
+
+
 class ProportionalRule(_RuleBase):
     """Multiplies by ``max(floor, value / per)``."""
 
@@ -174,7 +202,7 @@ class ProportionalRule(_RuleBase):
 
 
 Rule = Annotated[
-    BaseRule | PerUnitRule | LookupRule | ProportionalRule | MegapixelsRule,
+    BaseRule | PerUnitRule | LookupRule | ProportionalRule | MegapixelsRule | FramesRule,
     Field(discriminator="kind"),
 ]
 
@@ -214,9 +242,11 @@ def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) ->
                     f"{where}.{index}.presets: no width and height for {', '.join(missing)}"
                 )
             continue
+        if isinstance(rule, FramesRule) and rule.rate_input is not None:
+            _check_rate_input(rule, inputs, f"{where}.{index}.rate_input")
         if spec.type == "json":
             raise ValueError(f"{at}: rule {rule.name!r} cannot price {rule.input!r}, a json input")
-        if isinstance(rule, PerUnitRule | ProportionalRule) and spec.type != "integer":
+        if isinstance(rule, PerUnitRule | ProportionalRule | FramesRule) and spec.type != "integer":
             raise ValueError(
                 f"{at}: rule {rule.name!r} needs an integer input, {rule.input!r} is {spec.type}"
             )
@@ -234,6 +264,32 @@ def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) ->
                 raise ValueError(
                     f"{where}.{index}.factors: {', '.join(extra)} not allowed by {rule.input!r}"
                 )
+
+
+def _check_rate_input(rule: FramesRule, inputs: dict[str, InputSpec], at: str) -> None:
+    """A frames rule's frame rate: a known, optional integer input with a default above 0."""
+    name = rule.rate_input
+    spec = inputs.get(name or "")
+    if spec is None:
+        raise ValueError(
+            f"{at}: rule {rule.name!r} reads its frame rate from unknown parameter {name!r};"
+            f" known: {', '.join(sorted(inputs))}"
+        )
+    if spec.type != "integer":
+        raise ValueError(
+            f"{at}: rule {rule.name!r} needs an integer frame rate, {name!r} is {spec.type}"
+        )
+    if spec.required or spec.default is None:
+        raise ValueError(
+            f"{at}: rule {rule.name!r} reads its frame rate from {name!r}, which needs to be"
+            " optional with a default"
+        )
+    lowest = spec.minimum if spec.enum is None else min(int(v or 0) for v in spec.enum)
+    if lowest is None or lowest <= 0:
+        raise ValueError(
+            f"{at}: rule {rule.name!r} divides by {name!r}, which needs a minimum above 0"
+            f" (or an enum of such values); it allows {lowest!r}"
+        )
 
 
 Rules = Annotated[list[Rule], Field(min_length=1)]
