@@ -46,7 +46,7 @@ def _loopback(host: str | None) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host in ("localhost", "testclient")
+        return host == "localhost"
 
 
 def _same(given: str, expected: str) -> bool:
@@ -149,6 +149,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         root = request.scope.get("root_path", "")
         context.setdefault("now", iso(figures.now(), settings.tz))
+        context.setdefault("title", "Not done" if status >= 400 else "falbudget")
         html = env.get_template(name).render(
             root=root, admin=settings.admin_token is not None, tz=settings.tz, **context
         )
