@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from falbudget.dashboard.config import DashboardSettings, default_audit_log
 from falbudget.dashboard.figures import BadQuery, Figures, iso
@@ -144,6 +144,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
     from falbudget.cli.render import cents
 
     env.filters["cents"] = cents
+    env.filters["when"] = _when
     spec = json.loads((here / "openapi.json").read_text(encoding="utf-8"))
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -388,8 +389,13 @@ def _chart_cap_data(report: Any, data: Mapping[str, Any]) -> list[Mapping[str, A
     return out
 
 
-def query(**params: str | None) -> str:
-    return urlencode({k: v for k, v in params.items() if v})
+def _when(text: str | None) -> str:
+    """An ISO time as a page shows it: '2026-12-01 00:00 UTC' (an offset other than UTC is
+    kept: '2026-12-01 00:00+01:00')."""
+    if not text:
+        return ""
+    offset = text[19:]
+    return text[:16].replace("T", " ") + (" UTC" if offset in ("+00:00", "Z") else offset)
 
 
 __all__ = ["create_dashboard"]

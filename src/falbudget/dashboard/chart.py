@@ -74,8 +74,13 @@ def chart(report: Report, line: CapLine | None, title: str, ident: str) -> str:
     for index in sorted(ticks):
         if index < len(days):
             cx = round(LEFT + (index + 0.5) * slot, 1)
+            anchor = "end" if index == n - 1 and n > 2 else "start" if index == 0 else "middle"
+            if anchor == "end":
+                cx = WIDTH - RIGHT
+            elif anchor == "start":
+                cx = LEFT
             parts.append(
-                f'<text x="{cx}" y="{HEIGHT - 8}" class="tick" text-anchor="middle">'
+                f'<text x="{cx}" y="{HEIGHT - 8}" class="tick" text-anchor="{anchor}">'
                 f"{days[index].day.isoformat()}</text>"
             )
     if forecast is not None and line is not None:
