@@ -4,6 +4,8 @@ has the table) and, beside them:
     #  created       user project key  request        what happened          counts as
     9  11-23 10:00   dee  alpha   k1   144     1.20   settled                spent 1.20
     #3 (11-21 09:00, 0.60 held and settled) adjusted by reconciliation to 0.90: overrun 0.30
+    refused 11-23 17:45: bob asks for 0.80 more (his week cap 1.20 is held by #7): cap_exceeded
+    refused 11-23 17:50: an unknown endpoint fal-ai/nope: unknown_endpoint, no cap
 
 and proxy key k1 (tags project=alpha, user=dee). "Now" is 2026-11-23 18:00 UTC (a Monday).
 
@@ -21,7 +23,10 @@ By hand, at now:
 
 from __future__ import annotations
 
+import contextlib
+
 from falbudget import Guard
+from falbudget.errors import FalbudgetError
 from falbudget.ledger import Ledger
 from test_report import MAGI, NOW, REQ, Clock, caps, fill, utc
 
@@ -37,6 +42,12 @@ def build(ledger: Ledger) -> tuple[Guard, Clock]:
         pass
     third = next(h for h in ledger.holds() if h.created_at == utc(2026, 11, 21, 9))
     ledger.adjust(third.id, 900_000, now=NOW, reason="billed 0.90", source="billing.csv")
+    clock.now = utc(2026, 11, 23, 17, 45)
+    with contextlib.suppress(FalbudgetError):
+        guard.reserve(MAGI, REQ, user="bob", project="alpha").acquire()
+    clock.now = utc(2026, 11, 23, 17, 50)
+    with contextlib.suppress(FalbudgetError):
+        guard.reserve("fal-ai/nope", {}, user="ann").acquire()
     ledger.create_key(KEY_ID, "0" * 64, {"project": "alpha", "user": "dee"}, now=NOW)
     clock.now = NOW
     return guard, clock

@@ -170,6 +170,23 @@ def test_activity_lists_the_overrun_and_the_reconciliation(api: TestClient, spec
     assert body["reconciliation"]["last_source"] == "billing.csv"
 
 
+def test_refusals_with_their_reason_and_counts(api: TestClient, spec: Spec) -> None:
+    body = get(api, spec, "/api/v1/refusals")
+    # dashboard_scene: bob's 0.80 at 17:45 (his week cap), the unknown endpoint at 17:50
+    assert [(r["at"][11:16], r["reason"], r["cap"], r["amount"]) for r in body["refusals"]] == [
+        ("17:50", "unknown_endpoint", None, "0.00"),
+        ("17:45", "cap_exceeded", "user=bob week cap 1.20", "0.80"),
+    ]
+    assert {(c["endpoint"], c["cap"], c["refusals"]) for c in body["counts"]} == {
+        ("fal-ai/magi/image-to-video", "user=bob week cap 1.20", 1),
+        ("fal-ai/nope", None, 1),
+    }
+    one = get(api, spec, "/api/v1/refusals", limit=1)
+    assert [r["reason"] for r in one["refusals"]] == ["unknown_endpoint"]
+    before = get(api, spec, "/api/v1/refusals", since="2026-11-01", until="2026-11-23")
+    assert (before["refusals"], before["counts"]) == ([], [])
+
+
 def test_history_pages_by_cursor_without_gaps_or_repeats(api: TestClient, spec: Spec) -> None:
     seen: list[str] = []
     cursor = None
@@ -222,6 +239,7 @@ def test_history_cursor_keeps_holds_of_the_same_moment() -> None:
         ("/api/v1/history", {"limit": "ten"}, "limit='ten'"),
         ("/api/v1/history", {"state": "lost"}, "state='lost'"),
         ("/api/v1/history", {"cursor": "not-a-cursor"}, "cursor="),
+        ("/api/v1/refusals", {"limit": "5000"}, "limit=5000"),
     ],
 )
 def test_bad_queries_are_400_naming_the_field(
@@ -244,6 +262,7 @@ def test_pages_show_the_figures_to_the_cent(api: TestClient) -> None:
     assert spend.count('class="limit"') == 2
     activity = api.get("/activity").text
     assert '<td class="overrun">0.30</td>' in activity
+    assert '<td class="reason">cap_exceeded</td>' in activity
     keys = api.get("/keys").text
     assert '<td class="spent">1.20</td>' in keys
     for page in ("/", "/spend", "/activity", "/keys", "/api"):

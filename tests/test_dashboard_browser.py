@@ -1,10 +1,11 @@
 """The dashboard in a real browser: Python Playwright driving Debian's headless Chromium
 (/usr/bin/chromium, no browser download) over the ledger of tests/dashboard_scene.py (SQLite;
-its docstring has the figures by hand). Checks the figures shown to the cent, that the range
-picker changes the chart, that a token is required off loopback, that an admin action needs the
-admin token, and runs axe-core (bundled by axe-playwright-python) on every page: no serious or
-critical violation. Screenshots of every page go to test-artifacts/dashboard/ (gitignored) and
-the test's tmp folder; docs/img/dashboard-*.png are copies of them.
+its docstring has the figures by hand: spend, holds, refusals and an overrun). Checks the
+figures shown to the cent, that the range picker changes the chart, that a token is required
+off loopback, that an admin action needs the admin token, and runs axe-core (bundled by
+axe-playwright-python) on every page: no serious or critical violation. Screenshots of every
+page go to test-artifacts/dashboard/ (gitignored) and the test's tmp folder; docs/img/
+dashboard-*.png are copies of them.
 
 Without playwright or Chromium the test skips and says why; with CI=true it fails instead."""
 
@@ -177,6 +178,9 @@ def test_the_dashboard_in_a_browser(browser: Any, tmp_path: Path) -> None:
         assert page.locator("table.in-flight tbody tr").count() == 2
         assert page.locator("table.overruns td.overrun").inner_text() == "0.30"
         assert page.locator("table.adjustments tbody tr").count() == 1
+        bob = page.locator("table.refusals tr", has_text="cap_exceeded")
+        assert bob.locator("td.amount").inner_text() == "0.80"
+        assert "user=bob week cap 1.20" in bob.inner_text()
 
         # keys: k1 spent 1.20 (hold #9)
         page.goto(server.base + "/keys")

@@ -220,6 +220,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
             in_flight=figures.in_flight(),
             overruns=figures.overruns(since, until),
             reconciliation=figures.reconciliation(),
+            refusals=figures.refusals(since, until, limit=50),
             since=iso(since, settings.tz),
             until=iso(until, settings.tz),
         )
@@ -347,6 +348,14 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
             }
         )
 
+    def api_refusals(request: Request) -> Response:
+        q = request.query_params
+        since, until = figures.window(q.get("since"), q.get("until"))
+        raw = q.get("limit", "100")
+        if not raw.isdigit():
+            raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
+        return JSONResponse(figures.refusals(since, until, limit=int(raw)))
+
     async def api_spec(request: Request) -> Response:
         return JSONResponse(spec)
 
@@ -369,6 +378,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
         Route(f"{API}/history", handled(api_history, api=True)),
         Route(f"{API}/keys", handled(api_keys, api=True)),
         Route(f"{API}/activity", handled(api_activity, api=True)),
+        Route(f"{API}/refusals", handled(api_refusals, api=True)),
         Route(f"{API}/openapi.json", api_spec),
         Mount("/static", StaticFiles(directory=str(here / "static")), name="static"),
     ]

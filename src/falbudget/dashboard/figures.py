@@ -222,6 +222,38 @@ class Figures:
             ],
         }
 
+    def refusals(
+        self, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """The admissions the guard refused with ``at`` in [since, until): the newest
+        ``limit`` with their reason, and how many by endpoint and cap (counted in the ledger)."""
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise BadQuery(f"limit={limit} is not allowed: from 1 to {MAX_HISTORY_LIMIT}")
+        ledger = self.guard.ledger
+        rows = ledger.refusals(since=since, until=until, limit=limit)
+        counts = ledger.refusal_counts(since=since, until=until)
+        return {
+            "since": iso(since, self.tz),
+            "until": iso(until, self.tz),
+            "refusals": [
+                {
+                    "at": iso(row.at, self.tz),
+                    "endpoint": row.endpoint,
+                    "reason": row.reason,
+                    "cap": row.cap,
+                    "amount": format_usd(from_micros(row.amount)),
+                    "tags": dict(row.tags),
+                }
+                for row in rows
+            ],
+            "counts": [
+                {"endpoint": endpoint, "cap": cap, "refusals": count}
+                for (endpoint, cap), count in sorted(
+                    counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or "")
+                )
+            ],
+        }
+
     # -- keys -----------------------------------------------------------------------------
     def keys(self, report: Report, caps: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Each virtual key of the proxy: its tags, what requests made with it spent and hold
