@@ -358,16 +358,16 @@ def test_serve_refuses_another_address_without_a_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FALBUDGET_DASHBOARD_TOKEN", raising=False)
-    monkeypatch.setenv("FALBUDGET_LEDGER", "sqlite:///" + str(tmp_path / "l.db"))
-    from falbudget.ledger import open_ledger
-
-    open_ledger("sqlite:///" + str(tmp_path / "l.db")).close()
+    monkeypatch.setenv("FALBUDGET_LEDGER", "sqlite:///" + str(tmp_path / "none.db"))
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--host='0.0.0.0' is not allowed without a token" in err
+    assert not (tmp_path / "none.db").exists()  # refused before the ledger is opened
     assert main(["serve", "--port", "99999"]) == 2
     assert "--port='99999' is not allowed" in capsys.readouterr().err
+    assert main(["serve"]) == 2  # a read-only dashboard never creates a ledger
+    assert "none.db" in capsys.readouterr().err
 
 
 def test_a_bad_dashboard_section_is_exit_2(

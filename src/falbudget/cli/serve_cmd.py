@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from falbudget.cli.budget_cmd import add_guard_options
@@ -59,13 +60,13 @@ def run_serve(args: argparse.Namespace) -> Outcome:
         raise ConfigurationError(
             f"falbudget serve needs its extra: {install_hint('serve')}"
         ) from None
-    guard, settings = load(args.config, args.ledger)
+    settings, build_guard = load(args.config, args.ledger)
     if settings.token is None and not is_loopback(args.host):
-        guard.close()
         raise UsageError(
             f"--host={args.host!r} is not allowed without a token: set FALBUDGET_DASHBOARD_TOKEN"
             " (or the variable dashboard.token_env names), or listen on 127.0.0.1"
         )
+    guard = build_guard()
     from falbudget.dashboard.app import create_dashboard
 
     app = create_dashboard(guard, settings)
@@ -89,25 +90,28 @@ def run_serve(args: argparse.Namespace) -> Outcome:
     return Outcome()
 
 
-def load(config: str | None, ledger: str | None = None) -> tuple[Guard, DashboardSettings]:
-    """The guard and the dashboard settings of configuration file ``config`` (or
-    FALBUDGET_CONFIG; none: the default ledger, no caps). The ledger is opened read-only
-    unless an admin token is set (the write actions need to write)."""
+def load(
+    config: str | None, ledger: str | None = None
+) -> tuple[DashboardSettings, Callable[[], Guard]]:
+    """The dashboard settings of configuration file ``config`` (or FALBUDGET_CONFIG; none: the
+    defaults and the environment's tokens), and how to open its guard (no configuration: the
+    default ledger, no caps). The ledger is opened read-only unless an admin token is set (the
+    write actions write)."""
     from falbudget.dashboard.config import parse_section
     from falbudget.guard.config import config_path, load_config
     from falbudget.guard.core import Guard
     from falbudget.ledger import default_ledger_url, open_ledger
 
     path = config_path(config)
-    overrides = {"ledger": ledger} if ledger else {}
     if path is None:
         settings = parse_section(None, "<no configuration>", os.getcwd())
         url = ledger or default_ledger_url()
         read_only = settings.admin_token is None
-        return Guard(open_ledger(url, read_only=read_only)), settings
+        return settings, lambda: Guard(open_ledger(url, read_only=read_only))
     loaded = load_config(path)
     settings = parse_section(
         loaded.dashboard, loaded.source, os.path.dirname(os.path.abspath(loaded.source))
     )
-    guard = loaded.build_guard(read_only=settings.admin_token is None, **overrides)
-    return guard, settings
+    overrides = {"ledger": ledger} if ledger else {}
+    read_only = settings.admin_token is None
+    return settings, lambda: loaded.build_guard(read_only=read_only, **overrides)
