@@ -406,3 +406,58 @@ def test_the_proxy_mounts_the_dashboard_when_configured(
     with client(on.app(), ELSEWHERE) as api:
         assert api.get("/dashboard/").status_code == 403  # no token: loopback only
     on.guard.close()
+
+
+def test_one_command_serves_the_ledger(tmp_path: Path) -> None:
+    """`falbudget serve --config FILE` in a process of its own answers over HTTP with the
+    figures of its ledger (readiness read from its log, not timed)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    from falbudget.ledger import open_ledger
+
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    ledger = open_ledger(url)
+    build(ledger)
+    ledger.close()
+    config = tmp_path / "falbudget.yaml"
+    config.write_text(
+        f"ledger: {url}\ncaps:\n  - {{limit: '10.00', window: month}}\n"
+        "dashboard:\n  tz: Europe/Paris\n"
+    )
+    with socket.socket() as probe:  # a free port (uvicorn binds it again)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "FALBUDGET_NOW": "2026-11-23T18:00:00Z"}
+    for name in ("FALBUDGET_DASHBOARD_TOKEN", "FALBUDGET_DASHBOARD_ADMIN_TOKEN"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "falbudget", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "Application startup complete" in line:
+            break
+    stderr = process.stderr
+    threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
+    try:
+        assert any("Application startup complete" in line for line in lines), "".join(lines)
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(f"http://127.0.0.1:{port}/api/v1/status") as answer:
+            body = json.loads(answer.read())
+    finally:
+        process.terminate()
+        process.wait(60)
+    (cap,) = body["caps"]
+    # dashboard_scene: November spent 6.30, held 2.00 -> 10.00 - 8.30 = 1.70 left
+    assert (cap["spent"], cap["held"], cap["remaining"]) == ("6.30", "2.00", "1.70")
+    assert body["now"] == "2026-11-23T19:00:00+01:00"  # 18:00 UTC in the dashboard's zone
