@@ -445,12 +445,12 @@ def test_one_command_serves_the_ledger(tmp_path: Path) -> None:
     lines = []
     for line in process.stderr:
         lines.append(line)
-        if "Application startup complete" in line:
+        if "Uvicorn running on" in line:  # logged once the socket listens
             break
     stderr = process.stderr
     threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
     try:
-        assert any("Application startup complete" in line for line in lines), "".join(lines)
+        assert any("Uvicorn running on" in line for line in lines), "".join(lines)
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with direct.open(f"http://127.0.0.1:{port}/api/v1/status") as answer:
             body = json.loads(answer.read())

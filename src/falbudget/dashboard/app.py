@@ -20,12 +20,13 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 from urllib.parse import parse_qs
 
 from falbudget.dashboard.config import DashboardSettings, default_audit_log
 from falbudget.dashboard.figures import BadQuery, Figures, iso
 from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
+from falbudget.ledger.base import HoldState
 
 if TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
@@ -34,10 +35,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from falbudget.guard.core import Guard
+    from falbudget.report import Report
 
 log = logging.getLogger("falbudget.dashboard")
 API = "/api/v1"
 MAX_FORM_BYTES = 4096
+HOLD_STATES: tuple[str, ...] = get_args(HoldState)
 
 
 def _loopback(host: str | None) -> bool:
@@ -322,14 +325,14 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
         raw = q.get("limit", "100")
         if not raw.isdigit():
             raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
-        states = q.getlist("state") or None
-        allowed = ("held", "submitted", "settled", "released", "expired")
-        for state in states or ():
-            if state not in allowed:
-                raise BadQuery(f"state={state!r} is not allowed: one of {', '.join(allowed)}")
-        return JSONResponse(
-            figures.history(cursor=q.get("cursor"), limit=int(raw), states=states)  # type: ignore[arg-type]
-        )
+        states: list[HoldState] = []
+        for state in q.getlist("state"):
+            if state not in HOLD_STATES:
+                allowed = ", ".join(HOLD_STATES)
+                raise BadQuery(f"state={state!r} is not allowed: one of {allowed}")
+            states.append(cast("HoldState", state))
+        page = figures.history(cursor=q.get("cursor"), limit=int(raw), states=states or None)
+        return JSONResponse(page)
 
     def api_keys(request: Request) -> Response:
         q = request.query_params
@@ -388,7 +391,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
     return app
 
 
-def _chart_cap_data(report: Any, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _chart_cap_data(report: Report, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The JSON data of each cap the chart draws (``report.chart_caps``), in its order."""
     by_bucket = {(c["cap"], c["window_key"]): c for c in data["caps"]}
     out = []
