@@ -262,7 +262,7 @@ def test_pages_show_the_figures_to_the_cent(api: TestClient) -> None:
     assert spend.count('class="limit"') == 2
     activity = api.get("/activity").text
     assert '<td class="overrun">0.30</td>' in activity
-    assert '<td class="reason">cap_exceeded</td>' in activity
+    assert '<td class="t reason">cap_exceeded</td>' in activity
     keys = api.get("/keys").text
     assert '<td class="spent">1.20</td>' in keys
     for page in ("/", "/spend", "/activity", "/keys", "/api"):
