@@ -55,9 +55,10 @@ class Spec:
         assert document["openapi"].startswith("3.1")
         self.document = document
 
-    def check(self, path: str, body: Any) -> None:
+    def check(self, path: str, body: Any, status: int = 200) -> None:
         operation = self.document["paths"][path]["get"]
-        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        answer = operation["responses"][str(status)]
+        schema = answer["content"]["application/json"]["schema"]
         jsonschema.validate(
             body,
             {**schema, "components": self.document["components"]},
@@ -247,6 +248,7 @@ def test_bad_queries_are_400_naming_the_field(
 ) -> None:
     answer = api.get(path, params=params)
     assert answer.status_code == 400
+    spec.check(path, answer.json(), 400)
     assert named in answer.json()["error"]
     assert answer.json()["error"].count("\n") == 0
 
