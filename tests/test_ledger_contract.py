@@ -1368,3 +1368,123 @@ def test_iter_holds_streams_the_history_newest_first_across_pages(
     assert ids(since=T0 + 2, until=T0 + 4) == ["h5", "h4", "h3", "h2"]
     first = next(iter(ledger.iter_holds()))
     assert (first.id, first.amount, first.state) == ("h7", 7, "held")
+
+
+# -- refusals (what the guard refused: metrics, alerts and the dashboard read them) -------------
+def refusal(at: float, endpoint: str = ENDPOINT, cap: str | None = "day cap", **extra: Any) -> Any:
+    from falbudget.ledger import Refusal
+
+    fields: dict[str, Any] = {
+        "reason": "cap_exceeded",
+        "amount": 800_000,
+        "tags": {"user": "ann", "endpoint": endpoint},
+    }
+    fields.update(extra)
+    return Refusal(at=at, endpoint=endpoint, cap=cap, **fields)
+
+
+def test_refusals_are_listed_newest_first_from_any_handle(
+    ledger_factory: Callable[[], Ledger],
+) -> None:
+    first, second = ledger_factory(), ledger_factory()
+    a = refusal(T0)
+    b = refusal(T0 + 10, "fal-ai/flux/dev", None, reason="unknown_endpoint", amount=0)
+    c = refusal(T0 + 20, reason="missing_tag", tags={})
+    first.record_refusal(a)
+    second.record_refusal(b)
+    first.record_refusal(c)
+    assert second.refusals() == [c, b, a]
+    assert first.refusals(limit=2) == [c, b]
+    assert first.refusals(since=T0 + 10) == [c, b]  # since is inclusive
+    assert first.refusals(until=T0 + 10) == [a]  # until is exclusive
+    assert first.refusals(limit=0) == []
+    listed = second.refusals()[1]
+    assert listed.tags == {"user": "ann", "endpoint": "fal-ai/flux/dev"}
+    assert isinstance(listed.amount, int) and listed.cap is None
+
+
+def test_refusal_counts_group_by_endpoint_and_cap(ledger_factory: Callable[[], Ledger]) -> None:
+    first, second = ledger_factory(), ledger_factory()
+    for at in (T0, T0 + 1, T0 + 2):
+        first.record_refusal(refusal(at))
+    second.record_refusal(refusal(T0 + 3, cap="month cap"))
+    second.record_refusal(refusal(T0 + 4, "fal-ai/flux/dev", None, reason="unknown_endpoint"))
+    assert (
+        first.refusal_counts()
+        == second.refusal_counts()
+        == {
+            (ENDPOINT, "day cap"): 3,
+            (ENDPOINT, "month cap"): 1,
+            ("fal-ai/flux/dev", None): 1,
+        }
+    )
+    # [T0 + 1, T0 + 4): the day cap's refusals at T0+1 and T0+2, the month cap's at T0+3
+    assert first.refusal_counts(since=T0 + 1, until=T0 + 4) == {
+        (ENDPOINT, "day cap"): 2,
+        (ENDPOINT, "month cap"): 1,
+    }
+    assert first.refusal_counts(since=T0 + 100) == {}
+
+
+def test_an_admission_records_no_refusal(ledger: Ledger) -> None:
+    assert reserve(ledger, "h1", 500, [cap("b", 1000)]).admitted
+    assert not reserve(ledger, "h2", 600, [cap("b", 1000)]).admitted  # the ledger's own refusal
+    # recording is the guard's step: the ledger's reserve writes no refusal row either way
+    assert ledger.refusals() == [] and ledger.refusal_counts() == {}
+
+
+def test_refusals_older_than_the_retention_are_pruned(ledger: Ledger) -> None:
+    from falbudget.ledger.base import REFUSAL_RETENTION
+
+    assert REFUSAL_RETENTION == 31 * 86_400  # 31 days, documented in docs/metrics.md
+    ledger.record_refusal(refusal(T0))
+    ledger.record_refusal(refusal(T0 + 1))
+    # exactly 31 days after the first: the first is at the cutoff, kept (older than it goes)
+    ledger.record_refusal(refusal(T0 + REFUSAL_RETENTION))
+    assert [r.at for r in ledger.refusals()] == [T0 + REFUSAL_RETENTION, T0 + 1, T0]
+    ledger.record_refusal(refusal(T0 + REFUSAL_RETENTION + 1))  # the cutoff passes T0
+    assert [r.at for r in ledger.refusals()] == [
+        T0 + REFUSAL_RETENTION + 1,
+        T0 + REFUSAL_RETENTION,
+        T0 + 1,
+    ]
+
+
+def test_refusals_past_the_row_bound_are_pruned_oldest_first(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import falbudget.ledger.memory
+    import falbudget.ledger.sqlite
+
+    modules: list[Any] = [falbudget.ledger.memory, falbudget.ledger.sqlite]
+    with contextlib.suppress(ImportError):
+        import falbudget.ledger.postgres
+
+        modules.append(falbudget.ledger.postgres)
+    for module in modules:
+        monkeypatch.setattr(module, "REFUSAL_MAX_ROWS", 3)
+    for i in range(5):
+        ledger.record_refusal(refusal(T0 + i))
+    # 5 recorded, the bound is 3: the first two (T0, T0 + 1) are gone
+    assert [r.at for r in ledger.refusals()] == [T0 + 4, T0 + 3, T0 + 2]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": -1}, "refusal.amount"),
+        ({"amount": 0.5}, "refusal.amount"),
+        ({"reason": ""}, "refusal.reason"),
+        ({"endpoint": ""}, "refusal.endpoint"),
+        ({"cap": ""}, "refusal.cap"),
+        ({"at": math.nan}, "refusal.at"),
+        ({"tags": {"user": 1}}, "tags"),
+    ],
+)
+def test_a_malformed_refusal_is_a_ledger_error(
+    ledger: Ledger, change: dict[str, Any], field: str
+) -> None:
+    bad = replace(refusal(T0), **change)
+    with pytest.raises(LedgerError, match=re.escape(field)):
+        ledger.record_refusal(bad)
+    assert ledger.refusals() == []

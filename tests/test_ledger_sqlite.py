@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "6"
-    assert len(sqlite_ledger.MIGRATIONS) == 6
+    assert schema_version(path) == "7"
+    assert len(sqlite_ledger.MIGRATIONS) == 7
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -366,7 +366,7 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
         f"SELECT rowid, {', '.join(V3_COLUMNS)} FROM holds ORDER BY rowid"
     ).fetchall()
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
     tables.remove("holds")  # now a hold and its kind
     after = dump()
     assert {t: rows for t, rows in after.items() if t != "meta"} == {

@@ -120,8 +120,12 @@ class BudgetExceeded(FalbudgetError):
         spent: Decimal,
         held: Decimal,
         remaining: Decimal,
+        reason: str = "cap_exceeded",
     ) -> None:
         super().__init__(message)
+        self.reason = reason
+        """``cap_exceeded`` (the cap's window would go over its limit) or ``max_per_request``
+        (the request alone costs more than the cap allows one request)."""
         self.cap = cap
         self.quote = quote
         self.amount = amount

@@ -27,6 +27,7 @@ from falbudget.cli import (
     quote_cmd,
     reconcile_cmd,
     report_cmd,
+    serve_cmd,
 )
 from falbudget.cli.common import (
     DEBUG_ENV,
@@ -55,6 +56,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     ledger_cmd.register,
     proxy_cmd.register,
     keys_cmd.register,
+    serve_cmd.register,
 ]
 """Each command group's ``register``, in the order ``--help`` lists them."""
 

@@ -85,6 +85,8 @@ class GuardConfig(_Strict):
     caps: list[CapConfig] = Field(default_factory=list)
     # the `falbudget proxy` section: checked by falbudget.proxy.config when the proxy starts
     proxy: dict[str, Any] | None = None
+    # the dashboard (`falbudget serve`, or mounted in the proxy): falbudget.dashboard.config
+    dashboard: dict[str, Any] | None = None
 
     source: str = Field(default="<config>", exclude=True)
 

@@ -24,6 +24,8 @@ from falbudget.errors import (
     FalbudgetError,
     HoldClosed,
     HoldNotFound,
+    IdempotencyConflict,
+    InvalidArguments,
     LedgerError,
     LedgerUnavailable,
     MissingTag,
@@ -31,7 +33,7 @@ from falbudget.errors import (
 )
 from falbudget.guard import _idempotency
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
-from falbudget.ledger.base import Admission, BucketCharge, Ledger
+from falbudget.ledger.base import Admission, BucketCharge, Ledger, Refusal
 from falbudget.ledger.base import Hold as LedgerHold
 from falbudget.money import format_usd, from_micros, to_decimal, to_micros
 
@@ -563,6 +565,9 @@ class Guard:
         self.on_unknown: OnUnknown = on_unknown
         self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
+        self.on_refusal: Callable[[Refusal], object] | None = None
+        """Called with each :class:`Refusal` after it is recorded (webhook alerts watch the
+        refusal rate through it); an exception it raises is logged, never raised."""
         self.settle_from: SettleFrom = settle_from
         if billing is None:
             from falbudget.reconcile import bill_lookup
@@ -636,7 +641,12 @@ class Guard:
             per_request = cap.max_per_request
             if per_request is not None and quote is not None and quote.total > per_request:
                 raise self._refusal(
-                    cap, bucket, quote, amount, f"over max_per_request {format_usd(per_request)}"
+                    cap,
+                    bucket,
+                    quote,
+                    amount,
+                    f"over max_per_request {format_usd(per_request)}",
+                    "max_per_request",
                 )
             limit = cap.limit_micros
             previous = limits.get(bucket)
@@ -648,7 +658,13 @@ class Guard:
         return _Plan(endpoint, normalized, quote, amount, clean_tags, charges, caps_by_bucket, now)
 
     def _refusal(
-        self, cap: Cap, bucket: str, quote: Quote | None, amount: int, why: str
+        self,
+        cap: Cap,
+        bucket: str,
+        quote: Quote | None,
+        amount: int,
+        why: str,
+        reason: str = "cap_exceeded",
     ) -> BudgetExceeded:
         totals = self.ledger.totals([bucket])[0]
         spent, held = from_micros(totals.settled), from_micros(totals.held)
@@ -667,7 +683,51 @@ class Guard:
             spent=spent,
             held=held,
             remaining=remaining,
+            reason=reason,
         )
+
+    def _record_refusal(
+        self, exc: Exception, endpoint: str, tags: Mapping[str, object], amount: int = 0
+    ) -> None:
+        """Record in the ledger that the admission ``exc`` stops was refused (metrics, alerts
+        and the dashboard read it). Never turns the refusal into an admission nor hides it: a
+        failed write is logged at ERROR and noted on ``exc``, which the caller raises as it
+        would have."""
+        cap: Cap | None = None
+        if isinstance(exc, BudgetExceeded):
+            reason, cap = exc.reason, exc.cap
+            if exc.quote is not None or exc.amount:
+                amount = to_micros(exc.amount)
+        elif isinstance(exc, MissingTag):
+            reason, cap = "missing_tag", exc.cap
+        elif isinstance(exc, UnknownEndpoint):
+            reason = "unknown_endpoint"
+        elif isinstance(exc, IdempotencyConflict):
+            reason = "idempotency_conflict"
+        elif isinstance(exc, InvalidArguments):
+            reason = "invalid_arguments"
+        else:  # pragma: no cover - callers pass only the errors above
+            return
+        refusal = Refusal(
+            at=self._now(),
+            endpoint=endpoint,
+            reason=reason,
+            cap=None if cap is None else cap.label(),
+            amount=amount,
+            tags={k: v for k, v in tags.items() if isinstance(v, str)},
+        )
+        try:
+            self.ledger.record_refusal(refusal)
+        except Exception as failure:  # the refusal stands whatever the ledger says
+            log.error(
+                "falbudget: could not record the refusal of %s (%s): %s", endpoint, reason, failure
+            )
+            exc.add_note(f"(falbudget could not record this refusal in the ledger: {failure})")
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(refusal)
+            except Exception:
+                log.exception("falbudget: the on_refusal callback failed")
 
     # -- the ledger steps: blocking, run in a thread by the async face ----------------------
     def _admit(
@@ -687,13 +747,17 @@ class Guard:
                 raise self._unresolved(exc, hold_id) from None
             result = self._reserve_again(exc, plan, hold_id, idempotency_key, fingerprint, now)
         if result.conflict and result.hold is not None and idempotency_key is not None:
-            raise _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
+            conflict = _idempotency.conflict(idempotency_key, result.hold, plan.endpoint, plan.tags)
+            self._record_refusal(conflict, plan.endpoint, plan.tags, plan.amount)
+            raise conflict
         if not result.admitted or result.hold is None:
             bucket = result.refused_by or GLOBAL_TOTAL
             cap = plan.caps_by_bucket.get(bucket)
             if cap is None:  # pragma: no cover - trackers have no limit
                 raise ConfigurationError(f"ledger refused unlimited bucket {bucket}")
-            raise self._refusal(cap, bucket, quote, plan.amount, "over the limit")
+            refused = self._refusal(cap, bucket, quote, plan.amount, "over the limit")
+            self._record_refusal(refused, plan.endpoint, plan.tags, plan.amount)
+            raise refused
         # a replay of the hold made under this very id is this reservation's own (the answer to
         # the first try was lost, the retry found it): it is not another request's
         return Hold(self, result.hold, quote, result.replayed and result.hold.id != hold_id)
@@ -837,7 +901,11 @@ class Guard:
         releases it); another request under the key raises IdempotencyConflict.
         """
         key = _idempotency.check_key(idempotency_key)
-        plan = self._plan(endpoint, arguments, tags)
+        try:
+            plan = self._plan(endpoint, arguments, tags)
+        except (BudgetExceeded, MissingTag, UnknownEndpoint, InvalidArguments) as exc:
+            self._record_refusal(exc, endpoint, {**tags, "endpoint": endpoint})
+            raise
         fingerprint = (
             None
             if key is None

@@ -21,6 +21,7 @@ from falbudget.ledger.base import (
     HoldGroup,
     HoldState,
     Ledger,
+    Refusal,
 )
 from falbudget.ledger.memory import MemoryLedger
 from falbudget.ledger.sqlite import SQLiteLedger
@@ -128,6 +129,7 @@ __all__ = [
     "HoldState",
     "Ledger",
     "MemoryLedger",
+    "Refusal",
     "SQLiteLedger",
     "default_ledger_url",
     "open_ledger",

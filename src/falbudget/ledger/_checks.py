@@ -6,7 +6,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 from falbudget.errors import LedgerError
-from falbudget.ledger.base import ADJUSTABLE_STATES, OPEN_STATES, BucketCharge, Hold, HoldState
+from falbudget.ledger.base import (
+    ADJUSTABLE_STATES,
+    OPEN_STATES,
+    BucketCharge,
+    Hold,
+    HoldState,
+    Refusal,
+)
 
 MAX_MICROS = 2**63 - 1
 """The largest amount or total a ledger stores (a signed 64-bit integer, as SQL keeps it)."""
@@ -226,3 +233,32 @@ def summary(
         offset,
         tuple(sorted(seconds("cuts", cut) for cut in cuts)),
     )
+
+
+def refusal(value: object) -> Refusal:
+    """``value`` checked as a :class:`Refusal` to record (tags copied), or LedgerError."""
+    if not isinstance(value, Refusal):
+        raise LedgerError(f"refusal must be a Refusal, got {value!r}")
+    if value.cap is not None:
+        text("refusal.cap", value.cap)
+    return Refusal(
+        at=seconds("refusal.at", value.at),
+        endpoint=text("refusal.endpoint", value.endpoint),
+        reason=text("refusal.reason", value.reason),
+        cap=value.cap,
+        amount=micros("refusal.amount", value.amount),
+        tags=string_tags(value.tags),
+    )
+
+
+def refusal_range(
+    since: float | None, until: float | None, limit: int | None = None
+) -> tuple[float | None, float | None, int]:
+    """A refusal query's time range and row limit (an integer >= 0), or LedgerError."""
+    low = None if since is None else seconds("since", since)
+    high = None if until is None else seconds("until", until)
+    if limit is None:
+        limit = 100
+    checked = check_limit(limit)
+    assert checked is not None
+    return low, high, checked

@@ -26,6 +26,33 @@ DEFAULT_IDEMPOTENCY_TTL = 86_400.0
 Keys of holds recorded before keys had a lifetime (schema 2) get it when the ledger upgrades."""
 
 
+REFUSAL_RETENTION = 31 * 86_400.0
+"""How long (seconds) a ledger keeps a refusal: 31 days, a month's window. Older rows are
+deleted when the next refusal is recorded, so the table never grows with the ledger's age."""
+
+REFUSAL_MAX_ROWS = 100_000
+"""The most refusals a ledger keeps: the newest ones (a storm of refusals, a client retrying in a
+loop, cannot grow the table past this; about 10 MB). Pruned as the retention is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One admission the guard refused (nothing was held or sent), as the ledger keeps it.
+
+    ``at`` epoch seconds; ``endpoint`` the endpoint asked for; ``reason`` a short code
+    (``cap_exceeded``, ``max_per_request``, ``unknown_endpoint``, ``missing_tag``,
+    ``idempotency_conflict``, ``invalid_arguments``); ``cap`` the name (label) of the cap that
+    refused, None when no cap did; ``amount`` the quote, integer micro-USD (0 when unpriced);
+    ``tags`` the request's tags. Written only on refusal: an admission writes no refusal row."""
+
+    at: float
+    endpoint: str
+    reason: str
+    cap: str | None
+    amount: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class BucketCharge:
     """One bucket a reservation touches: its key and its limit (None: unlimited, a tracker)."""
@@ -380,6 +407,26 @@ class Ledger(Protocol):
     def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
         """Revoke key ``key_id`` (a revoked key stays revoked, at its first time); KeyNotFound
         for an id that names no key."""
+        ...
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        """Keep ``refusal`` (one row, its own transaction); rows older than
+        :data:`REFUSAL_RETENTION` before ``refusal.at`` and all but the newest
+        :data:`REFUSAL_MAX_ROWS` are deleted in the same step. LedgerError for a refusal
+        whose fields are not what :class:`Refusal` says."""
+        ...
+
+    def refusals(
+        self, *, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> list[Refusal]:
+        """The refusals kept with ``at`` in [since, until), newest first, at most ``limit``."""
+        ...
+
+    def refusal_counts(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[tuple[str, str | None], int]:
+        """How many refusals kept with ``at`` in [since, until), by (endpoint, cap or None),
+        counted in the ledger; keys with no refusal are absent."""
         ...
 
     def close(self) -> None: ...

@@ -4,6 +4,7 @@ single-process scripts."""
 from __future__ import annotations
 
 import bisect
+import collections
 import heapq
 import itertools
 import math
@@ -15,6 +16,8 @@ from falbudget.errors import HoldNotFound, KeyNotFound, LedgerError
 from falbudget.ledger import _checks
 from falbudget.ledger.base import (
     OPEN_STATES,
+    REFUSAL_MAX_ROWS,
+    REFUSAL_RETENTION,
     Adjustment,
     Admission,
     ApiKey,
@@ -23,6 +26,7 @@ from falbudget.ledger.base import (
     Hold,
     HoldGroup,
     HoldState,
+    Refusal,
 )
 
 
@@ -65,6 +69,8 @@ class MemoryLedger:
         self._adjustments: list[Adjustment] = []
         self._api_keys: dict[str, ApiKey] = {}  # by id, in creation order
         self._key_digests: dict[str, str] = {}  # digest -> id
+        self._refusals: collections.deque[Refusal] = collections.deque()
+        """Refusals in the order recorded, pruned as :meth:`record_refusal` says."""
 
     # -- writes ------------------------------------------------------------------------------
     def reserve(
@@ -221,6 +227,39 @@ class MemoryLedger:
                 return False
             self._alerts.add((bucket, threshold))
             return True
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        """See :meth:`Ledger.record_refusal`."""
+        row = _checks.refusal(refusal)
+        row = Refusal(row.at, row.endpoint, row.reason, row.cap, row.amount, _Tags(row.tags))
+        cutoff = row.at - REFUSAL_RETENTION
+        with self._lock:
+            kept = self._refusals
+            kept.append(row)
+            while kept and (kept[0].at < cutoff or len(kept) > REFUSAL_MAX_ROWS):
+                kept.popleft()
+
+    def refusals(
+        self, *, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> list[Refusal]:
+        """See :meth:`Ledger.refusals`."""
+        low, high, limit = _checks.refusal_range(since, until, limit)
+        with self._lock:
+            rows = [r for r in self._refusals if _within(r.at, low, high)]
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].at, i), reverse=True)
+        return [rows[i] for i in order[:limit]]
+
+    def refusal_counts(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[tuple[str, str | None], int]:
+        """See :meth:`Ledger.refusal_counts`."""
+        low, high, _ = _checks.refusal_range(since, until)
+        counts: dict[tuple[str, str | None], int] = {}
+        with self._lock:
+            for r in self._refusals:
+                if _within(r.at, low, high):
+                    counts[(r.endpoint, r.cap)] = counts.get((r.endpoint, r.cap), 0) + 1
+        return counts
 
     def adjust(
         self, hold_id: str, amount: int, *, now: float, reason: str, source: str
@@ -448,6 +487,10 @@ class MemoryLedger:
             else:
                 closed.append(self._close(hold, "released", None, now))
         return closed
+
+
+def _within(at: float, since: float | None, until: float | None) -> bool:
+    return (since is None or at >= since) and (until is None or at < until)
 
 
 class _Tags(dict[str, str]):

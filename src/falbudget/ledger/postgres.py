@@ -68,6 +68,8 @@ from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger._urls import is_secret_param, redact_url, url_secrets
 from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
+    REFUSAL_MAX_ROWS,
+    REFUSAL_RETENTION,
     Adjustment,
     Admission,
     ApiKey,
@@ -76,6 +78,7 @@ from falbudget.ledger.base import (
     Hold,
     HoldGroup,
     HoldState,
+    Refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -298,12 +301,33 @@ def _v5_lean_holds(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema))
 
 
+def _v6_refusals(conn: Connection, schema: sql.Identifier) -> None:
+    """Refused admissions (:class:`Refusal`), for metrics, alerts and the dashboard: a row per
+    refusal (never per admission), pruned to REFUSAL_RETENTION and REFUSAL_MAX_ROWS as refusals
+    are recorded. Nothing else changes."""
+    statements = [
+        """CREATE TABLE {s}.refusals (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            endpoint TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            cap TEXT,
+            amount BIGINT NOT NULL CHECK (amount >= 0),
+            tags JSONB NOT NULL DEFAULT '{{}}'
+        )""",
+        "CREATE INDEX refusals_by_at ON {s}.refusals (at)",
+    ]
+    for statement in statements:
+        conn.execute(sql.SQL(statement).format(s=schema))
+
+
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_adjustments,
     _v3_bound_keys,
     _v4_api_keys,
     _v5_lean_holds,
+    _v6_refusals,
 ]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
@@ -1087,7 +1111,75 @@ class PostgresLedger:
 
         return self._run("adjust", work)
 
+    def record_refusal(self, refusal: Refusal) -> None:
+        """See :meth:`Ledger.record_refusal`: one statement (its own transaction) inserts the
+        row and deletes what the retention and the row bound let go (identities only grow, so
+        ``id <= new id - REFUSAL_MAX_ROWS`` leaves at most that many rows)."""
+        row = _checks.refusal(refusal)
+        query = sql.SQL(
+            """WITH new AS (
+                INSERT INTO {s}.refusals (at, endpoint, reason, cap, amount, tags)
+                VALUES (%(at)s, %(endpoint)s, %(reason)s, %(cap)s, %(amount)s, %(tags)s)
+                RETURNING id
+            ), by_rows AS (
+                DELETE FROM {s}.refusals WHERE id <= (SELECT id FROM new) - %(rows)s
+            ), by_age AS (
+                DELETE FROM {s}.refusals WHERE at < %(cutoff)s
+            )
+            SELECT id FROM new"""
+        ).format(s=sql.Identifier(self.schema))
+        values = {
+            "at": row.at,
+            "endpoint": row.endpoint,
+            "reason": row.reason,
+            "cap": row.cap,
+            "amount": row.amount,
+            "tags": Jsonb(dict(row.tags)),
+            "rows": REFUSAL_MAX_ROWS,
+            "cutoff": row.at - REFUSAL_RETENTION,
+        }
+
+        def work(conn: Connection) -> None:
+            conn.execute(query, values)
+
+        self._run("record_refusal", work)
+
     # -- reads -------------------------------------------------------------------------------
+    def refusals(
+        self, *, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> list[Refusal]:
+        """See :meth:`Ledger.refusals`."""
+        low, high, limit = _checks.refusal_range(since, until, limit)
+        where, params = _refusal_range(low, high)
+        params["limit"] = limit
+        query = sql.SQL(
+            "SELECT at, endpoint, reason, cap, amount, tags FROM {s}.refusals{where}"
+            " ORDER BY at DESC, id DESC LIMIT %(limit)s"
+        ).format(s=sql.Identifier(self.schema), where=where)
+
+        def work(conn: Connection) -> list[Refusal]:
+            return [
+                Refusal(float(at), str(ep), str(why), cap, int(amount), dict(tags))
+                for at, ep, why, cap, amount, tags in conn.execute(query, params).fetchall()
+            ]
+
+        return self._run("refusals", work)
+
+    def refusal_counts(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[tuple[str, str | None], int]:
+        """See :meth:`Ledger.refusal_counts`."""
+        low, high, _ = _checks.refusal_range(since, until)
+        where, params = _refusal_range(low, high)
+        query = sql.SQL(
+            "SELECT endpoint, cap, COUNT(*) FROM {s}.refusals{where} GROUP BY endpoint, cap"
+        ).format(s=sql.Identifier(self.schema), where=where)
+
+        def work(conn: Connection) -> dict[tuple[str, str | None], int]:
+            return {(str(ep), cap): int(n) for ep, cap, n in conn.execute(query, params).fetchall()}
+
+        return self._run("refusal_counts", work)
+
     def adjustments(self, hold_id: str | None = None) -> list[Adjustment]:
         """See :meth:`Ledger.adjustments`."""
         query = sql.SQL("SELECT {} FROM {}.adjustments").format(
@@ -1615,6 +1707,22 @@ class _Queries:
         head = f"PREPARE {name} ({', '.join(types)}) AS " if types else f"PREPARE {name} AS "
         self._prepare.append((head + numbered).encode())
         return _Statement(name, tuple(params))
+
+
+def _refusal_range(
+    since: float | None, until: float | None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    where: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if since is not None:
+        where.append(sql.SQL("at >= %(since)s::float8"))
+        params["since"] = since
+    if until is not None:
+        where.append(sql.SQL("at < %(until)s::float8"))
+        params["until"] = until
+    if not where:
+        return sql.SQL(""), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where), params
 
 
 # -- schema versions -----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
     OPEN_STATES,
+    REFUSAL_MAX_ROWS,
+    REFUSAL_RETENTION,
     Adjustment,
     Admission,
     ApiKey,
@@ -39,6 +41,7 @@ from falbudget.ledger.base import (
     Hold,
     HoldGroup,
     HoldState,
+    Refusal,
 )
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -274,6 +277,24 @@ def _v6_hold_kinds(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _v7_refusals(db: sqlite3.Connection) -> None:
+    """Refused admissions (:class:`Refusal`), for metrics, alerts and the dashboard: a row per
+    refusal (never per admission), pruned to REFUSAL_RETENTION and REFUSAL_MAX_ROWS as refusals
+    are recorded. Nothing else changes."""
+    db.execute(
+        """CREATE TABLE refusals (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            endpoint TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            cap TEXT,
+            amount INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount >= 0),
+            tags TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute("CREATE INDEX refusals_by_at ON refusals (at)")
+
+
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_adjustments,
@@ -281,6 +302,7 @@ MIGRATIONS: list[Migration] = [
     _v4_api_keys,
     _v5_lean_holds,
     _v6_hold_kinds,
+    _v7_refusals,
 ]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
@@ -678,6 +700,58 @@ class SQLiteLedger:
             )
             return cursor.rowcount == 1
 
+    def record_refusal(self, refusal: Refusal) -> None:
+        """See :meth:`Ledger.record_refusal`: an insert and two deletes that find nothing to
+        delete but the oldest row once the table is full (rowids grow by one, since only the
+        oldest rows are ever deleted)."""
+        row = _checks.refusal(refusal)
+        with self._transaction(write=True) as db:
+            cursor = db.execute(
+                "INSERT INTO refusals (at, endpoint, reason, cap, amount, tags)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row.at,
+                    row.endpoint,
+                    row.reason,
+                    row.cap,
+                    row.amount,
+                    json.dumps(dict(row.tags), sort_keys=True),
+                ),
+            )
+            assert cursor.lastrowid is not None
+            db.execute("DELETE FROM refusals WHERE id <= ?", (cursor.lastrowid - REFUSAL_MAX_ROWS,))
+            db.execute("DELETE FROM refusals WHERE at < ?", (row.at - REFUSAL_RETENTION,))
+
+    def refusals(
+        self, *, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> list[Refusal]:
+        """See :meth:`Ledger.refusals`."""
+        low, high, limit = _checks.refusal_range(since, until, limit)
+        where, params = _refusal_range(low, high)
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT at, endpoint, reason, cap, amount, tags FROM refusals"
+                f"{where} ORDER BY at DESC, id DESC LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return [
+            Refusal(float(at), str(ep), str(why), cap, int(amount), json.loads(tags))
+            for at, ep, why, cap, amount, tags in rows
+        ]
+
+    def refusal_counts(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[tuple[str, str | None], int]:
+        """See :meth:`Ledger.refusal_counts`."""
+        low, high, _ = _checks.refusal_range(since, until)
+        where, params = _refusal_range(low, high)
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                f"SELECT endpoint, cap, COUNT(*) FROM refusals{where} GROUP BY endpoint, cap",
+                params,
+            ).fetchall()
+        return {(str(ep), cap): int(n) for ep, cap, n in rows}
+
     def adjust(
         self, hold_id: str, amount: int, *, now: float, reason: str, source: str
     ) -> Adjustment | None:
@@ -979,6 +1053,17 @@ _SUMMARY = f"""SELECT k.endpoint, k.tags, k.buckets, g.* FROM (
 ) AS g JOIN hold_kinds k ON k.id = g.kind"""
 """Sums per group as :meth:`HoldGroup.of` computes them for one hold (test_ledger_contract
 checks the two agree on every kind of hold)."""
+
+
+def _refusal_range(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    where, params = [], []
+    if since is not None:
+        where.append("at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("at < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _summary_range(since: float | None, until: float | None) -> tuple[str, list[float]]:

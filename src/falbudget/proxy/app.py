@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from falbudget.dashboard.config import DashboardSettings
     from falbudget.guard import Guard, Hold
 
 log = logging.getLogger("falbudget.proxy")
@@ -661,15 +662,17 @@ def create_app(
     base_dir: str = ".",
     source: str = "<config>",
     on_ready: Callable[[Proxy], None] | None = None,
+    dashboard: DashboardSettings | None = None,
 ) -> Starlette:
     """The ASGI application for ``guard`` and ``settings``; ``fal_key`` is sent to fal.
     ``base_dir``: where relative paths in the settings (proxy.jwt.public_key_file) start;
-    ``source`` names the configuration in errors."""
+    ``source`` names the configuration in errors. ``dashboard``: also serve the dashboard of
+    the same guard under /dashboard (configuration: ``dashboard.in_proxy: true``)."""
     try:
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
         from starlette.middleware.cors import CORSMiddleware
-        from starlette.routing import Route
+        from starlette.routing import BaseRoute, Mount, Route
     except ImportError:  # pragma: no cover - the extra is missing
         raise ConfigurationError(
             f"falbudget proxy needs its extra: {install_hint('proxy')}"
@@ -703,8 +706,14 @@ def create_app(
             )
         )
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+    routes: list[BaseRoute] = [Route(settings.route, proxy.handle, methods=methods)]
+    if dashboard is not None:
+        from falbudget.dashboard.app import create_dashboard
+        from falbudget.dashboard.config import MOUNT
+
+        routes.append(Mount(MOUNT, create_dashboard(guard, dashboard)))
     app = Starlette(
-        routes=[Route(settings.route, proxy.handle, methods=methods)],
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
     )
@@ -718,11 +727,17 @@ class Loaded:
     settings: ProxySettings
     fal_key: str
     source: str
+    dashboard: DashboardSettings | None = None
 
     def app(self) -> Starlette:
         base_dir = os.path.dirname(os.path.abspath(self.source))
         return create_app(
-            self.guard, self.settings, self.fal_key, base_dir=base_dir, source=self.source
+            self.guard,
+            self.settings,
+            self.fal_key,
+            base_dir=base_dir,
+            source=self.source,
+            dashboard=self.dashboard,
         )
 
 
@@ -739,8 +754,12 @@ def load(config: str | None = None, **overrides: Any) -> Loaded:
             f"{loaded.source}: the fal key: set {settings.fal_key_env} in the proxy's environment"
             " (proxy.fal_key_env names the variable)"
         )
+    from falbudget.dashboard.config import parse_section
+
+    base_dir = os.path.dirname(os.path.abspath(loaded.source))
+    board = parse_section(loaded.dashboard, loaded.source, base_dir)
     guard = loaded.build_guard(**overrides)
-    return Loaded(guard, settings, fal_key, loaded.source)
+    return Loaded(guard, settings, fal_key, loaded.source, board if board.in_proxy else None)
 
 
 def app_from_environment() -> Starlette:

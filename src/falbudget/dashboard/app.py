@@ -1,0 +1,414 @@
+"""The dashboard as a Starlette application: HTML pages (usable without JavaScript, every asset
+served from here) and the JSON API under ``/api/v1`` over the same figures (``figures``).
+
+Access (docs/dashboard.md): without a token only loopback clients are answered; with one,
+every request carries it (``Authorization: Bearer TOKEN``, or HTTP Basic with the token as the
+password, which a browser asks for). Write actions are POST forms carrying the admin token and
+``confirm=yes``; each one done is appended to the audit log (JSON Lines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any, cast, get_args
+from urllib.parse import parse_qs
+
+from falbudget.dashboard.config import DashboardSettings, default_audit_log
+from falbudget.dashboard.figures import BadQuery, Figures, iso
+from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
+from falbudget.ledger.base import HoldState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from falbudget.guard.core import Guard
+    from falbudget.report import Report
+
+log = logging.getLogger("falbudget.dashboard")
+API = "/api/v1"
+MAX_FORM_BYTES = 4096
+HOLD_STATES: tuple[str, ...] = get_args(HoldState)
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class _Access:
+    """ASGI middleware: the token (or loopback) rule for every request of the dashboard."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = self._problem(scope)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, message = problem
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Basic realm="falbudget dashboard"'))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": message.encode() + b"\n"})
+
+    def _problem(self, scope: Scope) -> tuple[int, str] | None:
+        if self.token is None:
+            client = scope.get("client")
+            if _loopback(client[0] if client else None):
+                return None
+            return 403, "the dashboard answers loopback clients only unless a token is set"
+        given = _token(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+        if given is not None and _same(given, self.token):
+            return None
+        return 401, "a token is required: Authorization: Bearer TOKEN (or Basic, any user name)"
+
+
+def _token(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+class _Audit:
+    """Appends one JSON line per write action to ``path`` (created with its folder)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, entry: Mapping[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self._lock:
+            folder = os.path.dirname(self.path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(line)
+        log.info("dashboard action: %s", line.strip())
+
+
+def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) -> Starlette:
+    """The dashboard of ``guard`` (its ledger and caps, read at its clock) as an ASGI app; mount
+    it anywhere (``falbudget proxy`` mounts it at /dashboard). The guard is not closed by it."""
+    try:
+        import jinja2
+        from starlette.applications import Starlette
+        from starlette.responses import HTMLResponse, JSONResponse
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+    except ImportError:  # pragma: no cover - the extra is missing
+        raise ConfigurationError(
+            f"falbudget serve needs its extra: {install_hint('serve')}"
+        ) from None
+    from falbudget.dashboard import chart as charts
+
+    settings = settings or DashboardSettings()
+    figures = Figures(guard, settings.tz)
+    audit = _Audit(settings.audit_log or default_audit_log())
+    here = resources.files("falbudget.dashboard")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(here / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    from falbudget.cli.render import cents
+
+    env.filters["cents"] = cents
+    env.filters["when"] = _when
+    spec = json.loads((here / "openapi.json").read_text(encoding="utf-8"))
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        root = request.scope.get("root_path", "")
+        context.setdefault("now", iso(figures.now(), settings.tz))
+        context.setdefault("title", "Not done" if status >= 400 else "falbudget")
+        html = env.get_template(name).render(
+            root=root, admin=settings.admin_token is not None, tz=settings.tz, **context
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def handled(
+        endpoint: Callable[[Request], Response], *, api: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                return await asyncio.to_thread(endpoint, request)
+            except BadQuery as exc:
+                if api:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+                return page(request, "error.html", 400, message=str(exc))
+            except FalbudgetError as exc:
+                log.warning("dashboard: %s: %s", request.url.path, exc)
+                if api:
+                    return JSONResponse({"error": str(exc)}, status_code=503)
+                return page(request, "error.html", 503, message=str(exc))
+
+        return run
+
+    # -- pages ----------------------------------------------------------------------------
+    def caps_page(request: Request) -> Response:
+        return page(request, "caps.html", title="Caps", **figures.caps())
+
+    def spend_page(request: Request) -> Response:
+        since, until = request.query_params.get("since"), request.query_params.get("until")
+        report = figures.report(since, until)
+        data = figures.report_data(report)
+        svgs: list[dict[str, Any]] = [
+            {
+                "title": f"{cap['cap']}: spend over time",
+                "svg": charts.chart(report, line, f"{cap['cap']}: daily spend", f"c{i}"),
+                "cap": cap,
+            }
+            for i, (line, cap) in enumerate(
+                zip(report.chart_caps, _chart_cap_data(report, data), strict=True)
+            )
+        ]
+        if not svgs:
+            svgs = [
+                {
+                    "title": "Daily spend",
+                    "svg": charts.chart(report, None, "daily spend", "c0"),
+                    "cap": None,
+                }
+            ]
+        return page(
+            request,
+            "spend.html",
+            title="Spend",
+            report=data,
+            charts=svgs,
+            picked={"since": since or data["since"][:10], "until": until or data["until"][:10]},
+        )
+
+    def activity_page(request: Request) -> Response:
+        since, until = figures.window(
+            request.query_params.get("since"), request.query_params.get("until")
+        )
+        return page(
+            request,
+            "activity.html",
+            title="Activity",
+            in_flight=figures.in_flight(),
+            overruns=figures.overruns(since, until),
+            reconciliation=figures.reconciliation(),
+            refusals=figures.refusals(since, until, limit=50),
+            since=iso(since, settings.tz),
+            until=iso(until, settings.tz),
+        )
+
+    def keys_page(request: Request) -> Response:
+        since, until = request.query_params.get("since"), request.query_params.get("until")
+        report = figures.report(since, until, by_key=True)
+        return page(request, "keys.html", title="Keys", **figures.keys(report))
+
+    # -- write actions: a confirmation page (GET), then a POST with the admin token ----------
+    def _form(request: Request, body: bytes) -> dict[str, str]:
+        if len(body) > MAX_FORM_BYTES:
+            raise BadQuery("the form is too large")
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {name: values[0] for name, values in fields.items()}
+
+    def _refused(request: Request, form: Mapping[str, str], action: str) -> Response | None:
+        if settings.admin_token is None:
+            return page(
+                request,
+                "error.html",
+                403,
+                message="write actions are off: the dashboard has no admin token"
+                " (set FALBUDGET_DASHBOARD_ADMIN_TOKEN, or the variable dashboard.admin_token_env"
+                " names)",
+            )
+        if not _same(form.get("admin_token", ""), settings.admin_token):
+            audit.record({"at": figures.now(), "action": action, "outcome": "refused"})
+            return page(request, "error.html", 403, message="the admin token is not right")
+        if form.get("confirm") != "yes":
+            return page(request, "error.html", 400, message="confirm=yes is required: tick the box")
+        return None
+
+    def release_confirm(request: Request) -> Response:
+        overdue = [h for h in figures.in_flight()["holds"] if h["overdue"]]
+        return page(request, "release.html", title="Release expired holds", overdue=overdue)
+
+    async def release_do(request: Request) -> Response:
+        form = _form(request, await request.body())
+        refused = _refused(request, form, "release-expired")
+        if refused is not None:
+            return refused
+        closed = await asyncio.to_thread(guard.release_expired)
+        audit.record(
+            {
+                "at": figures.now(),
+                "action": "release-expired",
+                "outcome": "done",
+                "holds": [h.id for h in closed],
+                "client": request.client.host if request.client else None,
+            }
+        )
+        rows = [figures.hold_row(h) for h in closed]
+        return page(request, "done.html", title="Released expired holds", closed=rows, key=None)
+
+    def revoke_confirm(request: Request) -> Response:
+        key_id = request.path_params["key_id"]
+        known = [k for k in guard.ledger.api_keys() if k.id == key_id]
+        if not known:
+            return page(request, "error.html", 404, message=f"no key {key_id!r}")
+        return page(request, "revoke.html", title=f"Revoke key {key_id}", key=known[0])
+
+    async def revoke_do(request: Request) -> Response:
+        from falbudget.errors import KeyNotFound
+
+        key_id = request.path_params["key_id"]
+        form = _form(request, await request.body())
+        refused = _refused(request, form, f"revoke-key {key_id}")
+        if refused is not None:
+            return refused
+        try:
+            key = await asyncio.to_thread(guard.ledger.revoke_key, key_id, now=figures.now())
+        except KeyNotFound:
+            return page(request, "error.html", 404, message=f"no key {key_id!r}")
+        audit.record(
+            {
+                "at": figures.now(),
+                "action": "revoke-key",
+                "outcome": "done",
+                "key": key.id,
+                "client": request.client.host if request.client else None,
+            }
+        )
+        return page(request, "done.html", title=f"Revoked key {key.id}", closed=None, key=key.id)
+
+    # -- the JSON API ---------------------------------------------------------------------
+    def api_status(request: Request) -> Response:
+        return JSONResponse(figures.caps())
+
+    def api_report(request: Request) -> Response:
+        q = request.query_params
+        return JSONResponse(figures.report_data(figures.report(q.get("since"), q.get("until"))))
+
+    def api_holds(request: Request) -> Response:
+        return JSONResponse(figures.in_flight())
+
+    def api_history(request: Request) -> Response:
+        q = request.query_params
+        raw = q.get("limit", "100")
+        if not raw.isdigit():
+            raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
+        states: list[HoldState] = []
+        for state in q.getlist("state"):
+            if state not in HOLD_STATES:
+                allowed = ", ".join(HOLD_STATES)
+                raise BadQuery(f"state={state!r} is not allowed: one of {allowed}")
+            states.append(cast("HoldState", state))
+        page = figures.history(cursor=q.get("cursor"), limit=int(raw), states=states or None)
+        return JSONResponse(page)
+
+    def api_keys(request: Request) -> Response:
+        q = request.query_params
+        report = figures.report(q.get("since"), q.get("until"), by_key=True)
+        return JSONResponse(figures.keys(report))
+
+    def api_activity(request: Request) -> Response:
+        q = request.query_params
+        since, until = figures.window(q.get("since"), q.get("until"))
+        return JSONResponse(
+            {
+                "since": iso(since, settings.tz),
+                "until": iso(until, settings.tz),
+                "overruns": figures.overruns(since, until),
+                "reconciliation": figures.reconciliation(),
+            }
+        )
+
+    def api_refusals(request: Request) -> Response:
+        q = request.query_params
+        since, until = figures.window(q.get("since"), q.get("until"))
+        raw = q.get("limit", "100")
+        if not raw.isdigit():
+            raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
+        return JSONResponse(figures.refusals(since, until, limit=int(raw)))
+
+    async def api_spec(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    def api_index(request: Request) -> Response:
+        return page(request, "api.html", title="API")
+
+    routes = [
+        Route("/", handled(caps_page, api=False)),
+        Route("/spend", handled(spend_page, api=False)),
+        Route("/activity", handled(activity_page, api=False)),
+        Route("/keys", handled(keys_page, api=False)),
+        Route("/api", handled(api_index, api=False)),
+        Route("/actions/release-expired", handled(release_confirm, api=False)),
+        Route("/actions/release-expired", release_do, methods=["POST"]),
+        Route("/keys/{key_id}/revoke", handled(revoke_confirm, api=False)),
+        Route("/keys/{key_id}/revoke", revoke_do, methods=["POST"]),
+        Route(f"{API}/status", handled(api_status, api=True)),
+        Route(f"{API}/report", handled(api_report, api=True)),
+        Route(f"{API}/holds", handled(api_holds, api=True)),
+        Route(f"{API}/history", handled(api_history, api=True)),
+        Route(f"{API}/keys", handled(api_keys, api=True)),
+        Route(f"{API}/activity", handled(api_activity, api=True)),
+        Route(f"{API}/refusals", handled(api_refusals, api=True)),
+        Route(f"{API}/openapi.json", api_spec),
+        Mount("/static", StaticFiles(directory=str(here / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(_Access, token=settings.token)
+    app.state.figures = figures
+    return app
+
+
+def _chart_cap_data(report: Report, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The JSON data of each cap the chart draws (``report.chart_caps``), in its order."""
+    by_bucket = {(c["cap"], c["window_key"]): c for c in data["caps"]}
+    out = []
+    for line in report.chart_caps:
+        f = line.forecast
+        label = f.cap.label(f.bucket)
+        out.append(by_bucket.get((label, f.bucket.partition("|")[2]), {"cap": label}))
+    return out
+
+
+def _when(text: str | None) -> str:
+    """An ISO time as a page shows it: '2026-12-01 00:00 UTC' (an offset other than UTC is
+    kept: '2026-12-01 00:00+01:00')."""
+    if not text:
+        return ""
+    offset = text[19:]
+    return text[:16].replace("T", " ") + (" UTC" if offset in ("+00:00", "Z") else offset)
+
+
+__all__ = ["create_dashboard"]

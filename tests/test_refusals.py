@@ -1,0 +1,128 @@
+"""The guard records every admission it refuses in the ledger (a :class:`Refusal`), on every
+backend, and a failed record never turns a refusal into an admission nor hides its error.
+
+MAGI-1 prices (docs/pricing.md): defaults (96 frames, 720p) = 0.80 USD = 800_000 micro-USD;
+144 frames = 0.80 + 2 x 0.20 = 1.20 USD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from falbudget import BudgetExceeded, Cap, Guard, InvalidArguments
+from falbudget.errors import IdempotencyConflict, LedgerError, MissingTag, UnknownEndpoint
+from falbudget.ledger import Ledger, Refusal
+
+MAGI = "fal-ai/magi/image-to-video"
+REQ = {"prompt": "a cat", "image_url": "https://example.invalid/cat.png"}
+NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC).timestamp()
+
+
+def guard_on(ledger: Ledger, caps: list[Cap]) -> Guard:
+    return Guard(ledger, caps, clock=lambda: NOW)
+
+
+def test_each_kind_of_refusal_is_recorded_with_its_cap(
+    ledger_factory: Callable[[], Ledger],
+) -> None:
+    ledger = ledger_factory()
+    day = Cap("1.00", scope="user", window="day", name="daily per user")
+    per_request = Cap("100.00", max_per_request="1.00")
+    guard = guard_on(ledger, [day, per_request])
+    with guard.reserve(MAGI, REQ, user="ann"):  # 0.80 of ann's 1.00
+        pass
+    with pytest.raises(BudgetExceeded), guard.reserve(MAGI, REQ, user="ann"):  # 1.60 > 1.00
+        pass
+    with pytest.raises(BudgetExceeded):  # 1.20 alone > max_per_request 1.00
+        guard.reserve(MAGI, {**REQ, "num_frames": 144}, user="bob")
+    with pytest.raises(MissingTag):
+        guard.reserve(MAGI, REQ)
+    with pytest.raises(UnknownEndpoint):
+        guard.reserve("fal-ai/nope", {}, user="ann")
+    with pytest.raises(InvalidArguments):
+        guard.reserve(MAGI, {**REQ, "num_frames": "many"}, user="ann")
+    # a check() refuses nothing (it admits nothing either): no row
+    assert not guard.check(MAGI, REQ, user="ann").allowed
+    got = ledger.refusals()
+    assert [(r.reason, r.cap, r.amount) for r in got] == [
+        ("invalid_arguments", None, 0),
+        ("unknown_endpoint", None, 0),
+        ("missing_tag", "daily per user", 0),
+        ("max_per_request", per_request.label(), 1_200_000),
+        ("cap_exceeded", "daily per user", 800_000),
+    ]
+    assert per_request.label() == "global total cap 100.00"  # the label of an unnamed cap
+    assert all(r.at == NOW for r in got)
+    assert got[-1] == Refusal(
+        NOW, MAGI, "cap_exceeded", "daily per user", 800_000, {"user": "ann", "endpoint": MAGI}
+    )
+    assert ledger.refusal_counts() == {
+        ("fal-ai/nope", None): 1,
+        (MAGI, None): 1,
+        (MAGI, "daily per user"): 2,
+        (MAGI, per_request.label()): 1,
+    }
+
+
+def test_an_idempotency_conflict_is_recorded(ledger_factory: Callable[[], Ledger]) -> None:
+    ledger = ledger_factory()
+    guard = guard_on(ledger, [Cap("10.00")])
+    with guard.reserve(MAGI, REQ, idempotency_key="k1", user="ann"):
+        pass
+    with pytest.raises(IdempotencyConflict):
+        guard.reserve(MAGI, REQ, idempotency_key="k1", user="bob").acquire()
+    assert [(r.reason, r.cap, r.amount) for r in ledger.refusals()] == [
+        ("idempotency_conflict", None, 800_000)
+    ]
+
+
+def test_admissions_record_nothing(ledger_factory: Callable[[], Ledger]) -> None:
+    ledger = ledger_factory()
+    guard = guard_on(ledger, [Cap("10.00")])
+    for _ in range(3):
+        with guard.reserve(MAGI, REQ):
+            pass
+    assert ledger.refusals() == []
+
+
+class _Broken:
+    """A ledger whose refusal record fails; everything else is the real ledger's."""
+
+    def __init__(self, inner: Ledger) -> None:
+        self._inner = inner
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        raise LedgerError("disk full")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_failed_record_keeps_the_refusal_and_says_so(
+    ledger_factory: Callable[[], Ledger], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = ledger_factory()
+    seen: list[Refusal] = []
+    guard = Guard(_Broken(ledger), [Cap("1.00")], clock=lambda: NOW)  # type: ignore[arg-type]
+    guard.on_refusal = seen.append
+    with guard.reserve(MAGI, REQ):
+        pass
+    with (
+        caplog.at_level(logging.ERROR, logger="falbudget.guard"),
+        pytest.raises(BudgetExceeded) as info,
+        guard.reserve(MAGI, REQ),  # 0.80 + 0.80 > 1.00
+    ):
+        pass
+    assert "could not record this refusal in the ledger: disk full" in info.value.__notes__[0]
+    assert any(
+        r.levelno == logging.ERROR and "could not record the refusal" in r.getMessage()
+        for r in caplog.records
+    )
+    # nothing more was held: the ledger still holds the first 0.80 as spent only
+    assert ledger.totals(["global|total"])[0].settled == 800_000
+    assert ledger.totals(["global|total"])[0].held == 0
+    assert [r.reason for r in seen] == ["cap_exceeded"]  # the observer still hears of it
