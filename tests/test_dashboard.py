@@ -290,6 +290,20 @@ def test_without_a_token_only_loopback_clients_are_answered(scene: tuple[Guard, 
     assert "loopback" in far.text
 
 
+def test_loopback_in_each_of_its_forms_and_no_header_makes_a_client_local(
+    scene: tuple[Guard, Any],
+) -> None:
+    app = create_dashboard(scene[0])
+    # IPv6 loopback, and 127.0.0.1 as a dual-stack socket shows it (IPv4-mapped)
+    for host in ("::1", "::ffff:127.0.0.1", "127.0.0.2"):
+        assert client(app, (host, 50000)).get("/api/v1/status").status_code == 200, host
+    for host in ("::ffff:192.0.2.7", "2001:db8::1"):
+        assert client(app, (host, 50000)).get("/api/v1/status").status_code == 403, host
+    # a remote client claiming to be local in X-Forwarded-For is still remote
+    claim = {"x-forwarded-for": "127.0.0.1", "x-real-ip": "127.0.0.1", "forwarded": "for=::1"}
+    assert client(app, ELSEWHERE).get("/", headers=claim).status_code == 403
+
+
 def test_with_a_token_every_request_needs_it(scene: tuple[Guard, Any]) -> None:
     app = create_dashboard(scene[0], DashboardSettings(token="s3cret"))
     far = client(app, ELSEWHERE)
@@ -408,6 +422,35 @@ def test_the_proxy_mounts_the_dashboard_when_configured(
     with client(on.app(), ELSEWHERE) as api:
         assert api.get("/dashboard/").status_code == 403  # no token: loopback only
     on.guard.close()
+
+
+def test_the_proxy_mount_judges_the_client_behind_a_trusted_reverse_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a reverse proxy on this machine (proxy.trusted_proxies), every peer is 127.0.0.1:
+    the dashboard must judge the client the reverse proxy names, as the proxy does."""
+    from falbudget.proxy.app import load
+
+    monkeypatch.setenv("FAL_KEY", "test-key")
+    monkeypatch.delenv("FALBUDGET_DASHBOARD_TOKEN", raising=False)
+    config = tmp_path / "falbudget.yaml"
+    config.write_text(
+        f"ledger: sqlite:///{tmp_path}/l.db\nproxy:\n  trusted_proxies: ['127.0.0.0/8']\n"
+        "dashboard:\n  in_proxy: true\n"
+    )
+    loaded = load(str(config))
+    with client(loaded.app(), LOOPBACK) as local:
+        assert local.get("/dashboard/").status_code == 200  # no header: the peer itself
+        far = {"x-forwarded-for": "192.0.2.7"}
+        assert local.get("/dashboard/", headers=far).status_code == 403
+        assert local.get("/dashboard/api/v1/status", headers=far).status_code == 403
+        near = {"x-forwarded-for": "127.0.0.1"}  # a browser on the proxy's machine
+        assert local.get("/dashboard/", headers=near).status_code == 200
+    with client(loaded.app(), ELSEWHERE) as remote:  # not a trusted proxy: its header ignored
+        assert (
+            remote.get("/dashboard/", headers={"x-forwarded-for": "127.0.0.1"}).status_code == 403
+        )
+    loaded.guard.close()
 
 
 def test_one_command_serves_the_ledger(tmp_path: Path) -> None:

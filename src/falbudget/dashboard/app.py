@@ -44,12 +44,16 @@ HOLD_STATES: tuple[str, ...] = get_args(HoldState)
 
 
 def _loopback(host: str | None) -> bool:
+    """Whether the peer ``host`` is this machine: 127.0.0.0/8, ::1, or an IPv4 loopback address
+    mapped into IPv6 (::ffff:127.0.0.1, how a dual-stack socket shows a local IPv4 client)."""
     if host is None:
         return False
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def _same(given: str, expected: str) -> bool:
@@ -59,8 +63,10 @@ def _same(given: str, expected: str) -> bool:
 class _Access:
     """ASGI middleware: the token (or loopback) rule for every request of the dashboard."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app, self.token = app, token
+    def __init__(
+        self, app: ASGIApp, token: str | None, client_ip: Callable[[Request], str] | None = None
+    ) -> None:
+        self.app, self.token, self.client_ip = app, token, client_ip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,8 +85,14 @@ class _Access:
 
     def _problem(self, scope: Scope) -> tuple[int, str] | None:
         if self.token is None:
-            client = scope.get("client")
-            if _loopback(client[0] if client else None):
+            if self.client_ip is not None:  # behind the proxy's trusted proxies: who they name
+                from starlette.requests import Request
+
+                host: str | None = self.client_ip(Request(scope))
+            else:
+                client = scope.get("client")
+                host = client[0] if client else None
+            if _loopback(host):
                 return None
             return 403, "the dashboard answers loopback clients only unless a token is set"
         given = _token(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
@@ -120,9 +132,17 @@ class _Audit:
         log.info("dashboard action: %s", line.strip())
 
 
-def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) -> Starlette:
+def create_dashboard(
+    guard: Guard,
+    settings: DashboardSettings | None = None,
+    *,
+    client_ip: Callable[[Request], str] | None = None,
+) -> Starlette:
     """The dashboard of ``guard`` (its ledger and caps, read at its clock) as an ASGI app; mount
-    it anywhere (``falbudget proxy`` mounts it at /dashboard). The guard is not closed by it."""
+    it anywhere (``falbudget proxy`` mounts it at /dashboard). The guard is not closed by it.
+    ``client_ip``: the caller's address the loopback rule judges (default: the peer's); the
+    proxy passes its own, which follows X-Forwarded-For from its trusted proxies only, so that
+    a reverse proxy on this machine does not make every client look local."""
     try:
         import jinja2
         from starlette.applications import Starlette
@@ -386,7 +406,7 @@ def create_dashboard(guard: Guard, settings: DashboardSettings | None = None) ->
         Mount("/static", StaticFiles(directory=str(here / "static")), name="static"),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(_Access, token=settings.token)
+    app.add_middleware(_Access, token=settings.token, client_ip=client_ip)
     app.state.figures = figures
     return app
 

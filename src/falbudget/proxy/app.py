@@ -711,7 +711,7 @@ def create_app(
         from falbudget.dashboard.app import create_dashboard
         from falbudget.dashboard.config import MOUNT
 
-        routes.append(Mount(MOUNT, create_dashboard(guard, dashboard)))
+        routes.append(Mount(MOUNT, create_dashboard(guard, dashboard, client_ip=proxy.client_ip)))
     app = Starlette(
         routes=routes,
         middleware=middleware,
