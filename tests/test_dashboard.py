@@ -345,26 +345,59 @@ def test_write_actions_need_the_admin_token_and_a_confirmation(
         "released",
         "released",
     ]
+    asked = api.get(f"/keys/{KEY_ID}/revoke", params={"admin_token": "adm1n", "confirm": "yes"})
+    assert asked.status_code == 200
+    assert guard.ledger.api_keys()[0].revoked_at is None  # a GET only asks for confirmation
     revoked = api.post(f"/keys/{KEY_ID}/revoke", data={"admin_token": "adm1n", "confirm": "yes"})
     assert revoked.status_code == 200
     assert guard.ledger.api_keys()[0].revoked_at == utc(2026, 11, 23, 19)
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [(e["action"], e["outcome"]) for e in entries] == [
-        ("release-expired", "refused"),
-        ("release-expired", "refused"),
-        ("release-expired", "done"),
-        ("revoke-key", "done"),
+    # every refusal is recorded, whatever its reason, with who asked
+    assert [(e["action"], e["outcome"], e.get("reason")) for e in entries] == [
+        ("release-expired", "refused", "the admin token is not right"),
+        ("release-expired", "refused", "the admin token is not right"),
+        ("release-expired", "refused", "confirm=yes is required: tick the box"),
+        ("release-expired", "done", None),
+        ("revoke-key", "done", None),
     ]
-    assert entries[3]["key"] == KEY_ID
+    assert {e["client"] for e in entries} == {"127.0.0.1"}
+    assert entries[4]["key"] == KEY_ID
+    assert api.put("/actions/release-expired").status_code == 405
 
 
-def test_no_admin_token_no_write_action(scene: tuple[Guard, Any]) -> None:
-    api = client(create_dashboard(scene[0]))
+def test_a_write_action_that_cannot_be_done_is_an_answer_and_a_record(
+    scene: tuple[Guard, Any], tmp_path: Path
+) -> None:
+    guard, _ = scene
+    audit = tmp_path / "audit.jsonl"
+    app = create_dashboard(guard, DashboardSettings(admin_token="adm1n", audit_log=str(audit)))
+    api = client(app, raise_server_exceptions=False)
+    big = api.post(
+        "/actions/release-expired",
+        data={"admin_token": "adm1n", "confirm": "yes", "pad": "x" * 5000},
+    )
+    assert big.status_code == 413
+    assert "at most 4096 bytes" in big.text
+    gone = api.post("/keys/nope/revoke", data={"admin_token": "adm1n", "confirm": "yes"})
+    assert gone.status_code == 404
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["action"], e["outcome"], e.get("key")) for e in entries] == [
+        ("release-expired", "refused", None),
+        ("revoke-key", "refused", "nope"),
+    ]
+
+
+def test_no_admin_token_no_write_action(scene: tuple[Guard, Any], tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    api = client(create_dashboard(scene[0], DashboardSettings(audit_log=str(audit))))
     assert "Write actions are off" in api.get("/actions/release-expired").text
     answer = api.post("/actions/release-expired", data={"admin_token": "", "confirm": "yes"})
     assert answer.status_code == 403
     assert scene[0].ledger.holds(states=["released"]) != []  # #4 only, released before
     assert len(scene[0].ledger.holds(states=["held", "submitted"])) == 2
+    (entry,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert (entry["action"], entry["outcome"]) == ("release-expired", "refused")
+    assert entry["reason"].startswith("write actions are off")
 
 
 # -- the command line and the proxy --------------------------------------------------------------

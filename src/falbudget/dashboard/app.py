@@ -254,48 +254,66 @@ def create_dashboard(
         return page(request, "keys.html", title="Keys", **figures.keys(report))
 
     # -- write actions: a confirmation page (GET), then a POST with the admin token ----------
-    def _form(request: Request, body: bytes) -> dict[str, str]:
-        if len(body) > MAX_FORM_BYTES:
-            raise BadQuery("the form is too large")
+    def _client(request: Request) -> str | None:
+        if client_ip is not None:
+            return client_ip(request)
+        return request.client.host if request.client else None
+
+    def _record(request: Request, action: str, outcome: str, **details: Any) -> None:
+        entry = {"at": figures.now(), "action": action, "outcome": outcome}
+        audit.record({**entry, "client": _client(request), **details})
+
+    async def _form(request: Request) -> dict[str, str] | None:
+        """The fields of the posted form (the first value of each); None: over MAX_FORM_BYTES
+        (read no further than that)."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return None
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {name: values[0] for name, values in fields.items()}
 
-    def _refused(request: Request, form: Mapping[str, str], action: str) -> Response | None:
-        if settings.admin_token is None:
-            return page(
-                request,
-                "error.html",
+    async def _refused(request: Request, action: str, **details: Any) -> Response | None:
+        """None when the form carries the admin token and confirm=yes; otherwise the refusal,
+        recorded in the audit log (whatever the reason) with the client's address."""
+        form = await _form(request)
+        if form is None:
+            status, message = 413, f"the form is too large: at most {MAX_FORM_BYTES} bytes"
+        elif settings.admin_token is None:
+            status, message = (
                 403,
-                message="write actions are off: the dashboard has no admin token"
+                "write actions are off: the dashboard has no admin token"
                 " (set FALBUDGET_DASHBOARD_ADMIN_TOKEN, or the variable dashboard.admin_token_env"
                 " names)",
             )
-        if not _same(form.get("admin_token", ""), settings.admin_token):
-            audit.record({"at": figures.now(), "action": action, "outcome": "refused"})
-            return page(request, "error.html", 403, message="the admin token is not right")
-        if form.get("confirm") != "yes":
-            return page(request, "error.html", 400, message="confirm=yes is required: tick the box")
-        return None
+        elif not _same(form.get("admin_token", ""), settings.admin_token):
+            status, message = 403, "the admin token is not right"
+        elif form.get("confirm") != "yes":
+            status, message = 400, "confirm=yes is required: tick the box"
+        else:
+            return None
+        _record(request, action, "refused", reason=message, **details)
+        return page(request, "error.html", status, message=message)
+
+    def _failed(request: Request, action: str, exc: FalbudgetError, **details: Any) -> Response:
+        log.warning("dashboard: %s: %s", request.url.path, exc)
+        _record(request, action, "failed", reason=str(exc), **details)
+        return page(request, "error.html", 503, message=str(exc))
 
     def release_confirm(request: Request) -> Response:
         overdue = [h for h in figures.in_flight()["holds"] if h["overdue"]]
         return page(request, "release.html", title="Release expired holds", overdue=overdue)
 
     async def release_do(request: Request) -> Response:
-        form = _form(request, await request.body())
-        refused = _refused(request, form, "release-expired")
+        refused = await _refused(request, "release-expired")
         if refused is not None:
             return refused
-        closed = await asyncio.to_thread(guard.release_expired)
-        audit.record(
-            {
-                "at": figures.now(),
-                "action": "release-expired",
-                "outcome": "done",
-                "holds": [h.id for h in closed],
-                "client": request.client.host if request.client else None,
-            }
-        )
+        try:
+            closed = await asyncio.to_thread(guard.release_expired)
+        except FalbudgetError as exc:
+            return _failed(request, "release-expired", exc)
+        _record(request, "release-expired", "done", holds=[h.id for h in closed])
         rows = [figures.hold_row(h) for h in closed]
         return page(request, "done.html", title="Released expired holds", closed=rows, key=None)
 
@@ -310,23 +328,17 @@ def create_dashboard(
         from falbudget.errors import KeyNotFound
 
         key_id = request.path_params["key_id"]
-        form = _form(request, await request.body())
-        refused = _refused(request, form, f"revoke-key {key_id}")
+        refused = await _refused(request, "revoke-key", key=key_id)
         if refused is not None:
             return refused
         try:
             key = await asyncio.to_thread(guard.ledger.revoke_key, key_id, now=figures.now())
         except KeyNotFound:
+            _record(request, "revoke-key", "refused", reason="no such key", key=key_id)
             return page(request, "error.html", 404, message=f"no key {key_id!r}")
-        audit.record(
-            {
-                "at": figures.now(),
-                "action": "revoke-key",
-                "outcome": "done",
-                "key": key.id,
-                "client": request.client.host if request.client else None,
-            }
-        )
+        except FalbudgetError as exc:
+            return _failed(request, "revoke-key", exc, key=key_id)
+        _record(request, "revoke-key", "done", key=key.id)
         return page(request, "done.html", title=f"Revoked key {key.id}", closed=None, key=key.id)
 
     # -- the JSON API ---------------------------------------------------------------------
