@@ -5,6 +5,7 @@ cursor pagination, `falbudget serve`'s refusals and the proxy's /dashboard mount
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -417,6 +418,52 @@ def test_serve_refuses_another_address_without_a_token(
     assert "--port='99999' is not allowed" in capsys.readouterr().err
     assert main(["serve"]) == 2  # a read-only dashboard never creates a ledger
     assert "none.db" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("admin", [None, "adm1n"])
+def test_serve_never_creates_nor_upgrades_a_ledger(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    admin: str | None,
+) -> None:
+    """A mistyped ledger path is exit 2 and no file, even with an admin token (the write
+    actions need a writable ledger, not a new one); a ledger at an old schema version is
+    exit 2 naming the migration, and stays at its version."""
+    import sqlite3
+
+    from falbudget.ledger.sqlite import SQLiteLedger
+
+    monkeypatch.delenv("FALBUDGET_DASHBOARD_TOKEN", raising=False)
+    if admin is None:
+        monkeypatch.delenv("FALBUDGET_DASHBOARD_ADMIN_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("FALBUDGET_DASHBOARD_ADMIN_TOKEN", admin)
+    import uvicorn
+
+    served: list[object] = []  # a serve that got this far would block: record it instead
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    missing = tmp_path / "typo" / "ledger.db"
+    config = tmp_path / "falbudget.yaml"
+    config.write_text(f"ledger: sqlite:///{missing}\n")
+    for options in (["--config", str(config)], ["--ledger", f"sqlite:///{missing}"]):
+        monkeypatch.delenv("FALBUDGET_CONFIG", raising=False)
+        assert main(["serve", "--port", "0", *options]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"no ledger at {missing}" in err
+        assert list(tmp_path.iterdir()) == [config]  # nothing created, not even the folder
+    old = tmp_path / "old.db"
+    SQLiteLedger(old).close()
+    with contextlib.closing(sqlite3.connect(old)) as conn, conn:
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert main(["serve", "--port", "0", "--ledger", f"sqlite:///{old}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "schema is at version 1" in err and "falbudget ledger migrate" in err
+    with contextlib.closing(sqlite3.connect(old)) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == ("1",)
+    assert served == []
 
 
 def test_a_bad_dashboard_section_is_exit_2(

@@ -96,7 +96,8 @@ def load(
     """The dashboard settings of configuration file ``config`` (or FALBUDGET_CONFIG; none: the
     defaults and the environment's tokens), and how to open its guard (no configuration: the
     default ledger, no caps). The ledger is opened read-only unless an admin token is set (the
-    write actions write)."""
+    write actions write); even then it is first opened read-only, so that a dashboard never
+    creates a ledger (a mistyped path) nor upgrades an old one (LedgerNotFound, LedgerError)."""
     from falbudget.dashboard.config import parse_section
     from falbudget.guard.config import config_path, load_config
     from falbudget.guard.core import Guard
@@ -106,12 +107,24 @@ def load(
     if path is None:
         settings = parse_section(None, "<no configuration>", os.getcwd())
         url = ledger or default_ledger_url()
-        read_only = settings.admin_token is None
-        return settings, lambda: Guard(open_ledger(url, read_only=read_only))
-    loaded = load_config(path)
-    settings = parse_section(
-        loaded.dashboard, loaded.source, os.path.dirname(os.path.abspath(loaded.source))
-    )
-    overrides = {"ledger": ledger} if ledger else {}
-    read_only = settings.admin_token is None
-    return settings, lambda: loaded.build_guard(read_only=read_only, **overrides)
+
+        def build(read_only: bool) -> Guard:
+            return Guard(open_ledger(url, read_only=read_only))
+    else:
+        loaded = load_config(path)
+        settings = parse_section(
+            loaded.dashboard, loaded.source, os.path.dirname(os.path.abspath(loaded.source))
+        )
+        overrides = {"ledger": ledger} if ledger else {}
+
+        def build(read_only: bool) -> Guard:
+            return loaded.build_guard(read_only=read_only, **overrides)
+
+    def build_guard() -> Guard:
+        guard = build(True)
+        if settings.admin_token is None:
+            return guard
+        guard.close()
+        return build(False)
+
+    return settings, build_guard
