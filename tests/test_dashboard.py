@@ -19,6 +19,7 @@ from falbudget import Guard
 from falbudget.cli.app import main
 from falbudget.dashboard.app import create_dashboard
 from falbudget.dashboard.config import DashboardSettings
+from falbudget.errors import FalbudgetError
 from falbudget.ledger import Ledger, MemoryLedger
 from test_report import NOW, utc
 
@@ -278,6 +279,40 @@ def test_the_range_picker_changes_the_chart(api: TestClient) -> None:
     assert 'data-days="23"' in month  # November 1 to 23
     assert 'data-days="4"' in week  # November 20 to 23
     assert 'data-days="23"' not in week
+
+
+def test_every_value_from_the_ledger_is_escaped(tmp_path: Path) -> None:
+    """Tags, endpoints, key tags, adjustment reasons and sources, and cap labels (in the SVG
+    too) come from callers: shown as text, never as markup."""
+    from falbudget.guard.caps import Cap
+    from test_report import MAGI, REQ, Clock
+
+    evil = '<script>alert("x")</script>'
+    clock = Clock(NOW)
+    ledger = MemoryLedger()
+    guard = Guard(ledger, [Cap("1.00", scope=f"user={evil}")], clock=clock, hold_ttl=3600)
+    with guard.reserve(MAGI, REQ, user=evil, project=evil, key=evil):
+        pass  # 0.80 spent of the 1.00 cap
+    with contextlib.suppress(FalbudgetError):
+        guard.reserve(MAGI, REQ, user=evil).acquire()  # refused: over the cap
+    with contextlib.suppress(FalbudgetError):
+        guard.reserve(f"fal-ai/{evil}", {}, user=evil).acquire()  # refused: unknown endpoint
+    (hold,) = ledger.holds()
+    ledger.adjust(hold.id, 900_000, now=NOW, reason=evil, source=evil)
+    ledger.create_key("k2", "0" * 64, {"user": evil}, now=NOW)
+    settings = DashboardSettings(admin_token="adm1n", audit_log=str(tmp_path / "audit.jsonl"))
+    api = client(create_dashboard(guard, settings))
+    pages = ["/", "/spend", "/activity", "/keys", "/keys/k2/revoke", "/actions/release-expired"]
+    for path in pages:
+        answer = api.get(path)
+        assert answer.status_code == 200, path
+        assert "<script" not in answer.text, path
+    assert "&lt;script&gt;" in api.get("/").text  # the cap label, shown
+    activity = api.get("/activity").text
+    assert activity.count("&lt;script&gt;") >= 4  # endpoint, tags, reason, source
+    assert "user=&lt;script&gt;" in api.get("/keys").text
+    assert "&lt;script&gt;" in api.get("/spend").text  # chart titles and breakdowns
+    assert api.get("/api/v1/keys").json()["keys"][0]["tags"] == {"user": evil}  # JSON: as is
 
 
 # -- access -------------------------------------------------------------------------------------
