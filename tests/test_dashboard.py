@@ -416,10 +416,23 @@ def test_a_write_action_that_cannot_be_done_is_an_answer_and_a_record(
     assert "at most 4096 bytes" in big.text
     gone = api.post("/keys/nope/revoke", data={"admin_token": "adm1n", "confirm": "yes"})
     assert gone.status_code == 404
+    from falbudget.ledger.sqlite import SQLiteLedger
+
+    broken = SQLiteLedger(tmp_path / "closed.db")
+    broken.close()  # every read or write now raises LedgerError
+    app = create_dashboard(
+        Guard(broken), DashboardSettings(admin_token="adm1n", audit_log=str(audit))
+    )
+    failed = client(app, raise_server_exceptions=False).post(
+        "/actions/release-expired", data={"admin_token": "adm1n", "confirm": "yes"}
+    )
+    assert failed.status_code == 503
+    assert "the ledger is closed" in failed.text
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(e["action"], e["outcome"], e.get("key")) for e in entries] == [
         ("release-expired", "refused", None),
         ("revoke-key", "refused", "nope"),
+        ("release-expired", "failed", None),
     ]
 
 
