@@ -243,6 +243,9 @@ def test_history_cursor_keeps_holds_of_the_same_moment() -> None:
         ("/api/v1/history", {"state": "lost"}, "state='lost'"),
         ("/api/v1/history", {"cursor": "not-a-cursor"}, "cursor="),
         ("/api/v1/refusals", {"limit": "5000"}, "limit=5000"),
+        # digits str.isdigit takes and int refuses: 400, not 500
+        ("/api/v1/history", {"limit": "\u00b2"}, "limit='\u00b2'"),
+        ("/api/v1/refusals", {"limit": "\u00b9"}, "limit='\u00b9'"),
     ],
 )
 def test_bad_queries_are_400_naming_the_field(

@@ -354,16 +354,14 @@ def create_dashboard(
 
     def api_history(request: Request) -> Response:
         q = request.query_params
-        raw = q.get("limit", "100")
-        if not raw.isdigit():
-            raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
+        limit = _limit(q.get("limit", "100"))
         states: list[HoldState] = []
         for state in q.getlist("state"):
             if state not in HOLD_STATES:
                 allowed = ", ".join(HOLD_STATES)
                 raise BadQuery(f"state={state!r} is not allowed: one of {allowed}")
             states.append(cast("HoldState", state))
-        page = figures.history(cursor=q.get("cursor"), limit=int(raw), states=states or None)
+        page = figures.history(cursor=q.get("cursor"), limit=limit, states=states or None)
         return JSONResponse(page)
 
     def api_keys(request: Request) -> Response:
@@ -386,10 +384,7 @@ def create_dashboard(
     def api_refusals(request: Request) -> Response:
         q = request.query_params
         since, until = figures.window(q.get("since"), q.get("until"))
-        raw = q.get("limit", "100")
-        if not raw.isdigit():
-            raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
-        return JSONResponse(figures.refusals(since, until, limit=int(raw)))
+        return JSONResponse(figures.refusals(since, until, limit=_limit(q.get("limit", "100"))))
 
     async def api_spec(request: Request) -> Response:
         return JSONResponse(spec)
@@ -421,6 +416,14 @@ def create_dashboard(
     app.add_middleware(_Access, token=settings.token, client_ip=client_ip)
     app.state.figures = figures
     return app
+
+
+def _limit(raw: str) -> int:
+    """A ``limit`` query value: ASCII digits only (``str.isdigit`` also takes "²", which
+    ``int`` refuses); the range is checked by the figures."""
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
+    return int(raw)
 
 
 def _chart_cap_data(report: Report, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
