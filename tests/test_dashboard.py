@@ -262,6 +262,8 @@ def test_pages_show_the_figures_to_the_cent(api: TestClient) -> None:
     caps = api.get("/").text
     assert caps.index("user=bob week cap 1.20") < caps.index("global month cap 10.00")
     assert '<dd class="remaining">1.70</dd>' in caps  # month: 10.00 - 6.30 - 2.00
+    # the gauges' figures are decimal too: beta 0.90 spent + 0.80 held is 1.70 (float: 1.7000...2)
+    assert 'max="10.00" low="8.000" high="9.9000" optimum="0"\n value="1.70"' in caps
     spend = api.get("/spend").text
     assert '<strong class="total-spent">6.30</strong>' in spend
     # a chart per cap of the report's scope (all): the global day and month caps

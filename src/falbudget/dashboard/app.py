@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast, get_args
 from urllib.parse import parse_qs
@@ -168,6 +169,7 @@ def create_dashboard(
 
     env.filters["cents"] = cents
     env.filters["when"] = _when
+    env.filters["decimal"] = _decimal
     spec = json.loads((here / "openapi.json").read_text(encoding="utf-8"))
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -424,6 +426,12 @@ def _limit(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit()):
         raise BadQuery(f"limit={raw!r} is not allowed: a whole number from 1 to 1000")
     return int(raw)
+
+
+def _decimal(text: str) -> Decimal:
+    """A money string of the figures ("1.20") as a Decimal, for a page's arithmetic (the
+    gauge's bounds): never a float."""
+    return Decimal(text)
 
 
 def _chart_cap_data(report: Report, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
