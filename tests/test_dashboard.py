@@ -258,6 +258,26 @@ def test_bad_queries_are_400_naming_the_field(
     assert answer.json()["error"].count("\n") == 0
 
 
+def test_a_ledger_that_cannot_be_read_is_a_documented_503(spec: Spec, tmp_path: Path) -> None:
+    from falbudget.ledger.sqlite import SQLiteLedger
+
+    broken = SQLiteLedger(tmp_path / "closed.db")
+    broken.close()  # every read now raises LedgerError
+    from falbudget.guard.caps import Cap
+
+    guard = Guard(broken, [Cap("1.00")])
+    app = create_dashboard(guard, DashboardSettings(audit_log=str(tmp_path / "a")))
+    api = client(app, raise_server_exceptions=False)
+    for path in spec.document["paths"]:
+        if path.endswith("openapi.json"):
+            continue
+        answer = api.get(path)
+        assert answer.status_code == 503, path
+        spec.check(path, answer.json(), 503)
+        assert "the ledger is closed" in answer.json()["error"]
+    assert api.get("/").status_code == 503  # a page: the same, as HTML
+
+
 def test_pages_show_the_figures_to_the_cent(api: TestClient) -> None:
     caps = api.get("/").text
     assert caps.index("user=bob week cap 1.20") < caps.index("global month cap 10.00")
