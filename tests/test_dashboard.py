@@ -242,6 +242,10 @@ def test_history_cursor_keeps_holds_of_the_same_moment() -> None:
         ("/api/v1/history", {"limit": "ten"}, "limit='ten'"),
         ("/api/v1/history", {"state": "lost"}, "state='lost'"),
         ("/api/v1/history", {"cursor": "not-a-cursor"}, "cursor="),
+        # base64 of {"at": "0x1p+2000", "ids": []}: a time no float holds
+        ("/api/v1/history", {"cursor": "eyJhdCI6ICIweDFwKzIwMDAiLCAiaWRzIjogW119"}, "cursor="),
+        # base64 of {"at": "0x1p+1", "ids": {"a": 1}}: ids not a list
+        ("/api/v1/history", {"cursor": "eyJhdCI6ICIweDFwKzEiLCAiaWRzIjogeyJhIjogMX19"}, "cursor="),
         ("/api/v1/refusals", {"limit": "5000"}, "limit=5000"),
         # digits str.isdigit takes and int refuses: 400, not 500
         ("/api/v1/history", {"limit": "\u00b2"}, "limit='\u00b2'"),

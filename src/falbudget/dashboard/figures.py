@@ -341,10 +341,12 @@ def _read_cursor(cursor: str) -> tuple[float, set[str]]:
         data = json.loads(raw)
         at = float.fromhex(data["at"])
         ids = data["ids"]
-        if not math.isfinite(at) or not all(isinstance(i, str) for i in ids):
+        if not math.isfinite(at) or not isinstance(ids, list):
+            raise ValueError
+        if not all(isinstance(i, str) for i in ids):
             raise ValueError
         return at, set(ids)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # 0x1p+2000 overflows a float
         raise BadQuery(
             f"cursor={cursor[:40]!r} is not allowed: the next_cursor of a history page"
         ) from None
