@@ -34,6 +34,8 @@ ELSEWHERE = ("192.0.2.7", 50000)
 
 
 def client(app: Any, peer: tuple[str, int] = LOOPBACK, **kw: Any) -> TestClient:
+    # as a browser on this machine asks (TestClient's own default Host is "testserver")
+    kw.setdefault("base_url", "http://127.0.0.1:8788")
     return TestClient(app, client=peer, **kw)
 
 
@@ -364,6 +366,18 @@ def test_loopback_in_each_of_its_forms_and_no_header_makes_a_client_local(
         assert client(app, (host, 50000)).get("/api/v1/status").status_code == 200, host
     for host in ("::ffff:192.0.2.7", "2001:db8::1"):
         assert client(app, (host, 50000)).get("/api/v1/status").status_code == 403, host
+    # a local client with another site's name in Host: a page of that site after DNS rebinding
+    api = client(app)
+    for name in ("localhost:8788", "127.0.0.1", "[::1]:8788", "app.localhost", "LOCALHOST."):
+        assert api.get("/api/v1/status", headers={"host": name}).status_code == 200, name
+    for name in ("evil.example:8788", "evil.example", "127.0.0.1.evil.example", "[::2]:80"):
+        answer = api.get("/api/v1/status", headers={"host": name})
+        assert answer.status_code == 403, name
+        assert "is not allowed without a token" in answer.text
+    # with a token, the token decides, whatever the name
+    tokened = client(create_dashboard(scene[0], DashboardSettings(token="s3cret")))
+    answer = tokened.get("/", headers={"host": "dash.example", "authorization": "Bearer s3cret"})
+    assert answer.status_code == 200
     # a remote client claiming to be local in X-Forwarded-For is still remote
     claim = {"x-forwarded-for": "127.0.0.1", "x-real-ip": "127.0.0.1", "forwarded": "for=::1"}
     assert client(app, ELSEWHERE).get("/", headers=claim).status_code == 403

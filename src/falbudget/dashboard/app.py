@@ -57,6 +57,18 @@ def _loopback(host: str | None) -> bool:
     return (mapped or ip).is_loopback
 
 
+def _loopback_name(host: str) -> bool:
+    """Whether a Host header (``name[:port]``, ``[v6]:port``) names this machine: localhost
+    (or a name under .localhost) or a loopback address."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    return name == "localhost" or name.endswith(".localhost") or _loopback(name)
+
+
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
@@ -93,9 +105,17 @@ class _Access:
             else:
                 client = scope.get("client")
                 host = client[0] if client else None
-            if _loopback(host):
-                return None
-            return 403, "the dashboard answers loopback clients only unless a token is set"
+            if not _loopback(host):
+                return 403, "the dashboard answers loopback clients only unless a token is set"
+            name = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if name and not _loopback_name(name):
+                # a page of another site whose name now resolves to 127.0.0.1 (DNS rebinding)
+                # would read the figures: without a token, only a loopback name is answered
+                return 403, (
+                    f"Host {name[:100]!r} is not allowed without a token: open the dashboard"
+                    " as localhost, 127.0.0.1 or [::1]"
+                )
+            return None
         given = _token(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
         if given is not None and _same(given, self.token):
             return None
