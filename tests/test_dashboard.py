@@ -284,6 +284,47 @@ def test_a_ledger_that_cannot_be_read_is_a_documented_503(spec: Spec, tmp_path: 
     assert api.get("/").status_code == 503  # a page: the same, as HTML
 
 
+def test_an_empty_ledger_renders_with_windows_in_each_caps_zone(spec: Spec, tmp_path: Path) -> None:
+    """No hold at all: every page and answer is there, money as strings, never a float; each
+    cap's window and reset in the cap's own zone."""
+    from falbudget.guard.caps import Cap
+    from test_report import Clock
+
+    caps = [
+        Cap("5.00", window="month", tz="Asia/Tokyo"),
+        Cap("1.00", window="day", tz="America/New_York"),
+    ]
+    guard = Guard(MemoryLedger(), caps, clock=Clock(NOW))
+    api = client(create_dashboard(guard, DashboardSettings(audit_log=str(tmp_path / "a"))))
+    for page in ("/", "/spend", "/activity", "/keys", "/api", "/actions/release-expired"):
+        assert api.get(page).status_code == 200, page
+
+    def no_float(value: Any, where: str) -> None:
+        assert not isinstance(value, float), where
+        if isinstance(value, dict):
+            for key, item in value.items():
+                no_float(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                no_float(item, f"{where}[{index}]")
+
+    for path in spec.document["paths"]:
+        if not path.endswith("openapi.json"):
+            no_float(get(api, spec, path), path)
+    tokyo, new_york = get(api, spec, "/api/v1/status")["caps"]
+    # now 2026-11-23 18:00 UTC = 11-24 03:00 in Tokyo (+09:00): November's window there
+    assert (tokyo["window_start"], tokyo["resets_at"]) == (
+        "2026-11-01T00:00:00+09:00",
+        "2026-12-01T00:00:00+09:00",
+    )
+    # = 11-23 13:00 in New York (-05:00, winter time): that day
+    assert (new_york["window_start"], new_york["resets_at"]) == (
+        "2026-11-23T00:00:00-05:00",
+        "2026-11-24T00:00:00-05:00",
+    )
+    assert (tokyo["spent"], tokyo["remaining"]) == ("0.00", "5.00")
+
+
 def test_pages_show_the_figures_to_the_cent(api: TestClient) -> None:
     caps = api.get("/").text
     assert caps.index("user=bob week cap 1.20") < caps.index("global month cap 10.00")
