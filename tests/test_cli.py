@@ -1048,3 +1048,19 @@ def test_start_up_imports_stay_lazy() -> None:
     assert lines[0] == f"falbudget {falbudget.__version__}"
     assert lines[1] == "[]"
     assert lines[3] == "['pydantic', 'yaml']"
+
+
+def test_a_speech_quote_and_plan_show_the_text_s_length(capsys: pytest.CaptureFixture[str]) -> None:
+    tts = "fal-ai/minimax/speech-02-turbo"  # $0.06 per 1000 characters (docs/catalog.md)
+    code, out, err = run(capsys, "quote", tts, "text=" + "a" * 1500)
+    assert (code, err) == (0, "")
+    # 1500 characters: 2 blocks (the second partial, counted whole) x 0.06 = 0.12
+    assert "speech  text     1500 characters     +0.12        0.12" in out
+    code, out, err = run(capsys, "plan", "count", tts, "text=hello", "--amount", "1")
+    assert (code, err) == (0, "")
+    # 5 characters: 1 block, 0.06; 1.00 / 0.06 = 16 requests (0.96), 0.04 left
+    assert out.splitlines() == [
+        f"{tts} text=hello (price table 2026.12.06)",
+        "16 requests of 0.06 fit in 1.00 USD (0.04 left)",
+    ]
+    assert_usage_error(run(capsys, "quote", tts), "text=(missing)", "per character of it")
