@@ -604,3 +604,24 @@ def test_pricing_diff_reads_a_characters_rule(
     # 0.18; the diff names the first of them it meets
     assert "grid: 6 points priced in both: 6 up, 0 down, 0 unchanged; 2 only in new" in out
     assert "largest rise: +0.03 (0.15 -> 0.18) text=<2001 characters>" in out
+
+
+def test_a_text_s_grid_samples_its_length() -> None:
+    from falbudget.pricing.engine import InputRule, sample_texts
+
+    def lengths(**bounds: int) -> list[int]:
+        spec = InputRule("text", "string", required=True, **bounds)
+        return [len(text) for text in sample_texts(spec, 1000)]
+
+    # the shortest, each block's last character and the next one, the longest
+    assert lengths(min_length=1, max_length=2500) == [1, 1000, 1001, 2000, 2001, 2500]
+    # any length: 0, then 1000, 1001, ... 100000, 100001 (100 blocks): 1 + 2 x 100 lengths
+    unbounded = lengths()
+    assert (unbounded[:3], unbounded[-1], len(unbounded)) == ([0, 1000, 1001], 100_001, 201)
+    assert lengths(min_length=200_000) == [200_000]  # never shorter than the schema allows
+    table = parse_table(CHARS_TABLE.replace("INPUT", "text").replace("RULE", "per: 1000"))
+    # 1 to 3000 characters: 1 to 3 blocks x 0.05
+    assert table.endpoint("x/tts").price_range() == (Decimal("0.05"), Decimal("0.15"))
+    no_longest = CHARS_TABLE.replace(", max_length: 3000", "").replace("INPUT", "text")
+    with pytest.raises(ValueError, match="any length"):
+        parse_table(no_longest.replace("RULE", "per: 1000")).endpoint("x/tts").price_range()

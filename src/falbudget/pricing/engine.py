@@ -777,7 +777,7 @@ def sample_texts(spec: InputRule, per: int) -> tuple[str, ...]:
     are among them; without a max_length, the longest sampled is SAMPLED_BLOCKS blocks and one
     character (``price_range`` then says the price has no upper bound)."""
     fewest = spec.min_length or 0
-    most = SAMPLED_BLOCKS * per + 1 if spec.max_length is None else spec.max_length
+    most = max(fewest, SAMPLED_BLOCKS * per + 1) if spec.max_length is None else spec.max_length
     lengths = {fewest, most}
     for block in range(1, min(most // per, SAMPLED_BLOCKS) + 1):
         lengths.update(n for n in (block * per, block * per + 1) if fewest <= n <= most)
