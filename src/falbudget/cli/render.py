@@ -151,13 +151,7 @@ def decision_text(data: Mapping[str, Any] | None) -> str:
 
 def priced_inputs(quote: Quote) -> str:
     """The inputs the rules read, as KEY=VALUE: 'num_frames=144 resolution=480p'."""
-    return " ".join(
-        f"{item.input}={item.value} characters"
-        if item.kind == "characters"
-        else f"{item.input}={show_value(item.value)}"
-        for item in quote.line_items
-        if item.input
-    )
+    return " ".join(item.shown() for item in quote.line_items if item.input)
 
 
 def batch_total(quotes: Sequence[Quote]) -> Decimal:
