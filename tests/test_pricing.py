@@ -558,7 +558,7 @@ def test_unknown_endpoint_without_close_match_says_how_many_are_known() -> None:
     with pytest.raises(UnknownEndpoint) as info:
         falbudget.quote("acme/x")
     assert info.value.close_matches == ()
-    assert "the table prices 26 endpoint(s)" in str(info.value)  # MAGI family and 21 popular
+    assert "the table prices 29 endpoint(s)" in str(info.value)  # MAGI family and 24 popular
 
 
 @pytest.mark.parametrize("endpoint", [None, 3, ["fal-ai/magi/image-to-video"], ""])

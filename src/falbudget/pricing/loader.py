@@ -221,7 +221,7 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
             len(loc) >= at + 3
             and loc[at] == "rules"
             and loc[at + 2]
-            in ("base", "per_unit", "lookup", "proportional", "megapixels", "frames")
+            in ("base", "per_unit", "lookup", "proportional", "megapixels", "frames", "characters")
         ):
             loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -388,6 +388,8 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
             enum=enum,
             minimum=item.minimum,
             maximum=item.maximum,
+            min_length=item.min_length,
+            max_length=item.max_length,
             description=item.description,
             _enum_set=frozenset(enum or ()),
         )
@@ -397,6 +399,7 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
 def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
     from falbudget.pricing.models import (
         BaseRule,
+        CharactersRule,
         FramesRule,
         LookupRule,
         MegapixelsRule,
@@ -449,6 +452,19 @@ def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[
                     rounding=rule.rounding,
                     presets={k: (v[0], v[1]) for k, v in rule.presets.items()},
                     unit_name="megapixel",
+                    description=rule.description,
+                )
+            )
+        elif isinstance(rule, CharactersRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "characters",
+                    input=rule.input,
+                    amount=rule.amount,
+                    per=rule.per,
+                    rounding=rule.rounding,
+                    unit_name=rule.unit_name,
                     description=rule.description,
                 )
             )
