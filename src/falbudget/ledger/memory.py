@@ -349,17 +349,17 @@ class MemoryLedger:
                 at = hold.created_at
                 if (since is not None and at < since) or (until is not None and at >= until):
                     continue
+                one = HoldGroup.of(hold)
                 key = (
                     hold.endpoint,
-                    tuple(sorted(hold.tags.items())),
-                    hold.buckets,
+                    tuple(sorted(one.tags.items())),
+                    one.buckets,
                     math.floor((at + offset) / period),
                     bisect.bisect_right(cut, at),
                 )
-                one = HoldGroup.of(hold)
                 sums = groups.get(key)
                 if sums is None:
-                    groups[key] = [hold, at, at, *_figures(one)]
+                    groups[key] = [one, at, at, *_figures(one)]
                     continue
                 sums[1] = min(sums[1], at)
                 sums[2] = max(sums[2], at)

@@ -68,6 +68,7 @@ from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger._urls import is_secret_param, redact_url, url_secrets
 from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
+    VISITOR_TAGS,
     Adjustment,
     Admission,
     ApiKey,
@@ -127,7 +128,10 @@ _SUMMARY = """SELECT endpoint, tags, buckets, MIN(created_at), MAX(created_at), 
     COUNT(*) FILTER (WHERE state = 'released' AND NOT counts),
     COUNT(*) FILTER (WHERE spent > amount), COALESCE(SUM(GREATEST(spent - amount, 0)), 0)
 FROM (
-    SELECT endpoint, tags, buckets, created_at, state, amount,
+    SELECT endpoint, tags - %(visitor_tags)s::text[] AS tags,
+        ARRAY(SELECT key FROM unnest(buckets) WITH ORDINALITY AS b (key, place)
+            WHERE NOT key ^@ ANY (%(visitor_prefixes)s::text[]) ORDER BY place) AS buckets,
+        created_at, state, amount,
         CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount
             WHEN state IN ('settled', 'expired') THEN COALESCE(settled_amount, amount)
             ELSE 0 END AS spent,
@@ -139,7 +143,9 @@ FROM (
     FROM {s}.holds{where}
 ) AS h
 GROUP BY endpoint, tags, buckets, period, place"""
-"""Sums per group as :meth:`HoldGroup.of` computes them for one hold."""
+"""Sums per group as :meth:`HoldGroup.of` computes them for one hold, grouped by what holds
+share: without the visitor tags and their buckets (base.VISITOR_TAGS; test_ledger_contract
+checks every backend agrees)."""
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
@@ -1331,7 +1337,12 @@ class PostgresLedger:
     ) -> list[HoldGroup]:
         """See :meth:`Ledger.summarize`: one GROUP BY in the server; only the groups travel."""
         since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
-        params: dict[str, Any] = {"offset": offset, "period": period}
+        params: dict[str, Any] = {
+            "offset": offset,
+            "period": period,
+            "visitor_tags": list(VISITOR_TAGS),
+            "visitor_prefixes": [f"{tag}=" for tag in VISITOR_TAGS],
+        }
         place: list[sql.Composable] = [sql.SQL("0")]
         for index, moment in enumerate(cut):
             params[f"c{index}"] = moment

@@ -31,6 +31,7 @@ from falbudget.ledger._rows import adjustment_from_row, hold_from_row
 from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
     OPEN_STATES,
+    VISITOR_TAGS,
     Adjustment,
     Admission,
     ApiKey,
@@ -39,6 +40,7 @@ from falbudget.ledger.base import (
     Hold,
     HoldGroup,
     HoldState,
+    is_visitor_bucket,
 )
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -274,6 +276,38 @@ def _v6_hold_kinds(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _v7_visitors(db: sqlite3.Connection) -> None:
+    """Visitor tags (the proxy's ``ip`` and ``key``, :data:`VISITOR_TAGS`) and the buckets of
+    caps on them move from the hold's kind to the hold's own ``visitor`` column: with them in
+    the kind, every client address made a kind of its own (591 bytes a hold with 3,000
+    addresses, and a report group per hold). A kind now keeps what holds share, a JSON null at
+    the place of each visitor bucket (:func:`_split`). In place: a column is added, the holds of
+    each kind that named a visitor move to the kind without it, carrying their visitor values,
+    and the kinds left unused go; every other row is untouched."""
+    db.execute("ALTER TABLE holds ADD COLUMN visitor TEXT")
+    db.execute(
+        "CREATE TEMP TABLE kind_moves (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, "
+        "visitor TEXT NOT NULL)"
+    )
+    kinds = db.execute(f"SELECT id, {_KIND_COLUMNS} FROM hold_kinds ORDER BY id").fetchall()
+    for old, endpoint, buckets, tags, table_version, table_sha256 in kinds:
+        shared_buckets, shared_tags, visitor = _split(json.loads(buckets), json.loads(tags))
+        if visitor is None:
+            continue
+        new = _kind(db, (endpoint, shared_buckets, shared_tags, table_version, table_sha256))
+        db.execute("INSERT INTO kind_moves VALUES (?, ?, ?)", (old, new, visitor))
+    statements = [
+        """UPDATE holds SET
+            visitor = (SELECT visitor FROM kind_moves WHERE old = holds.kind),
+            kind = (SELECT new FROM kind_moves WHERE old = holds.kind)
+            WHERE kind IN (SELECT old FROM kind_moves)""",
+        "DELETE FROM hold_kinds WHERE id IN (SELECT old FROM kind_moves)",
+        "DROP TABLE temp.kind_moves",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_adjustments,
@@ -281,6 +315,7 @@ MIGRATIONS: list[Migration] = [
     _v4_api_keys,
     _v5_lean_holds,
     _v6_hold_kinds,
+    _v7_visitors,
 ]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
@@ -291,7 +326,7 @@ _INHERITED: list[sqlite3.Connection] = []
 _HOLD_COLUMNS = (
     "h.id, k.endpoint, h.amount, h.state, k.buckets, h.created_at, h.expires_at, h.updated_at, "
     "h.idempotency_key, h.request_id, h.settled_amount, k.tags, k.table_version, "
-    "k.table_sha256, h.adjusted_amount, h.fingerprint, h.idempotency_ttl"
+    "k.table_sha256, h.adjusted_amount, h.fingerprint, h.idempotency_ttl, h.visitor"
 )
 """A hold's columns from ``holds h`` joined to its kind ``k`` (:func:`_holds`)."""
 
@@ -532,7 +567,7 @@ class SQLiteLedger:
         idempotency_key, fingerprint, idempotency_ttl = _checks.idempotency(
             idempotency_key, fingerprint, idempotency_ttl
         )
-        tags_json = json.dumps(checked_tags, sort_keys=True)
+        kind_buckets, kind_tags, visitor = _split(list(keys), checked_tags)
         with self._transaction(write=True) as db:
             _expire(db, now)
             reopen: str | None = None
@@ -580,11 +615,10 @@ class SQLiteLedger:
                     "ON CONFLICT (key) DO UPDATE SET held = held + excluded.held",
                     (key, amount),
                 )
-            kind = _kind(
-                db, (endpoint, json.dumps(list(keys)), tags_json, table_version, table_sha256)
-            )
+            kind = _kind(db, (endpoint, kind_buckets, kind_tags, table_version, table_sha256))
             values = (
                 kind,
+                visitor,
                 amount,
                 now,
                 expires_at,
@@ -597,15 +631,15 @@ class SQLiteLedger:
                 db.execute("UPDATE holds SET key_forgotten_at = ? WHERE id = ?", (now, forget))
             if reopen is None:
                 db.execute(
-                    "INSERT INTO holds (kind, amount, state, created_at, expires_at, "
+                    "INSERT INTO holds (kind, visitor, amount, state, created_at, expires_at, "
                     "updated_at, idempotency_key, fingerprint, idempotency_ttl, id) "
-                    "VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)",
                     (*values, hold_id),
                 )
                 new_id = hold_id
             else:
                 db.execute(
-                    "UPDATE holds SET kind = ?, amount = ?, state = 'held', "
+                    "UPDATE holds SET kind = ?, visitor = ?, amount = ?, state = 'held', "
                     "created_at = ?, expires_at = ?, updated_at = ?, idempotency_key = ?, "
                     "fingerprint = ?, idempotency_ttl = ?, request_id = NULL, "
                     "settled_amount = NULL, adjusted_amount = NULL WHERE id = ?",
@@ -859,8 +893,11 @@ class SQLiteLedger:
         params: list[Any] = []
         source, time_column = _holds(), "h.created_at"
         if bucket is not None:  # the hold's own list of buckets (schema 5 keeps no other)
-            where.append("EXISTS (SELECT 1 FROM json_each(k.buckets) WHERE value = ?)")
-            params.append(bucket)
+            where.append(
+                "(EXISTS (SELECT 1 FROM json_each(k.buckets) WHERE value = ?)"
+                " OR EXISTS (SELECT 1 FROM json_each(h.visitor) WHERE value = ?))"
+            )
+            params.extend((bucket, bucket))
         if wanted is not None:
             where.append(f"h.state IN ({', '.join('?' * len(wanted))})")
             params.extend(wanted)
@@ -927,7 +964,7 @@ class SQLiteLedger:
             HoldGroup(
                 endpoint,
                 dict(decode(tags)),
-                tuple(decode(buckets)),
+                tuple(key for key in decode(buckets) if key is not None),
                 float(first),
                 float(last),
                 *(int(value) for value in figures),
@@ -1089,8 +1126,31 @@ def _kind(db: sqlite3.Connection, values: _KindValues) -> int:
         kind = (kind + 1) % 2**63
 
 
+def _split(keys: list[str], tags: Mapping[str, str]) -> tuple[str, str, str | None]:
+    """A hold's buckets and tags as its kind keeps them (JSON: the buckets with a null at the
+    place of each visitor bucket, the tags without the visitor tags) and as the hold keeps the
+    rest (``visitor``: JSON ``[visitor tags, visitor bucket, ...]``, or None when it has none),
+    so that holds of every visitor share a kind (:data:`VISITOR_TAGS`)."""
+    own = [key for key in keys if is_visitor_bucket(key)]
+    visitor_tags = {name: tags[name] for name in VISITOR_TAGS if name in tags}
+    shared = [None if is_visitor_bucket(key) else key for key in keys]
+    shared_tags = {name: value for name, value in tags.items() if name not in VISITOR_TAGS}
+    visitor = json.dumps([visitor_tags, *own], sort_keys=True) if own or visitor_tags else None
+    return json.dumps(shared), json.dumps(shared_tags, sort_keys=True), visitor
+
+
 def _hold(row: Sequence[Any]) -> Hold:
-    return hold_from_row(row, decode=json.loads)
+    """A row of :data:`_HOLD_COLUMNS` (the visitor column last) as a Hold: the kind's buckets
+    and tags with the hold's visitor values put back in place."""
+    visitor = row[-1]
+    if visitor is None:
+        return hold_from_row(row[:-1], decode=json.loads)
+    visitor_tags, *own = json.loads(visitor)
+    values = list(row[:-1])
+    mine = iter(own)
+    values[4] = [next(mine) if key is None else key for key in json.loads(values[4])]
+    values[11] = {**json.loads(values[11]), **visitor_tags}
+    return hold_from_row(values, decode=lambda value: value)
 
 
 def _make_private_dirs(directory: str) -> None:
