@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "7"
-    assert len(sqlite_ledger.MIGRATIONS) == 7
+    assert schema_version(path) == "8"
+    assert len(sqlite_ledger.MIGRATIONS) == 8
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "8"
+    assert schema_version(path) == "9"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -366,7 +366,7 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
         f"SELECT rowid, {', '.join(V3_COLUMNS)} FROM holds ORDER BY rowid"
     ).fetchall()
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
     tables.remove("holds")  # now a hold and its kind
     after = dump()
     assert {t: rows for t, rows in after.items() if t != "meta"} == {
@@ -529,7 +529,7 @@ def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
 
     before = dump()
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "8"
     assert dump() == before
     # v-1 and v-2 share endpoint, project, [global, (address), project] and table: one kind;
     # v-3 has [(key), global] and no project: a kind of its own; four + two = six
@@ -778,3 +778,34 @@ def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Pa
     conn.close()
     per_hold = pages * size / 6_000
     assert per_hold <= 400, f"{per_hold:.0f} bytes a hold"
+
+
+def test_holds_with_an_overrun_are_read_through_their_index(
+    ledger: SQLiteLedger, path: Path
+) -> None:
+    """``holds(overrun=True)`` reads the partial index of schema 8, which a hold settled at
+    what was held never enters: 1,000 such holds of history, then one settled above."""
+    add_history(path, closed=1_000, open_later=0)
+    assert reserve(ledger, "over")
+    ledger.settle("over", 900_000, now=T0 + 1)  # 100,000 above the 800,000 held
+    assert reserve(ledger, "under")
+    ledger.settle("under", 700_000, now=T0 + 1)
+    conn = ledger._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert [h.id for h in ledger.holds(overrun=True)] == ["over"]
+    finally:
+        conn.set_trace_callback(None)
+    check = raw(path)
+    (select,) = [sql for sql in statements if sql.startswith("SELECT")]
+    plan = [row[3] for row in check.execute("EXPLAIN QUERY PLAN " + select)]
+    assert any("USING INDEX holds_overrun" in step for step in plan), plan
+    # in the index: the overrun only (the history and "under" settled at or below what was held)
+    indexed = check.execute(
+        "SELECT COUNT(*) FROM holds INDEXED BY holds_overrun"
+        " WHERE (adjusted_amount > amount OR settled_amount > amount)"
+    ).fetchone()
+    assert indexed == (1,)
+    check.close()

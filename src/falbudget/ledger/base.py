@@ -325,9 +325,12 @@ class Ledger(Protocol):
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """History, newest first: filter by state, by a bucket the hold charged, by created_at in
-        [since, until)."""
+        [since, until); ``overrun=True`` keeps the holds with an overrun (``Hold.overrun`` above
+        0: fal billed more than was held), which the SQL backends read through an index of such
+        holds, so finding them costs what they are, not the history."""
         ...
 
     def buckets(self, *, prefix: str = "") -> list[BucketTotals]:

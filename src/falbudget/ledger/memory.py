@@ -294,10 +294,14 @@ class MemoryLedger:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
         limit = _checks.check_limit(limit)
-        return self._select(states, bucket, since, until)[:limit]
+        rows = self._select(states, bucket, since, until)
+        if overrun:
+            rows = [hold for hold in rows if hold.overrun]
+        return rows[:limit]
 
     def _select(
         self,

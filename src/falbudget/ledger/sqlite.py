@@ -308,6 +308,25 @@ def _v7_visitors(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_OVERRUN_INDEXED = "({h}adjusted_amount > {h}amount OR {h}settled_amount > {h}amount)"
+"""The partial index of holds with an overrun (:func:`_v8_overruns`): every such hold, and a
+few others (a hold that is not settled or expired counts nothing whatever it records)."""
+_OVERRUN = (
+    "({h}adjusted_amount > {h}amount OR ({h}adjusted_amount IS NULL"
+    " AND {h}state IN ('settled', 'expired') AND {h}settled_amount > {h}amount))"
+)
+"""Exactly ``Hold.overrun > 0`` (``spent_amount > amount``)."""
+
+
+def _v8_overruns(db: sqlite3.Connection) -> None:
+    """An index of the holds with an overrun (fal billed more than was held), which ``budget
+    status`` lists: it summed the whole history to find them (1.85 s over a million holds).
+    Partial: a hold settled at what was held, the usual case, never enters it, so a settle
+    writes no more pages; building it reads the holds table once."""
+    where = _OVERRUN_INDEXED.format(h="")
+    db.execute(f"CREATE INDEX holds_overrun ON holds (created_at) WHERE {where}")
+
+
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_adjustments,
@@ -316,6 +335,7 @@ MIGRATIONS: list[Migration] = [
     _v5_lean_holds,
     _v6_hold_kinds,
     _v7_visitors,
+    _v8_overruns,
 ]
 """Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; version 0 is a file
 without tables. Append, never edit: a file records the version it reached in ``meta``."""
@@ -868,9 +888,10 @@ class SQLiteLedger:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
-        sql, params = self._history(states, bucket, since, until, limit)
+        sql, params = self._history(states, bucket, since, until, limit, overrun)
         if sql is None:
             return []
         with self._transaction(write=False) as db:
@@ -883,6 +904,7 @@ class SQLiteLedger:
         since: float | None,
         until: float | None,
         limit: int | None,
+        overrun: bool = False,
     ) -> tuple[str | None, list[Any]]:
         """The statement of a history query (None: it lists nothing) and its parameters."""
         wanted = _checks.check_states(states)
@@ -892,6 +914,9 @@ class SQLiteLedger:
         where: list[str] = []
         params: list[Any] = []
         source, time_column = _holds(), "h.created_at"
+        if overrun:  # the index's own term, so that SQLite may read it, then the exact one
+            source = _holds("holds_overrun")
+            where.extend((_OVERRUN_INDEXED.format(h="h."), _OVERRUN.format(h="h.")))
         if bucket is not None:  # the hold's own list of buckets (schema 5 keeps no other)
             where.append(
                 "(EXISTS (SELECT 1 FROM json_each(k.buckets) WHERE value = ?)"
