@@ -581,9 +581,9 @@ class Guard:
     @property
     def table(self) -> PriceTable:
         if self._table is None:
-            from falbudget.pricing.loader import default_table
+            from falbudget.pricing.loader import default_table, table_path_from_env
 
-            self._table = default_table()
+            self._table = default_table(table_path_from_env())  # read once per guard
         return self._table
 
     def _now(self) -> float:
