@@ -106,6 +106,7 @@ class MemoryLedger:
             elif hold_id in self._holds:
                 raise LedgerError(f"a hold with id {hold_id!r} already exists")
             settled_by_key, held_by_key = self._settled, self._held
+            too_big: str | None = None  # the first bucket, in key order, that would overflow
             for charge in charges:
                 settled = settled_by_key.get(charge.key, 0)
                 held = held_by_key.get(charge.key, 0)
@@ -115,12 +116,10 @@ class MemoryLedger:
                         refused_by=charge.key,
                         totals=BucketTotals(charge.key, settled, held),
                     )
-            for key in keys:
-                if (
-                    settled_by_key.get(key, 0) + held_by_key.get(key, 0) + amount
-                    > _checks.MAX_MICROS
-                ):
-                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+                if too_big is None and settled + held + amount > _checks.MAX_MICROS:
+                    too_big = charge.key  # charges list the keys in their order (duplicates aside)
+            if too_big is not None:
+                raise LedgerError(f"bucket {too_big!r} would exceed {_checks.MAX_MICROS} micro-USD")
             for key in keys:
                 settled_by_key.setdefault(key, 0)
                 held_by_key[key] = held_by_key.get(key, 0) + amount
