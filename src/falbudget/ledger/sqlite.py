@@ -920,7 +920,8 @@ class SQLiteLedger:
         if bucket is not None:  # the hold's own list of buckets (schema 5 keeps no other)
             where.append(
                 "(EXISTS (SELECT 1 FROM json_each(k.buckets) WHERE value = ?)"
-                " OR EXISTS (SELECT 1 FROM json_each(h.visitor) WHERE value = ?))"
+                " OR EXISTS (SELECT 1 FROM json_each(h.visitor) WHERE type = 'text'"
+                " AND value = ?))"
             )
             params.extend((bucket, bucket))
         if wanted is not None:
@@ -1210,7 +1211,7 @@ def _hold(row: Sequence[Any]) -> Hold:
     values = list(row[:-1])
     mine = iter(own)
     values[4] = [next(mine) if key is None else key for key in json.loads(values[4])]
-    values[11] = {**json.loads(values[11]), **visitor_tags}
+    values[11] = dict(sorted({**json.loads(values[11]), **visitor_tags}.items()))  # as stored
     return hold_from_row(values, decode=lambda value: value)
 
 
