@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import difflib
 import logging
-import math
 import threading
 import uuid
 import warnings
@@ -587,9 +586,9 @@ class Guard:
     @property
     def table(self) -> PriceTable:
         if self._table is None:
-            from falbudget.pricing.loader import default_table
+            from falbudget.pricing.loader import default_table, table_path_from_env
 
-            self._table = default_table()
+            self._table = default_table(table_path_from_env())  # read once per guard
         return self._table
 
     def _now(self) -> float:
@@ -1077,26 +1076,9 @@ class Guard:
         self, *, since: float | None = None, until: float | None = None
     ) -> list[LedgerHold]:
         """The holds created in [since, until) that count more as spent than was held for them
-        (fal billed more than quoted: ``hold.overrun`` micro-USD above), newest first. The
-        ledger sums its history (:meth:`Ledger.summarize`); only the spans of the groups that
-        hold an overrun are read hold by hold."""
-        groups = self.ledger.summarize(since=since, until=until)
-        spans = sorted((g.first, g.last) for g in groups if g.overruns)
-        merged: list[tuple[float, float]] = []
-        for low, high in spans:
-            if merged and low <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-            else:
-                merged.append((low, high))
-        found: list[LedgerHold] = []
-        for low, high in reversed(merged):
-            closed = self.ledger.holds(
-                states=("settled", "expired", "released"),
-                since=low,
-                until=math.nextafter(high, math.inf),
-            )
-            found.extend(hold for hold in closed if hold.overrun)
-        return found
+        (fal billed more than quoted: ``hold.overrun`` micro-USD above), newest first, read
+        through the ledger's index of such holds (:meth:`Ledger.holds` ``overrun=True``)."""
+        return self.ledger.holds(since=since, until=until, overrun=True)
 
     def release_expired(self) -> list[LedgerHold]:
         """Close every hold past its expiry now: never submitted -> released; submitted ->

@@ -359,6 +359,27 @@ class InputRule:
         return self.allowed + hint
 
 
+_Simple = tuple[type, frozenset[Any] | None, Any, Any]
+"""An input :meth:`PricedEndpoint._normalize` checks inline: the value's exact type, its
+allowed values (None: any) and bounds (None: none)."""
+
+
+def _simple_check(spec: InputRule) -> _Simple | None:
+    """How to accept a valid value of ``spec`` inline, exactly when :meth:`InputRule.check`
+    returns it unchanged; None for inputs checked only by ``check`` (a number, an image size,
+    any JSON). A value that fails the inline test goes to ``check``, which accepts what else it
+    allows (null for a nullable input) or raises its error."""
+    kinds: dict[str, type] = {"integer": int, "string": str, "boolean": bool}
+    kind = kinds.get(spec.type)
+    if kind is None:
+        return None
+    if spec.enum is not None:  # check ignores the bounds of an enum
+        return kind, spec._enum_set, None, None
+    if spec.min_length is not None or spec.max_length is not None:
+        return None  # a string's bounds of length: check counts its characters
+    return kind, None, spec.minimum, spec.maximum
+
+
 def _explicit_size(value: Mapping[str, Any]) -> tuple[int, int] | None:
     """(width, height) of an explicit image_size, when it is one: exactly those two keys, each a
     whole number of pixels from 1 to MAX_SIDE."""
@@ -562,6 +583,11 @@ class PricedEndpoint:
     """Each version's first day as a ``date.toordinal()``, for a bisect."""
     _needed: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     """The required inputs a rule prices (a characters rule's text): a quote needs them."""
+    _simple: Mapping[str, _Simple] = field(default_factory=dict, repr=False, compare=False)
+    """The inputs checked inline by :meth:`_normalize` (see :func:`_simple_check`); the others
+    go through :meth:`InputRule.check`, which also words every error."""
+    _defaults: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False)
+    """The inputs with a default, in schema order."""
 
     def __post_init__(self) -> None:
         needed = frozenset(
@@ -579,6 +605,14 @@ class PricedEndpoint:
                 dt.date.fromisoformat(v.effective_from or "").toordinal() for v in self.versions
             )
             object.__setattr__(self, "_starts", starts)
+        simple = {
+            name: check for name, spec in self.inputs.items() if (check := _simple_check(spec))
+        }
+        object.__setattr__(self, "_simple", simple)
+        defaults = tuple(
+            (name, spec.default) for name, spec in self.inputs.items() if spec.default is not None
+        )
+        object.__setattr__(self, "_defaults", defaults)
 
     @property
     def priced_inputs(self) -> tuple[str, ...]:
@@ -638,20 +672,39 @@ class PricedEndpoint:
                 self.name, "arguments", arguments, "a JSON object mapping input names to values"
             )
         inputs = self.inputs
+        simple = self._simple
         normalized: dict[str, Any] = {}
         for key, value in arguments.items():
+            check = simple.get(key) if type(key) is str else None
+            if check is not None:
+                kind, allowed, low, high = check
+                if (
+                    type(value) is kind
+                    and (allowed is None or value in allowed)
+                    and (low is None or value >= low)
+                    and (high is None or value <= high)
+                ):
+                    normalized[key] = value
+                    continue
             spec = inputs.get(key) if type(key) is str else None
             if spec is None:
                 raise InvalidArguments(self.name, str(key), value, self._unknown(key))
             normalized[key] = spec.check(self.name, value)
-        for name, spec in inputs.items():
-            if name in normalized:
-                continue
-            if spec.default is not None:
-                normalized[name] = spec.default
-            elif spec.required and (strict or name in self._needed):
-                why = " (the price is per character of it)" if name in self._needed else ""
-                raise InvalidArguments(self.name, name, _MISSING, f"required: {spec.allowed}{why}")
+        if strict or self._needed:
+            for name, spec in inputs.items():
+                if name in normalized:
+                    continue
+                if spec.default is not None:
+                    normalized[name] = spec.default
+                elif spec.required and (strict or name in self._needed):
+                    why = " (the price is per character of it)" if name in self._needed else ""
+                    raise InvalidArguments(
+                        self.name, name, _MISSING, f"required: {spec.allowed}{why}"
+                    )
+        else:
+            for name, default in self._defaults:
+                if name not in normalized:
+                    normalized[name] = default
         return normalized
 
     def _unknown(self, key: object) -> str:
@@ -683,7 +736,7 @@ class PricedEndpoint:
 
     def _price(self, normalized: dict[str, Any]) -> Quote:
         """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
-        if self.needs_ceiling:
+        if self.after_call and not self.rules:  # self.needs_ceiling
             raise PriceTableError(
                 "its price is known only after the call and no ceiling is set: set"
                 ' after_call: {ceiling: "USD"} for it in a table of your own, listed first',
@@ -694,7 +747,12 @@ class PricedEndpoint:
         items = []
         try:
             for rule in self.rules:
-                added, factor, item = rule.effect_of(rule.value_in(normalized))
+                value = rule.value_in(normalized)
+                try:  # rule.effect_of, inlined: the value's effect remembered, usually
+                    effect = rule._memo.get((type(value), value)) or rule.effect_of(value)
+                except TypeError:  # unhashable
+                    effect = rule.effect_of(value)
+                added, factor, item = effect
                 running = _ADD(running, added) if factor is None else _MULTIPLY(running, factor)
                 items.append(item)
             cents = running.quantize(_CENT, context=_CONTEXT)

@@ -507,10 +507,20 @@ def _packaged_table_name() -> str:
     return str(packaged_table_path())
 
 
+_DEFAULT = "\0default"
+"""The key of the default table in ``_cache`` (no path holds a NUL)."""
+
+
 def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
-    """The table at ``path`` (default: ``FALBUDGET_PRICING``, else the packaged one), loaded once
-    per process and path."""
-    key = os.fspath(path) if path is not None else table_path_from_env()
+    """The table at ``path``, loaded once per process and path. Without a path, the default
+    table: the one ``FALBUDGET_PRICING`` names, else the packaged one, chosen at the first call
+    of the process (``falbudget.quote()`` reads nothing from the environment per quote)."""
+    if path is None:
+        table = _cache.get(_DEFAULT)
+        if table is None:
+            table = _cache[_DEFAULT] = default_table(table_path_from_env())
+        return table
+    key = os.fspath(path)
     table = _cache.get(key)
     if table is None:
         with _cache_lock:
