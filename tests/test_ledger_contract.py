@@ -1365,21 +1365,24 @@ def test_holds_of_many_visitors_keep_their_own_tags_and_buckets_and_sum_into_one
     # an address's cap admits up to its limit: 10.0.0.7 spent 107 of 1,000, 894 more is refused
     refused = reserve(ledger, "x", 894, [cap(f"ip=10.0.0.7|{day}", 1_000)], now=T0 + 60)
     assert not refused.admitted and refused.refused_by == f"ip=10.0.0.7|{day}"
-    (group,) = ledger.summarize(period=10**9)
-    assert (group.endpoint, dict(group.tags), group.buckets) == (
-        ENDPOINT,
-        {"project": "a"},
-        ("global|total", "project=a|total"),
-    )
-    # spent: 100 + 101 + ... + 149 = 50 * (100 + 149) / 2 = 6,225
-    assert (group.holds, group.spent, group.requests, group.first, group.last) == (
-        50,
-        6_225,
-        50,
-        T0,
-        T0 + 49,
-    )
-    assert HoldGroup.of(again).tags == {"project": "a"}
+    # the address is left out of the groups, the virtual key (made by an operator) is not:
+    # two groups, not 50
+    groups = sorted(ledger.summarize(period=10**9), key=lambda g: g.tags["key"])
+    assert [(g.endpoint, dict(g.tags), g.buckets) for g in groups] == [
+        (
+            ENDPOINT,
+            {"project": "a", "key": k},
+            ("global|total", "project=a|total", f"key={k}|total"),
+        )
+        for k in ("k0", "k1")
+    ]
+    # k0, the even n: 100 + 102 + ... + 148 = 25 * (100 + 148) / 2 = 3,100;
+    # k1, the odd n: 101 + 103 + ... + 149 = 25 * (101 + 149) / 2 = 3,125 (6,225 in all)
+    assert [(g.holds, g.spent, g.requests, g.first, g.last) for g in groups] == [
+        (25, 3_100, 25, T0, T0 + 48),
+        (25, 3_125, 25, T0 + 1, T0 + 49),
+    ]
+    assert HoldGroup.of(again).tags == {"project": "a", "key": "k1"}
 
 
 @pytest.mark.parametrize(

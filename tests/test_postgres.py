@@ -241,7 +241,7 @@ def test_an_older_schema_is_refused_until_migrated(
     ledger = opened(url)
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 0, 300_000)]
     assert ledger.get_hold("kept").amount == 300_000
-    assert postgres.migrate(url) == (7, 7)
+    assert postgres.migrate(url) == (8, 8)
 
 
 def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
@@ -348,7 +348,7 @@ def test_a_version_2_schema_is_migrated_to_bound_keys_and_loses_nothing(
 
         before = dump()
         assert len(before["holds"]) == 6
-        with pytest.raises(LedgerError, match=r"version 2 .*needs version 6"):
+        with pytest.raises(LedgerError, match=r"version 2 .*needs version 7"):
             opened(url).totals([GLOBAL])
         with monkeypatch.context() as patch:  # to version 3 (versions 4 to 6 follow below)
             patch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:3])
@@ -444,7 +444,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         with pytest.raises(LedgerError) as info:
             attempt()
         assert not isinstance(info.value, LedgerUnavailable)
-        assert "version 99, newer than this falbudget supports (6)" in str(info.value)
+        assert "version 99, newer than this falbudget supports (7)" in str(info.value)
         assert "upgrade falbudget" in str(info.value)
     assert meta_version(schema_of(url)) == "99"
 
@@ -802,14 +802,14 @@ def test_cli_ledger_migrate(
 
     schema = schema_of(url)
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 6\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 7\n"
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 6\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 7\n"
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _next_for_test])
     assert main(["ledger", "migrate", url, "--format", "json"]) == 0
     assert capsys.readouterr().out == (
-        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 6,'
-        ' "to_version": 7, "changed": true}\n'
+        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 7,'
+        ' "to_version": 8, "changed": true}\n'
     )
 
 

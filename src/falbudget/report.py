@@ -123,7 +123,7 @@ def parse_scope(text: str) -> tuple[str, str]:
 
 def _visitor_refusal(what: str, tag: str) -> str:
     return (
-        f"{what} is not allowed: {tag!r} has a value per visitor ({', '.join(VISITOR_TAGS)}),"
+        f"{what} is not allowed: {tag!r} has a value per visitor (the client's address),"
         " which reports sum together so that they stay small; `falbudget budget history`"
         f" lists each hold with its {tag} and `falbudget budget status` each {tag}'s cap"
     )

@@ -21,12 +21,14 @@ reconciliation (an expired hold that was never submitted becomes ``released``)."
 OPEN_STATES: tuple[HoldState, ...] = ("held", "submitted")
 SPENT_STATES: tuple[HoldState, ...] = ("settled", "expired")
 
-VISITOR_TAGS: tuple[str, ...] = ("ip", "key")
-"""Tags with a value per visitor (the proxy's client address and virtual key id): thousands of
-values, one per caller. A ledger keeps them, and the buckets of caps on them (keys
-``ip=...|...``, ``key=...|...``), with each hold instead of in what holds share, and
-:meth:`Ledger.summarize` groups without them, so that the groups of a report stay as few as the
-endpoints, shared tags and windows (:func:`shared_part`)."""
+VISITOR_TAGS: tuple[str, ...] = ("ip",)
+"""Tags with a value per visitor (the proxy's client address): thousands of values, one per
+caller. A ledger keeps them, and the buckets of caps on them (keys ``ip=...|...``), with each
+hold instead of in what holds share, and :meth:`Ledger.summarize` groups without them, so that
+the groups of a report stay as few as the endpoints, shared tags and windows
+(:func:`shared_part`). The proxy's ``key`` tag is not one: virtual keys are made one by one by
+an operator (``falbudget keys create``), and spend by key is what a report and the dashboard
+show."""
 
 _VISITOR_PREFIXES = tuple(f"{tag}=" for tag in VISITOR_TAGS)
 
