@@ -325,6 +325,8 @@ def _v6_refusals(conn: Connection, schema: sql.Identifier) -> None:
     ]
     for statement in statements:
         conn.execute(sql.SQL(statement).format(s=schema))
+
+
 _OVERRUN_INDEXED = "({h}adjusted_amount > {h}amount OR {h}settled_amount > {h}amount)"
 """The partial index of holds with an overrun (:func:`_v7_overruns`): every such hold, and a
 few others (a hold that is not settled or expired counts nothing whatever it records)."""

@@ -295,6 +295,8 @@ def _v7_refusals(db: sqlite3.Connection) -> None:
         )"""
     )
     db.execute("CREATE INDEX refusals_by_at ON refusals (at)")
+
+
 def _v8_visitors(db: sqlite3.Connection) -> None:
     """Visitor tags (the proxy's ``ip`` and ``key``, :data:`VISITOR_TAGS`) and the buckets of
     caps on them move from the hold's kind to the hold's own ``visitor`` column: with them in
