@@ -279,6 +279,10 @@ class Metrics:
             reason=reason.strip().replace(" ", "_"),
         ).inc()
 
+    def count_delivery(self, webhook: str, result: str) -> None:
+        """Count a webhook attempt (``falbudget.alerts.Notifier.on_result``)."""
+        self.webhook_deliveries.labels(webhook=webhook, result=result).inc()
+
     def exposition(self) -> bytes:
         """The text Prometheus scrapes (reads the ledger: blocking)."""
         return generate_latest(self.registry)

@@ -710,6 +710,8 @@ def create_app(
         from falbudget.metrics import Metrics
 
         proxy.metrics = Metrics(guard)
+        if guard.notifier is not None:
+            guard.notifier.on_result = proxy.metrics.count_delivery
         routes.insert(0, Route(settings.metrics_path, proxy.serve_metrics, methods=["GET"]))
 
     @contextlib.asynccontextmanager
