@@ -223,6 +223,23 @@ def test_another_process_crossing_a_threshold_sends_it_once(
     assert sorted(b["fraction"] for b in got.bodies()) == ["0.5", "0.8", "1.0"]
 
 
+_EXIT_CHILD = """
+import sys
+from falbudget.alerts import Notifier, Webhook
+note = Notifier([Webhook(sys.argv[1])])
+note._post("overrun", {"event": "overrun", "id": "x1", "summary": "s", "version": 1})
+# the process ends here, without close(): the queue is delivered at exit all the same
+"""
+
+
+def test_a_process_ending_without_close_delivers_its_queue(
+    receiver: Callable[..., Receiver],
+) -> None:
+    got = receiver()
+    subprocess.run([sys.executable, "-c", _EXIT_CHILD, got.url], check=True)
+    assert [b["id"] for b in got.bodies()] == ["x1"]
+
+
 # -- delivery: retries, bounds, a receiver that fails, times out, answers slowly ----------------
 def post_one(note: Notifier) -> None:
     note._post("overrun", {"event": "overrun", "id": "x1", "summary": "s", "version": 1})

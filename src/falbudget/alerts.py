@@ -11,13 +11,15 @@ the team's webhooks (a documented JSON body, or Slack's ``{"text": ...}``). docs
   ``max_attempts`` attempts and ``max_total`` seconds. Each failed attempt is logged (WARNING)
   and counted; a delivery given up (the bound, or an answer no retry helps: another 4xx) and
   one that cannot be queued are logged at ERROR with the whole payload: never lost silently.
-  Deliveries still queued when the process ends are logged at ERROR too (:meth:`close`).
+  Deliveries still queued when the process ends are delivered first (:meth:`close`, also run
+  at interpreter exit), for at most 30 s; what is left then is logged at ERROR too.
 
 Clocks and the sleep between attempts are injected (tests run without waiting).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import email.utils
 import json
@@ -391,6 +393,8 @@ class Notifier:
                     target=self._run, name="falbudget-webhooks", daemon=True
                 )
                 self._thread.start()
+                # a process that ends without guard.close() still delivers (or logs) its queue
+                atexit.register(self.close)
 
     def _run(self) -> None:
         import httpx
