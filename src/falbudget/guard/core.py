@@ -37,6 +37,7 @@ from falbudget.ledger.base import Hold as LedgerHold
 from falbudget.money import format_usd, from_micros, to_decimal, to_micros
 
 if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.alerts import Notifier
     from falbudget.pricing.engine import PriceTable, Quote
 
 log = logging.getLogger("falbudget.guard")
@@ -256,6 +257,11 @@ class Hold:
                 "" if changed else " (unchanged: it counted that already)",
             )
         if changed:
+            if self._row.overrun and guard.on_overrun is not None:
+                try:
+                    guard.on_overrun(self._row)
+                except Exception:
+                    log.exception("falbudget: the on_overrun callback failed")
             if self._row.overrun:
                 log.warning(
                     "falbudget: overrun: hold %s (%s) counts %s as spent, %s more than the %s held",
@@ -564,6 +570,10 @@ class Guard:
         self.on_unknown: OnUnknown = on_unknown
         self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
+        self.on_overrun: Callable[[LedgerHold], object] | None = None
+        """Called with a hold this guard settled above its amount held (an overrun)."""
+        self.notifier: Notifier | None = None
+        """The webhook notifier attached to this guard (``falbudget.alerts``), closed with it."""
         self.on_refusal: Callable[[Refusal], object] | None = None
         """Called with each :class:`Refusal` after it is recorded (webhook alerts watch the
         refusal rate through it); an exception it raises is logged, never raised."""
@@ -1086,6 +1096,8 @@ class Guard:
         return self.ledger.expire(now=self._now())
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
         self.ledger.close()
 
     def __enter__(self) -> Guard:
