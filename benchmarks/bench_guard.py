@@ -28,7 +28,10 @@ fails the run: each goal is printed as met or missed.
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -177,16 +180,43 @@ def guard_us(guard: Guard, n: int) -> float:
 
 
 class DictFloor:
-    """The memory ledger's arithmetic and nothing else: dicts of totals behind a lock."""
+    """The memory ledger's work and nothing around it: dicts of totals behind a lock, the
+    inputs checked (amount, each charge's key and limit, the times), each hold kept as a tuple
+    of the fields a Hold has (the history stays after the settle, as the ledger's does), the
+    heap of expiries pushed and peeked, and the hold returned."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._settled: dict[str, int] = {}
         self._held: dict[str, int] = {}
-        self._holds: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._holds: dict[str, tuple[Any, ...]] = {}
+        self._expiry: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
 
-    def reserve(self, hold_id: str, amount: int, charges: Sequence[BucketCharge]) -> bool:
+    def reserve(
+        self,
+        hold_id: str,
+        amount: int,
+        charges: Sequence[BucketCharge],
+        now: float,
+        expires_at: float,
+    ) -> tuple[Any, ...] | None:
+        if type(amount) is not int or not 0 <= amount < 2**63:
+            raise ValueError(f"amount must be micro-USD, got {amount!r}")
+        for moment in (now, expires_at):
+            if type(moment) is not float or not math.isfinite(moment):
+                raise ValueError(f"a time must be finite epoch seconds, got {moment!r}")
+        keys: dict[str, None] = {}
+        for charge in charges:
+            key, limit = charge.key, charge.limit
+            if type(key) is not str or not key:
+                raise ValueError(f"a bucket key must be a non-empty string, got {key!r}")
+            if limit is not None and (type(limit) is not int or not 0 <= limit < 2**63):
+                raise ValueError(f"a limit must be micro-USD, got {limit!r}")
+            keys[key] = None
         with self._lock:
+            if self._expiry and self._expiry[0][0] < now:
+                raise RuntimeError("the floor never expires holds")
             settled, held = self._settled, self._held
             for charge in charges:
                 key = charge.key
@@ -194,30 +224,43 @@ class DictFloor:
                     charge.limit is not None
                     and settled.get(key, 0) + held.get(key, 0) + amount > charge.limit
                 ):
-                    return False
-            keys = tuple(charge.key for charge in charges)
+                    return None
             for key in keys:
+                settled.setdefault(key, 0)
                 held[key] = held.get(key, 0) + amount
-            self._holds[hold_id] = (amount, keys)
-            return True
+            hold = (hold_id, ENDPOINT, amount, "held", tuple(keys), now, expires_at, now, None)
+            self._holds[hold_id] = hold
+            heapq.heappush(self._expiry, (expires_at, next(self._seq), hold_id))
+            return hold
 
-    def settle(self, hold_id: str) -> None:
+    def settle(self, hold_id: str, now: float) -> tuple[Any, ...]:
+        if type(now) is not float or not math.isfinite(now):
+            raise ValueError(f"now must be finite epoch seconds, got {now!r}")
         with self._lock:
-            amount, keys = self._holds.pop(hold_id)
+            hold = self._holds[hold_id]
+            amount, keys = hold[2], hold[4]
+            if hold[3] != "held":
+                return hold
             for key in keys:
                 self._held[key] -= amount
-                self._settled[key] = self._settled.get(key, 0) + amount
+                self._settled[key] += amount
+            hold = (*hold[:3], "settled", *hold[4:7], now, amount)
+            self._holds[hold_id] = hold
+            return hold
 
 
 def dict_floor_us(n: int) -> float:
+    """Microseconds per reserve + settle of :class:`DictFloor`, timed as :func:`time_cycles`
+    times a ledger (the same ids, clock reads and arguments)."""
     floor = DictFloor()
     ids = [uuid.uuid4().hex for _ in range(n)]
-    reserve, settle, clock = floor.reserve, floor.settle, time.perf_counter
+    reserve, settle, wall, clock = floor.reserve, floor.settle, time.time, time.perf_counter
     started = clock()
     for hold_id in ids:
-        if not reserve(hold_id, PRICE, CHARGES):
+        now = wall()
+        if reserve(hold_id, PRICE, CHARGES, now, now + 3600) is None:
             raise RuntimeError("the dict floor refused a reservation")
-        settle(hold_id)
+        settle(hold_id, now)
     return (clock() - started) / n * 1e6
 
 
@@ -535,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory: ledger reserve+settle",
             mem_cycle,
             mem_floor,
-            "dicts + lock, same arithmetic",
+            "dicts + lock, same checks, history and expiry heap",
             "us",
             f"<= {MEMORY_GOAL_X:g}x floor",
             mem_cycle <= MEMORY_GOAL_X * mem_floor,

@@ -4,7 +4,8 @@
 
 Prints microseconds per ``falbudget.quote()`` for one typical request (timeit, best of several
 repeats) and over a batch of varied valid argument dicts, each beside a plain Python function that
-does the MAGI-1 arithmetic with Decimal on already-valid inputs, and the ratio (goal: <= 10x).
+checks its inputs (types, ranges, allowed values, unknown names) and does the MAGI-1 arithmetic
+with Decimal, and the ratio (goal: <= 3x).
 Then the wall time of whole processes (median of several runs): ``falbudget quote`` beside
 ``python -c "import pydantic, yaml, tabulate"``, ``python -c "import falbudget"`` and an empty
 interpreter.
@@ -34,7 +35,7 @@ except ImportError:  # not installed: run from the checkout
     import falbudget
 
 MAGI = "fal-ai/magi/image-to-video"
-GOAL = 10.0
+GOAL = 3.0
 QUOTE_ONCE = f"import falbudget; falbudget.quote({MAGI!r}, {{'num_frames': 144}})"
 TYPICAL: dict[str, Any] = {
     "prompt": "A snowboarder carves through fresh powder under a cerulean sky.",
@@ -54,8 +55,38 @@ _SIXTEEN = Decimal(16)
 _MICRO = Decimal("0.000001")
 
 
+_STEPS = frozenset({4, 8, 16, 32, 64})
+_RATIOS = frozenset({"auto", "16:9", "9:16", "1:1"})
+
+
+def _bad(name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"fal-ai/magi/image-to-video: {name}={value!r} is not allowed: {allowed}")
+
+
 def hand_price(arguments: Mapping[str, Any]) -> Decimal:
-    """MAGI-1 by hand, on inputs known to be valid: no validation, no line items, no Quote."""
+    """MAGI-1 by hand, checking its inputs as quote() does (each given input's type, range or
+    allowed values; no unknown names), with an error naming the field, the value and what is
+    allowed; then the arithmetic. No line items, no Quote object."""
+    for name, value in arguments.items():
+        kind = type(value)
+        if name in ("prompt", "image_url"):
+            ok = kind is str
+        elif name == "num_frames":
+            ok = kind is int and 96 <= value <= 192
+        elif name == "resolution":
+            ok = kind is str and value in _RESOLUTION
+        elif name == "num_inference_steps":
+            ok = kind is int and value in _STEPS
+        elif name == "seed":
+            ok = value is None or kind is int
+        elif name == "enable_safety_checker":
+            ok = kind is bool
+        elif name == "aspect_ratio":
+            ok = kind is str and value in _RATIOS
+        else:
+            raise _bad(name, value, "unknown parameter")
+        if not ok:
+            raise _bad(name, value, "see the endpoint's inputs")
     frames: int = arguments.get("num_frames", 96)
     extra_seconds = -(-(frames - 96) // 24)  # ceil; frames >= 96 so never negative
     resolution = _RESOLUTION[arguments.get("resolution", "720p")]

@@ -8,7 +8,7 @@ nothing creates until a ledger is opened on it. Every schema handed out is dropp
 ... CASCADE) when the test ends: exactly then when this module is loaded as a pytest plugin
 (``pytest_plugins = ["pgutil"]``, which runs the autouse fixture below), else as soon as the next
 test asks for a schema and, for the last test, when the test process exits. Schemas left behind
-by a killed run (named with their creation time) are dropped after a day.
+by a killed run (named with their creation time by the server's clock) are dropped after a day.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ STALE_AFTER_S = 24 * 3600
 _counter = itertools.count()
 _answer: tuple[bool, str] | None = None
 """Whether the server answered, and why not; asked once per process."""
+_server_offset = 0.0
+"""The server's clock minus this process's (set with ``_answer``): schemas are named and judged
+stale by the server's clock, which libfaketime does not move, so a run years ahead (.ci/faketime)
+never takes another run's schemas for old ones, nor leaves its own for years."""
 _pending: dict[str, str | None] = {}
 """Schemas handed out and not dropped yet -> the test (PYTEST_CURRENT_TEST) that asked."""
 
@@ -66,7 +70,8 @@ def postgres_test_url() -> str:
     """The URL of a fresh schema for this test (dropped when the test is over)."""
     url = require_server()
     _drop_finished()
-    schema = f"{PREFIX}{int(time.time())}_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    created = int(time.time() + _server_offset)
+    schema = f"{PREFIX}{created}_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
     _pending[schema] = _current_test()
     return with_schema(url, schema)
 
@@ -130,11 +135,17 @@ def _probe(url: str) -> tuple[bool, str]:
 
 
 def _sweep_stale() -> None:
-    """Drop fb_test_<epoch>_... schemas older than a day (from runs that were killed)."""
+    """Drop fb_test_<epoch>_... schemas older than a day by the server's clock (from runs that
+    were killed), and learn that clock."""
     import psycopg
 
+    global _server_offset
     try:
         with admin_connection() as conn:
+            (server_now,) = conn.execute(
+                "SELECT extract(epoch FROM clock_timestamp())::float8"
+            ).fetchone()
+            _server_offset = server_now - time.time()
             names = [
                 row[0]
                 for row in conn.execute(
@@ -145,7 +156,7 @@ def _sweep_stale() -> None:
         return
     for name in names:
         match = re.match(rf"{PREFIX}(\d+)_", name)
-        if match and int(match.group(1)) < time.time() - STALE_AFTER_S:
+        if match and int(match.group(1)) < server_now - STALE_AFTER_S:
             drop_schema(name)
 
 

@@ -313,7 +313,7 @@ def test_request_quotes_are_the_unit_price(price: Decimal) -> None:
 
 
 def test_units_known_only_after_the_call_get_no_price() -> None:
-    for unit in ("compute seconds", "tokens", "1000 characters", "minutes", "steps", ""):
+    for unit in ("compute seconds", "tokens", "minutes", "steps", "characters of output", ""):
         assert catalog.unit_kind(unit) == "after_call", unit
     synced = catalog.entry_for(
         "x/y",
@@ -450,3 +450,178 @@ def test_pricing_diff_reads_a_frames_rule(
     # by hand: the dearest points, 497 to 500 frames at 8 a second = 62.1 to 62.5 s -> 63 s:
     # 6.30 -> 7.56; the diff names the first of them it meets
     assert "largest rise: +1.26 (6.30 -> 7.56) num_frames=497 fps=8" in out
+
+
+# -- characters of the request's own text --------------------------------------------------------
+TEXT = {"type": "string", "minLength": 1, "maxLength": 5000}
+
+
+@pytest.mark.parametrize(
+    ("unit", "per"),
+    [("1000 characters", 1000), ("1k characters", 1000), ("characters", 1), ("Character", 1),
+     ("per 1000 characters", 1000), ("1M characters", 1_000_000)],
+)  # fmt: skip
+def test_character_units_are_read_with_their_block(unit: str, per: int) -> None:
+    assert catalog.unit_kind(unit) == "characters"
+    assert catalog.characters_per(unit) == per
+
+
+@settings(max_examples=40, deadline=None)
+@given(price=PRICE, length=st.integers(1, 5000))
+def test_character_quotes_are_price_times_blocks_rounded_up(price: Decimal, length: int) -> None:
+    text_input = {**TEXT, "default": "Hello"}  # optional: its default priced when left out
+    table = _table("1000 characters", str(price), {"prompt": PROMPT, "text": text_input})
+    assert table.quote("x/y", {}).total == price  # "Hello", 5 characters: 1 block
+    blocks = math.ceil(length / 1000)  # 1 to 1000 characters: 1 block; 1001: 2; 5000: 5
+    text = "é" * length  # 2 bytes each in UTF-8, yet one character each
+    assert table.quote("x/y", {"text": text}).total == price * blocks
+    per_character = _table("characters", str(price), {"prompt": PROMPT, "text": text_input})
+    assert per_character.quote("x/y", {"text": text}).total == price * length
+
+
+def test_characters_end_to_end_and_without_a_text(fake: FakePlatform, tmp_path: Path) -> None:
+    tts = "fal-ai/speech-like/tts"
+    fake.add(tts, "0.06", "1000 characters", {"text": TEXT}, ["text"])
+    table = load_table(sync_to(tmp_path, tts))
+    # 1001 characters: 2 blocks of 1000 (the second partial, rounded up) x 0.06 = 0.12
+    assert table.quote(tts, {"text": "a" * 1001}).total == Decimal("0.12")
+    with pytest.raises(InvalidArguments, match="text"):
+        table.quote(tts, {"text": ""})  # the schema's minLength 1
+    with pytest.raises(InvalidArguments, match=r"text.*required"):
+        table.quote(tts, {})  # the price is the text's: a quote needs it
+    entry = yaml.safe_load((tmp_path / "fal-sync.yaml").read_text())["endpoints"][tts]
+    assert entry["inputs"]["text"] == {
+        "type": "string", "min_length": 1, "max_length": 5000, "required": True
+    }  # fmt: skip
+    assert "code points" in entry["synced_from"]["note"]
+    # a per-character unit without a text input (an enum, or nullable) needs a ceiling
+    nullable = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    for text in ({"type": "string", "enum": ["a", "b"]}, nullable):
+        synced = catalog.entry_for(
+            "x/y",
+            {"unit_price": Decimal("0.06"), "unit": "1000 characters", "currency": "USD"},
+            {"paths": {"/x/y": {"post": {"requestBody": {"content": {"application/json": {
+                "schema": {"type": "object", "properties": {"text": text}}}}}}}}},
+            api_url="https://api.fal.ai/v1",
+            key_id="k",
+            read_on=dt.date(2026, 12, 6),
+        )  # fmt: skip
+        assert synced.entry is not None and "after_call" in synced.entry, text
+
+
+CHARS_TABLE = """
+schema_version: 1
+table_version: t
+effective_date: 2026-12-06
+currency: USD
+endpoints:
+  x/tts:
+    source_url: https://fal.ai/models/x/tts
+    price_read_on: 2026-12-06
+    inputs:
+      text: {type: string, required: true, min_length: 1, max_length: 3000}
+      note: {type: string, default: "abc"}
+      level: {type: integer, default: 1}
+      maybe: {type: string, nullable: true}
+      voice: {type: string, enum: [a, b], default: a}
+    rules:
+      - {name: speech, kind: characters, input: INPUT, amount: "0.05", RULE}
+"""
+
+
+def test_a_characters_rule_in_a_hand_written_table() -> None:
+    table = parse_table(CHARS_TABLE.replace("INPUT", "text").replace("RULE", "per: 1000"))
+    # 2001 characters: 3 blocks of 1000 (up) x 0.05 = 0.15
+    quote = table.quote("x/tts", {"text": "a" * 2001})
+    assert quote.total == Decimal("0.15")
+    assert quote.line_items[0].detail == "2001 characters: 3 blocks of 1000"
+    assert quote.line_items[0].value == 2001  # the count, never the text
+    # exact: 2001 / 1000 = 2.001 blocks x 0.05 = 0.10005
+    exact = CHARS_TABLE.replace("INPUT", "text").replace("RULE", "rounding: exact")
+    assert parse_table(exact).quote("x/tts", {"text": "a" * 2001}).total == Decimal("0.10005")
+    # per character, from a default: "abc" is 3 x 0.05 = 0.15
+    per_one = CHARS_TABLE.replace("INPUT", "note").replace("RULE", "per: 1")
+    assert parse_table(per_one).quote("x/tts", {}).total == Decimal("0.15")
+    with pytest.raises(InvalidArguments, match=r"text=.*1 to 3000 characters"):
+        table.quote("x/tts", {"text": "a" * 3001})
+    # a required text that is not priced is left out of a plain quote as before
+    assert parse_table(per_one).endpoint("x/tts").normalize_arguments({}) == {
+        "note": "abc", "level": 1, "voice": "a"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("input_", "rule", "says"),
+    [
+        ("level", "per: 1000", "needs a string input .* 'level' is integer"),
+        ("voice", "per: 1000", "needs a string input .* 'voice' is an enum"),
+        ("maybe", "per: 1000", "'maybe' is nullable"),
+        ("text", "per: 0", "greater than 0"),
+        ("text", "rounding: down", "rounding"),
+        ("nope", "per: 1000", "unknown parameter 'nope'"),
+    ],
+)
+def test_a_characters_rule_is_checked_when_the_table_loads(
+    input_: str, rule: str, says: str
+) -> None:
+    from falbudget.errors import PriceTableError
+
+    with pytest.raises(PriceTableError, match=says):
+        parse_table(CHARS_TABLE.replace("INPUT", input_).replace("RULE", rule))
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("{type: integer, default: 1, min_length: 1}", "min_length/max_length need a string"),
+        ("{type: string, min_length: 5, max_length: 2}", "min_length: 5 is above"),
+        ('{type: string, default: "", min_length: 1}', "default: 0 characters"),
+        ("{type: string, min_length: -1}", "greater than or equal to 0"),
+    ],
+)
+def test_string_lengths_are_checked_when_the_table_loads(spec: str, says: str) -> None:
+    from falbudget.errors import PriceTableError
+
+    broken = CHARS_TABLE.replace("INPUT", "text").replace("RULE", "per: 1000")
+    broken = broken.replace('note: {type: string, default: "abc"}', f"note: {spec}")
+    with pytest.raises(PriceTableError, match=says):
+        parse_table(broken)
+
+
+def test_pricing_diff_reads_a_characters_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    text = CHARS_TABLE.replace("INPUT", "text").replace("RULE", "per: 1000")
+    old.write_text(text)
+    new.write_text(text.replace('"0.05"', '"0.06"').replace("max_length: 3000", "max_length: 4000"))
+    assert main(["pricing", "diff", str(old), str(new)]) == 1  # a rise
+    out = capsys.readouterr().out
+    assert "  rule 'speech': amount 0.05 -> 0.06" in out
+    assert "max_length 3000 -> 4000" in out
+    # the grid samples lengths: 1, 1000, 1001, 2000, 2001, 3000 in both, 3001, 4000 only in
+    # new; by hand the dearest shared points, 2001 and 3000 characters = 3 blocks: 0.15 ->
+    # 0.18; the diff names the first of them it meets
+    assert "grid: 6 points priced in both: 6 up, 0 down, 0 unchanged; 2 only in new" in out
+    assert "largest rise: +0.03 (0.15 -> 0.18) text=<2001 characters>" in out
+
+
+def test_a_text_s_grid_samples_its_length() -> None:
+    from falbudget.pricing.engine import InputRule, sample_texts
+
+    def lengths(**bounds: int) -> list[int]:
+        spec = InputRule("text", "string", required=True, **bounds)
+        return [len(text) for text in sample_texts(spec, 1000)]
+
+    # the shortest, each block's last character and the next one, the longest
+    assert lengths(min_length=1, max_length=2500) == [1, 1000, 1001, 2000, 2001, 2500]
+    # any length: 0, then 1000, 1001, ... 100000, 100001 (100 blocks): 1 + 2 x 100 lengths
+    unbounded = lengths()
+    assert (unbounded[:3], unbounded[-1], len(unbounded)) == ([0, 1000, 1001], 100_001, 201)
+    assert lengths(min_length=200_000) == [200_000]  # never shorter than the schema allows
+    table = parse_table(CHARS_TABLE.replace("INPUT", "text").replace("RULE", "per: 1000"))
+    # 1 to 3000 characters: 1 to 3 blocks x 0.05
+    assert table.endpoint("x/tts").price_range() == (Decimal("0.05"), Decimal("0.15"))
+    no_longest = CHARS_TABLE.replace(", max_length: 3000", "").replace("INPUT", "text")
+    with pytest.raises(ValueError, match="any length"):
+        parse_table(no_longest.replace("RULE", "per: 1000")).endpoint("x/tts").price_range()

@@ -48,6 +48,9 @@ POPULAR = [  # the popular endpoints of the packaged table, in its order (docs/c
     "fal-ai/minimax/hailuo-2.3-fast/pro/image-to-video",
     "fal-ai/minimax-music/v2",
     "fal-ai/minimax-music/v1.5",
+    "fal-ai/minimax/speech-02-turbo",
+    "fal-ai/minimax/speech-2.8-hd",
+    "resemble-ai/chatterboxhd/text-to-speech",
 ]
 PACKAGED = Path(falbudget.__file__).parent / "data" / "pricing.yaml"
 PACKAGED_SHA256 = hashlib.sha256(PACKAGED.read_bytes()).hexdigest()
@@ -769,7 +772,7 @@ def test_validate_the_table_in_use(capsys: pytest.CaptureFixture[str]) -> None:
         f"ok: {PACKAGED}",
         "table version   2026.12.06 (effective 2026-11-24)",
         f"sha256          {PACKAGED_SHA256}",
-        "endpoints       26",
+        "endpoints       29",
         # the names padded to the longest; image to video and its full-price kin: 0.80 x 0.5 =
         # 0.40 to (0.80 + 4 x 0.20) x 4 = 6.40; distilled: 0.32 x 0.5 = 0.16 to
         # (0.32 + 4 x 0.08) x 2 (32 steps at most) = 1.28
@@ -807,6 +810,12 @@ def test_validate_the_table_in_use(capsys: pytest.CaptureFixture[str]) -> None:
         "  fal-ai/minimax/hailuo-2.3-fast/pro/image-to-video       0.33 - 0.33 USD",
         "  fal-ai/minimax-music/v2                                 0.03 - 0.03 USD",
         "  fal-ai/minimax-music/v1.5                               0.03 - 0.03 USD",
+        # 1 to 5000 characters: 1 to 5 blocks of 1000 x 0.06
+        "  fal-ai/minimax/speech-02-turbo                          0.06 - 0.30 USD",
+        "  fal-ai/minimax/speech-2.8-hd                            not listed (priced by the"
+        " characters of a text of any length)",
+        "  resemble-ai/chatterboxhd/text-to-speech                 not listed (priced by the"
+        " characters of a text of any length)",
     ]
 
 
@@ -1039,3 +1048,19 @@ def test_start_up_imports_stay_lazy() -> None:
     assert lines[0] == f"falbudget {falbudget.__version__}"
     assert lines[1] == "[]"
     assert lines[3] == "['pydantic', 'yaml']"
+
+
+def test_a_speech_quote_and_plan_show_the_text_s_length(capsys: pytest.CaptureFixture[str]) -> None:
+    tts = "fal-ai/minimax/speech-02-turbo"  # $0.06 per 1000 characters (docs/catalog.md)
+    code, out, err = run(capsys, "quote", tts, "text=" + "a" * 1500)
+    assert (code, err) == (0, "")
+    # 1500 characters: 2 blocks (the second partial, counted whole) x 0.06 = 0.12
+    assert "speech  text     1500 characters     +0.12        0.12" in out
+    code, out, err = run(capsys, "plan", "count", tts, "text=hello", "--amount", "1")
+    assert (code, err) == (0, "")
+    # 5 characters: 1 block, 0.06; 1.00 / 0.06 = 16 requests (0.96), 0.04 left
+    assert out.splitlines() == [
+        f"{tts} text=hello (price table 2026.12.06)",
+        "16 requests of 0.06 fit in 1.00 USD (0.04 left)",
+    ]
+    assert_usage_error(run(capsys, "quote", tts), "text=(missing)", "per character of it")

@@ -711,6 +711,8 @@ def test_one_command_serves_the_ledger(tmp_path: Path) -> None:
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with direct.open(f"http://127.0.0.1:{port}/api/v1/status") as answer:
             body = json.loads(answer.read())
+        with direct.open(f"http://127.0.0.1:{port}/metrics") as answer:
+            exposition = answer.read().decode()
     finally:
         process.terminate()
         process.wait(60)
@@ -718,3 +720,18 @@ def test_one_command_serves_the_ledger(tmp_path: Path) -> None:
     # dashboard_scene: November spent 6.30, held 2.00 -> 10.00 - 8.30 = 1.70 left
     assert (cap["spent"], cap["held"], cap["remaining"]) == ("6.30", "2.00", "1.70")
     assert body["now"] == "2026-11-23T19:00:00+01:00"  # 18:00 UTC in the dashboard's zone
+    # the same figures for Prometheus, from the same process (docs/metrics.md)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name.startswith("falbudget_cap_")
+    }
+    assert values == {
+        "falbudget_cap_spent_usd": 6.30,
+        "falbudget_cap_held_usd": 2.00,
+        "falbudget_cap_remaining_usd": 1.70,
+        "falbudget_cap_limit_usd": 10.00,
+    }

@@ -32,7 +32,7 @@ def total(endpoint: str, **arguments: object) -> Decimal:
 def test_the_shipped_copy_is_the_repository_s() -> None:
     assert packaged_table_path().read_bytes() == (ROOT / "pricing.yaml").read_bytes()
     popular = [e for name, e in TABLE.endpoints.items() if name not in MAGI]
-    assert len(TABLE.endpoints) == 5 + 21 and len(popular) == 21
+    assert len(TABLE.endpoints) == 5 + 24 and len(popular) == 24
     for endpoint in popular:
         assert endpoint.source_url.startswith("https://fal.ai/models/")
         assert endpoint.price_read_on == "2026-12-06"
@@ -105,7 +105,7 @@ def test_the_default_table_prices_them_beside_magi() -> None:
     table = default_table()  # the packaged table, as the guard and the CLI use it
     assert table.quote("fal-ai/magi/image-to-video", {}).total == D("0.80")
     assert table.quote("fal-ai/minimax/hailuo-2.3/pro/text-to-video", {}).total == D("0.49")
-    assert len(table.endpoints) == 5 + 21
+    assert len(table.endpoints) == 5 + 24
     assert table.quote("fal-ai/veo3", {}).total == D("3.20")
 
 
@@ -174,3 +174,46 @@ def test_minimax_music_per_generation(endpoint: str) -> None:
     required = TABLE.endpoint(endpoint)
     with pytest.raises(InvalidArguments, match="lyrics_prompt"):
         required.normalize_arguments({"prompt": "indie folk"}, strict=True)
+
+
+def test_minimax_speech_02_turbo_per_1000_characters() -> None:
+    # fal.ai/models/fal-ai/minimax/speech-02-turbo/llms.txt: "Your request will cost $0.06 per
+    # 1000 character."; text: "max 5000 characters, minimum 1 non-whitespace character". A
+    # partial block of 1000 is billed whole (fal does not say; up never under-charges).
+    e = "fal-ai/minimax/speech-02-turbo"
+    assert total(e, text="Hello world!") == D("0.06")  # 12 characters: 1 block x 0.06
+    assert total(e, text="a" * 1000) == D("0.06")  # exactly 1 block
+    assert total(e, text="a" * 1001) == D("0.12")  # 1.001 blocks, up to 2: 2 x 0.06
+    assert total(e, text="a" * 5000) == D("0.30")  # the most it takes: 5 x 0.06
+    # characters are code points: 1000 x "é" (2 bytes each in UTF-8) is 1000, 1 block; 1000 x
+    # an emoji (2 UTF-16 units each) is 1000 too
+    assert total(e, text="\u00e9" * 1000) == D("0.06")
+    assert total(e, text="\U0001f600" * 1000) == D("0.06")
+    for text in ("", "a" * 5001):  # the schema's bounds: 1 to 5000 characters
+        with pytest.raises(InvalidArguments, match=r"text.*1 to 5000 characters"):
+            total(e, text=text)
+    # the text is what is priced: a quote without it is refused, strict or not
+    with pytest.raises(InvalidArguments, match=r"text.*required"):
+        total(e)
+    quote = TABLE.quote(e, {"text": "a" * 1500, "output_format": "url"})
+    assert str(quote).startswith(f"{e} costs 0.12 USD with text=1500 characters (")
+
+
+def test_minimax_speech_2_8_hd_prices_its_prompt() -> None:
+    # fal.ai/models/fal-ai/minimax/speech-2.8-hd/llms.txt: "Price: $0.1 per 1000 characters";
+    # its text input is `prompt`
+    e = "fal-ai/minimax/speech-2.8-hd"
+    assert total(e, prompt="Hi (laughs)") == D("0.10")  # 11 characters: 1 block x 0.10
+    assert total(e, prompt="x" * 2500) == D("0.30")  # 2.5 blocks, up to 3: 3 x 0.10
+    assert total(e, prompt="x" * 10_000, language_boost="English") == D("1.00")  # 10 x 0.10
+    with pytest.raises(InvalidArguments, match="language_boost"):
+        total(e, prompt="Hi", language_boost="Klingon")
+
+
+def test_chatterbox_hd_prices_its_default_text() -> None:
+    # fal.ai/models/resemble-ai/chatterboxhd/text-to-speech/llms.txt: "Your request will cost
+    # $0.04 per 1000 characters."; text is optional, its default the 269-character Maximus
+    # speech quoted on the page: 1 block x 0.04
+    e = "resemble-ai/chatterboxhd/text-to-speech"
+    assert total(e) == D("0.04")
+    assert total(e, text="a" * 3001, voice="Aurora") == D("0.16")  # 3.001 blocks, up to 4

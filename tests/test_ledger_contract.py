@@ -1331,6 +1331,60 @@ def test_summarize_groups_by_period_and_cut_and_keeps_to_the_range(ledger: Ledge
     ]
 
 
+def test_holds_of_many_visitors_keep_their_own_tags_and_buckets_and_sum_into_one_group(
+    ledger: Ledger,
+) -> None:
+    """The proxy tags each request with the client's address (``ip``) and virtual key
+    (``key``), and caps per address charge a bucket per address: a hold reads back with its
+    own tags and buckets in their order, the history by a visitor's bucket finds its holds,
+    and the summary groups what the holds share (50 addresses: one group, not 50)."""
+    day = "day@UTC:2025-06-15"
+    for n in range(50):
+        ip = f"10.0.0.{n}"
+        charges = [
+            cap("global|total", None),
+            cap(f"ip={ip}|{day}", 1_000),
+            cap("project=a|total", None),
+            cap(f"key=k{n % 2}|total", None),
+        ]
+        tags = {"project": "a", "ip": ip, "key": f"k{n % 2}"}
+        hold = admitted(reserve(ledger, f"h{n}", 100 + n, charges, now=T0 + n, tags=tags))
+        assert hold.buckets == tuple(c.key for c in charges)
+        assert dict(hold.tags) == tags
+        ledger.settle(f"h{n}", None, now=T0 + n)
+    again = ledger.get_hold("h7")
+    assert again.buckets == (
+        "global|total",
+        f"ip=10.0.0.7|{day}",
+        "project=a|total",
+        "key=k1|total",
+    )
+    assert dict(again.tags) == {"project": "a", "ip": "10.0.0.7", "key": "k1"}
+    assert [h.id for h in ledger.holds(bucket=f"ip=10.0.0.7|{day}")] == ["h7"]
+    assert [h.id for h in ledger.holds(bucket="key=k1|total", limit=2)] == ["h49", "h47"]
+    # an address's cap admits up to its limit: 10.0.0.7 spent 107 of 1,000, 894 more is refused
+    refused = reserve(ledger, "x", 894, [cap(f"ip=10.0.0.7|{day}", 1_000)], now=T0 + 60)
+    assert not refused.admitted and refused.refused_by == f"ip=10.0.0.7|{day}"
+    # the address is left out of the groups, the virtual key (made by an operator) is not:
+    # two groups, not 50
+    groups = sorted(ledger.summarize(period=10**9), key=lambda g: g.tags["key"])
+    assert [(g.endpoint, dict(g.tags), g.buckets) for g in groups] == [
+        (
+            ENDPOINT,
+            {"project": "a", "key": k},
+            ("global|total", "project=a|total", f"key={k}|total"),
+        )
+        for k in ("k0", "k1")
+    ]
+    # k0, the even n: 100 + 102 + ... + 148 = 25 * (100 + 148) / 2 = 3,100;
+    # k1, the odd n: 101 + 103 + ... + 149 = 25 * (101 + 149) / 2 = 3,125 (6,225 in all)
+    assert [(g.holds, g.spent, g.requests, g.first, g.last) for g in groups] == [
+        (25, 3_100, 25, T0, T0 + 48),
+        (25, 3_125, 25, T0 + 1, T0 + 49),
+    ]
+    assert HoldGroup.of(again).tags == {"project": "a", "key": "k1"}
+
+
 @pytest.mark.parametrize(
     "bad",
     [{"period": 0}, {"period": 1.5}, {"offset": "1"}, {"cuts": "1"}, {"cuts": [math.nan]}],

@@ -14,7 +14,7 @@ import pytest
 
 import falbudget.ledger.sqlite as sqlite_ledger
 from falbudget.errors import LedgerError, LedgerUnavailable
-from falbudget.ledger import BucketCharge, BucketTotals, SQLiteLedger
+from falbudget.ledger import BucketCharge, BucketTotals, Hold, SQLiteLedger
 from ledger_backends import (
     V2_ADJUSTMENTS,
     V2_ALERTS,
@@ -109,8 +109,8 @@ def test_a_closed_ledger_refuses_to_work(path: Path) -> None:
 
 # -- schema versions ------------------------------------------------------------------------------
 def test_a_new_file_is_at_the_latest_version(ledger: SQLiteLedger, path: Path) -> None:
-    assert schema_version(path) == "7"
-    assert len(sqlite_ledger.MIGRATIONS) == 7
+    assert schema_version(path) == "9"
+    assert len(sqlite_ledger.MIGRATIONS) == 9
 
 
 def test_a_newer_schema_version_is_refused_untouched(path: Path) -> None:
@@ -135,7 +135,7 @@ def test_a_version_0_file_is_migrated(path: Path, how: str) -> None:
     ledger = SQLiteLedger(path)
     assert reserve(ledger, "h")
     ledger.close()
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "9"
 
 
 def test_pending_migrations_run_once_in_order_and_keep_the_data(
@@ -152,7 +152,7 @@ def test_pending_migrations_run_once_in_order_and_keep_the_data(
 
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, add_note])
     second = SQLiteLedger(path)
-    assert schema_version(path) == "8"
+    assert schema_version(path) == "10"
     assert second.get_hold("old").amount == 800_000
     assert reserve(second, "new")
     second.close()
@@ -175,7 +175,7 @@ def test_a_failing_migration_leaves_the_file_at_its_version(
     monkeypatch.setattr(sqlite_ledger, "MIGRATIONS", [*sqlite_ledger.MIGRATIONS, broken])
     with pytest.raises(LedgerError):
         SQLiteLedger(path)
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "9"
     conn = raw(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
     conn.close()
@@ -207,7 +207,7 @@ def test_a_version_1_file_upgrades_when_opened_and_its_holds_can_be_adjusted(
     conn.close()
 
     ledger = SQLiteLedger(path)
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "9"
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
     assert ledger.holds_by_request_id(["req-old"]) == [old]
@@ -366,7 +366,7 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
         f"SELECT rowid, {', '.join(V3_COLUMNS)} FROM holds ORDER BY rowid"
     ).fetchall()
     SQLiteLedger(path).close()  # opening upgrades
-    assert schema_version(path) == "7"
+    assert schema_version(path) == "9"
     tables.remove("holds")  # now a hold and its kind
     after = dump()
     assert {t: rows for t, rows in after.items() if t != "meta"} == {
@@ -431,6 +431,141 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
         total = ledger.summarize(period=10**9)
         assert sum(g.spent for g in total) == 1_200_000
         assert sum(g.held for g in total) == 700_000
+    finally:
+        ledger.close()
+
+
+_IP1, _IP2 = "ip=10.0.0.1|day@UTC:2025-06-15", "ip=10.0.0.2|day@UTC:2025-06-15"
+_K1 = "key=k1|total"
+VISITOR_HOLDS: list[tuple[object, ...]] = [
+    # V3_COLUMNS; the proxy's visitor tags (ip, key) and caps per address
+    ("v-1", None, "e", 100_000, "settled", [_G3, _IP1, _P3], "req-v1", T0 + 10, T0 + 610,
+     T0 + 11, 100_000, {"endpoint": "e", "ip": "10.0.0.1", "project": "a"}, "v1", "ab" * 32,
+     None, None, None, None),
+    ("v-2", "kv", "e", 120_000, "held", [_G3, _IP2, _P3], None, T0 + 12, T0 + 612, T0 + 12,
+     None, {"endpoint": "e", "ip": "10.0.0.2", "project": "a"}, "v1", "ab" * 32, None,
+     "fp-v2", 3_600.0, None),
+    ("v-3", None, "e", 130_000, "released", [_K1, _G3], "req-v3", T0 + 13, T0 + 613, T0 + 14,
+     None, {"endpoint": "e", "ip": "10.0.0.3", "key": "k1"}, "v1", "ab" * 32, 50_000, None,
+     None, None),
+]  # fmt: skip
+
+
+def _as_hold(row: tuple[object, ...]) -> Hold:
+    """A V3_COLUMNS row as the Hold the ledger should read back."""
+    return Hold(
+        id=row[0],  # type: ignore[arg-type]
+        endpoint=row[2],  # type: ignore[arg-type]
+        amount=row[3],  # type: ignore[arg-type]
+        state=row[4],  # type: ignore[arg-type]
+        buckets=tuple(row[5]),  # type: ignore[call-overload]
+        created_at=row[7],  # type: ignore[arg-type]
+        expires_at=row[8],  # type: ignore[arg-type]
+        updated_at=row[9],  # type: ignore[arg-type]
+        idempotency_key=row[1],  # type: ignore[arg-type]
+        request_id=row[6],  # type: ignore[arg-type]
+        settled_amount=row[10],  # type: ignore[arg-type]
+        tags=row[11],  # type: ignore[arg-type]
+        table_version=row[12],  # type: ignore[arg-type]
+        table_sha256=row[13],  # type: ignore[arg-type]
+        adjusted_amount=row[14],  # type: ignore[arg-type]
+        fingerprint=row[15],  # type: ignore[arg-type]
+        idempotency_ttl=row[16],  # type: ignore[arg-type]
+    )
+
+
+def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 7 keeps the visitor tags (ip, key) and their buckets with each hold: a version 6
+    ledger holding every kind of row (holds of every state, keys bound and forgotten, adjusted
+    holds, holds of three visitors, totals, adjustments, alerts, virtual keys) upgrades in
+    place, every hold reading back as it was, every other row and every rowid unchanged, and
+    the kinds of the visitors' holds fold into the kinds they share."""
+    every = [*V3_HOLDS, *VISITOR_HOLDS]
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:3])
+        SQLiteLedger(path).close()
+    conn = raw(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        f"INSERT INTO holds ({', '.join(V3_COLUMNS)}) VALUES ({', '.join('?' * 18)})",
+        [
+            (*row[:5], json.dumps(row[5]), *row[6:11], json.dumps(row[11]), *row[12:])
+            for row in every
+        ],
+    )
+    links = [(row[0], key, row[7]) for row in every for key in row[5]]  # type: ignore[union-attr]
+    conn.executemany("INSERT INTO hold_buckets VALUES (?, ?, ?)", links)
+    visitor_totals = [(_IP1, 100_000, 0), (_IP2, 0, 120_000), (_K1, 50_000, 0)]
+    conn.executemany(
+        "INSERT INTO buckets (key, settled, held) VALUES (?, ?, ?)", V3_BUCKETS + visitor_totals
+    )
+    conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V3_ADJUSTMENTS)
+    conn.executemany("INSERT INTO alerts VALUES (?, ?)", [(_G3, "0.5@2.00"), (_IP1, "1@1.00")])
+    conn.execute("COMMIT")
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:6])
+        SQLiteLedger(path).close()
+    assert schema_version(path) == "6"
+    conn.execute(
+        "INSERT INTO api_keys VALUES ('k1', ?, '{\"team\": \"x\"}', ?, NULL)", ("d" * 64, T0)
+    )
+    # seven kinds: the four of V3_HOLDS, and one per visitor hold (each names its address)
+    assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (7,)
+    tables = ["buckets", "adjustments", "alerts", "api_keys", "sqlite_sequence"]
+
+    def dump() -> dict[str, list[tuple[object, ...]]]:
+        out = {}
+        for table in tables:
+            rowid = "" if table in ("buckets", "alerts") else "rowid, "
+            out[table] = conn.execute(f"SELECT {rowid}* FROM {table} ORDER BY 1, 2").fetchall()
+        out["holds"] = conn.execute(
+            "SELECT rowid, id, idempotency_key, amount, state, request_id, created_at, "
+            "expires_at, updated_at, settled_amount, adjusted_amount, fingerprint, "
+            "idempotency_ttl, key_forgotten_at FROM holds ORDER BY rowid"
+        ).fetchall()
+        return out
+
+    before = dump()
+    SQLiteLedger(path).close()  # opening upgrades
+    assert schema_version(path) == "9"
+    assert dump() == before
+    # v-1 and v-2 share endpoint, project, [global, (address), project] and table: one kind;
+    # v-3 has [(key), global] and no project: a kind of its own; four + two = six
+    assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (6,)
+    assert conn.execute("SELECT COUNT(*) FROM holds WHERE visitor IS NOT NULL").fetchone() == (3,)
+    assert conn.execute(
+        "SELECT COUNT(*) FROM hold_kinds WHERE id NOT IN (SELECT kind FROM holds)"
+    ).fetchone() == (0,)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+    ledger = SQLiteLedger(path)
+    try:
+        assert sorted(ledger.holds(), key=lambda h: h.id) == sorted(
+            (_as_hold(row) for row in every), key=lambda h: h.id
+        )
+        assert [h.id for h in ledger.holds(bucket=_IP2)] == ["v-2"]
+        assert [h.id for h in ledger.holds(bucket=_K1)] == ["v-3"]
+        assert [h.id for h in ledger.holds(bucket=_P3)] == ["v-2", "v-1", "k-old", "k-held"]
+        conflict = ledger.reserve(
+            hold_id="x",
+            endpoint="e",
+            amount=1,
+            charges=[BucketCharge(_G3, None)],
+            now=T0 + 120,
+            expires_at=T0 + 720,
+            idempotency_key="kv",
+            fingerprint="other",
+        )
+        assert (conflict.conflict, conflict.hold.id) == (True, "v-2")  # type: ignore[union-attr]
+        # the visitors' holds: v-1 and v-2 one group, v-3 its own
+        shared = [g for g in ledger.summarize(period=10**9) if g.first >= T0 + 10]
+        assert sorted((g.holds, g.spent, g.held) for g in shared) == [
+            (1, 50_000, 0),  # v-3: released, adjusted to 50,000
+            (2, 100_000, 120_000),  # v-1 settled 100,000; v-2 held 120,000
+        ]
     finally:
         ledger.close()
 
@@ -593,3 +728,84 @@ def test_a_forked_child_opens_its_own_connection(ledger: SQLiteLedger) -> None:
     assert child.exitcode == 0
     assert ledger.get_hold("child").amount == 800_000  # the parent's connection still works
     assert ledger.totals(["global|2025-06"]) == [BucketTotals("global|2025-06", 0, 1_600_000)]
+
+
+def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Path) -> None:
+    """The proxy's ``ip`` tag and a cap per address: 3,000 addresses, two requests each (on
+    two days), through the ledger's API. Schema 6 made a kind per address (591 bytes a hold,
+    and a summary group per hold); the goal is at most 400 bytes a hold (docs/scale.md), and
+    the summary has a group per project and day whatever the number of addresses."""
+    ledger = SQLiteLedger(path)
+    day = 86_400
+    start = 1_749_945_600.0  # 2025-06-15 00:00 UTC, a day's start
+    n = 0
+    for rep in range(2):
+        now = start + rep * day
+        window = f"day@UTC:2025-06-{15 + rep}"
+        for visitor in range(3_000):
+            ip = f"198.51.{visitor // 256}.{visitor % 256}"
+            project = f"p{visitor % 10}"
+            hold_id = f"{n:08x}-0000-4000-8000-000000000000"  # a uuid's length, as the guard's
+            n += 1
+            result = ledger.reserve(
+                hold_id=hold_id,
+                endpoint="fal-ai/flux/dev",
+                amount=25_000,
+                charges=[
+                    BucketCharge(f"global|{window}", None),
+                    BucketCharge(f"project={project}|{window}", None),
+                    BucketCharge(f"ip={ip}|{window}", 1_000_000),
+                ],
+                now=now + visitor,
+                expires_at=now + visitor + 600,
+                tags={"endpoint": "fal-ai/flux/dev", "project": project, "ip": ip},
+                table_version="2026.12.06",
+                table_sha256="ab" * 32,
+            )
+            assert result.admitted
+            ledger.settle(hold_id, None, now=now + visitor + 1)
+    groups = ledger.summarize(period=day)
+    ledger.close()
+    # 10 projects x 2 days, each group 300 addresses' holds of 25,000
+    assert len(groups) == 20
+    assert {(g.holds, g.spent, dict(g.tags).get("ip")) for g in groups} == {(300, 7_500_000, None)}
+    conn = raw(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages, size = (
+        conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size")
+    )
+    assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (20,)
+    conn.close()
+    per_hold = pages * size / 6_000
+    assert per_hold <= 400, f"{per_hold:.0f} bytes a hold"
+
+
+def test_holds_with_an_overrun_are_read_through_their_index(
+    ledger: SQLiteLedger, path: Path
+) -> None:
+    """``holds(overrun=True)`` reads the partial index of schema 8, which a hold settled at
+    what was held never enters: 1,000 such holds of history, then one settled above."""
+    add_history(path, closed=1_000, open_later=0)
+    assert reserve(ledger, "over")
+    ledger.settle("over", 900_000, now=T0 + 1)  # 100,000 above the 800,000 held
+    assert reserve(ledger, "under")
+    ledger.settle("under", 700_000, now=T0 + 1)
+    conn = ledger._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert [h.id for h in ledger.holds(overrun=True)] == ["over"]
+    finally:
+        conn.set_trace_callback(None)
+    check = raw(path)
+    (select,) = [sql for sql in statements if sql.startswith("SELECT")]
+    plan = [row[3] for row in check.execute("EXPLAIN QUERY PLAN " + select)]
+    assert any("USING INDEX holds_overrun" in step for step in plan), plan
+    # in the index: the overrun only (the history and "under" settled at or below what was held)
+    indexed = check.execute(
+        "SELECT COUNT(*) FROM holds INDEXED BY holds_overrun"
+        " WHERE (adjusted_amount > amount OR settled_amount > amount)"
+    ).fetchone()
+    assert indexed == (1,)
+    check.close()

@@ -229,19 +229,19 @@ def test_an_older_schema_is_refused_until_migrated(
 ) -> None:
     from falbudget.ledger import postgres
 
-    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 6
+    admitted(reserve(opened(url), "kept", 300_000, cap(1_000_000)))  # creates version 7
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _next_for_test])
-    assert postgres.latest_version() == 7
-    with pytest.raises(LedgerError, match=r"version 6 .*needs version 7.*falbudget ledger migrate"):
+    assert postgres.latest_version() == 8
+    with pytest.raises(LedgerError, match=r"version 7 .*needs version 8.*falbudget ledger migrate"):
         opened(url).totals([GLOBAL])
-    assert meta_version(schema_of(url)) == "6"  # opening never upgrades
+    assert meta_version(schema_of(url)) == "7"  # opening never upgrades
 
-    assert postgres.migrate(url) == (6, 7)
-    assert meta_version(schema_of(url)) == "7"
+    assert postgres.migrate(url) == (7, 8)
+    assert meta_version(schema_of(url)) == "8"
     ledger = opened(url)
     assert ledger.totals([GLOBAL]) == [BucketTotals(GLOBAL, 0, 300_000)]
     assert ledger.get_hold("kept").amount == 300_000
-    assert postgres.migrate(url) == (7, 7)
+    assert postgres.migrate(url) == (8, 8)
 
 
 def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
@@ -278,10 +278,10 @@ def test_a_version_1_schema_is_migrated_to_adjustments_and_keeps_its_holds(
             ),
             (GLOBAL,),
         )
-    with pytest.raises(LedgerError, match=r"version 1 .*needs version 6.*falbudget ledger migrate"):
+    with pytest.raises(LedgerError, match=r"version 1 .*needs version 7.*falbudget ledger migrate"):
         opened(url).get_hold("old")
     assert main(["ledger", "migrate", url]) == 0
-    assert meta_version(schema_of(url)) == "6"
+    assert meta_version(schema_of(url)) == "7"
     ledger = opened(url)
     old = ledger.get_hold("old")
     assert (old.state, old.settled_amount, old.adjusted_amount) == ("expired", 800_000, None)
@@ -348,7 +348,7 @@ def test_a_version_2_schema_is_migrated_to_bound_keys_and_loses_nothing(
 
         before = dump()
         assert len(before["holds"]) == 6
-        with pytest.raises(LedgerError, match=r"version 2 .*needs version 6"):
+        with pytest.raises(LedgerError, match=r"version 2 .*needs version 7"):
             opened(url).totals([GLOBAL])
         with monkeypatch.context() as patch:  # to version 3 (versions 4 to 6 follow below)
             patch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:3])
@@ -387,9 +387,8 @@ def test_a_version_2_schema_is_migrated_to_bound_keys_and_loses_nothing(
         "holds_by_bound_key",
     }  # holds_idempotency_key_key, the UNIQUE constraint's index, is gone
     # then version 4 adds api_keys, version 5 drops hold_buckets and holds_by_state_created and
-    # version 6 adds refusals,
-    # losing nothing either
-    assert postgres.migrate(url) == (3, 6)
+    # version 6 adds refusals and version 7 the index of overruns, losing nothing either
+    assert postgres.migrate(url) == (3, 7)
     check_v2_upgraded(opened(url))
 
 
@@ -445,7 +444,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         with pytest.raises(LedgerError) as info:
             attempt()
         assert not isinstance(info.value, LedgerUnavailable)
-        assert "version 99, newer than this falbudget supports (6)" in str(info.value)
+        assert "version 99, newer than this falbudget supports (7)" in str(info.value)
         assert "upgrade falbudget" in str(info.value)
     assert meta_version(schema_of(url)) == "99"
 
@@ -803,14 +802,14 @@ def test_cli_ledger_migrate(
 
     schema = schema_of(url)
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 6\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} created at version 7\n"
     assert main(["ledger", "migrate", url]) == 0
-    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 6\n"
+    assert capsys.readouterr().out == f"{url}: schema {schema!r} is up to date at version 7\n"
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, _next_for_test])
     assert main(["ledger", "migrate", url, "--format", "json"]) == 0
     assert capsys.readouterr().out == (
-        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 6,'
-        ' "to_version": 7, "changed": true}\n'
+        f'{{"url": "{url}", "backend": "postgresql", "schema": "{schema}", "from_version": 7,'
+        ' "to_version": 8, "changed": true}\n'
     )
 
 

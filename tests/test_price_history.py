@@ -24,7 +24,7 @@ import falbudget
 from falbudget import Guard, InvalidArguments, NoPriceInEffect, PriceTableError, Quote
 from falbudget.cli import main
 from falbudget.ledger import open_ledger
-from falbudget.pricing import PriceTable, engine, load_table, split_rules_version
+from falbudget.pricing import PriceTable, engine, load_table, loader, split_rules_version
 
 VIDEO = "acme/video"
 MAGI = "fal-ai/magi/image-to-video"
@@ -203,6 +203,7 @@ def test_a_future_version_waits_for_its_date(tmp_path: Path) -> None:
 
 def test_falbudget_quote_takes_at(monkeypatch: pytest.MonkeyPatch, history_path: Path) -> None:
     monkeypatch.setenv("FALBUDGET_PRICING", str(history_path))
+    monkeypatch.setattr(loader, "_cache", {})  # a new process: the default table chosen afresh
     assert falbudget.quote(VIDEO, {"frames": 144}, at=NOV_30).total == Decimal("1.20")
     assert falbudget.quote(VIDEO, {"frames": 144}, at=DEC_1).total == Decimal("1.40")
 

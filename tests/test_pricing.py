@@ -558,7 +558,7 @@ def test_unknown_endpoint_without_close_match_says_how_many_are_known() -> None:
     with pytest.raises(UnknownEndpoint) as info:
         falbudget.quote("acme/x")
     assert info.value.close_matches == ()
-    assert "the table prices 26 endpoint(s)" in str(info.value)  # MAGI family and 21 popular
+    assert "the table prices 29 endpoint(s)" in str(info.value)  # MAGI family and 24 popular
 
 
 @pytest.mark.parametrize("endpoint", [None, 3, ["fal-ai/magi/image-to-video"], ""])
@@ -593,6 +593,9 @@ def test_fal_budget_pricing_env_replaces_the_default(
     assert quote.table_sha256 == hashlib.sha256(other.read_bytes()).hexdigest()
     assert default_table().source == str(other)
     monkeypatch.delenv("FALBUDGET_PRICING")
+    # chosen once per process: quote() reads nothing from the environment per call
+    assert falbudget.quote(MAGI).table_version == "test-1"
+    monkeypatch.setattr(loader, "_cache", {})  # as in a new process
     assert falbudget.quote(MAGI).table_version == "2026.12.06"
 
 
@@ -706,3 +709,39 @@ def test_quotes_share_nothing_mutable() -> None:
     assert first == second
     assert first.arguments is not second.arguments
     assert first.line_items == second.line_items
+
+
+_PROBES: list[Any] = [
+    None, True, False, 0, 1, -1, 4, 16, 96, 144, 192, 193, 10**6, 1.0, 144.0, float("nan"),
+    "480p", "720p", "1:1", "auto", "", "x", "144", {}, {"width": 512, "height": 512}, [],
+]  # fmt: skip
+
+
+def test_the_inline_input_check_agrees_with_the_full_one() -> None:
+    """quote() accepts the usual values of integer, string and boolean inputs inline, without
+    InputRule.check: on every input of every endpoint of the shipped table, for values of every
+    type in and out of range, it returns or refuses exactly what check alone does, with the
+    same message."""
+    table = default_table(REPO_TABLE)
+    compared = 0
+    for endpoint in table.endpoints.values():
+        for version in endpoint.versions or (endpoint,):
+            # a text a characters rule prices is needed by every quote: given, valid
+            base = {n: "a" * (version.inputs[n].min_length or 1) for n in version._needed}
+            for name, spec in version.inputs.items():
+                for value in _PROBES:
+                    try:
+                        expected: object = spec.check(version.name, value)
+                    except falbudget.InvalidArguments as exc:
+                        expected = str(exc)
+                    try:
+                        got: object = version.normalize_arguments({**base, name: value})[name]
+                    except falbudget.InvalidArguments as exc:
+                        got = str(exc)
+                    assert type(got) is type(expected) and (got == expected or got is expected), (
+                        version.name,
+                        name,
+                        value,
+                    )
+                    compared += 1
+    assert compared > 1_000

@@ -483,8 +483,8 @@ def test_the_repository_table_loads_with_its_metadata() -> None:
         "fal-ai/magi/extend-video",
         "fal-ai/magi-distilled",
         "fal-ai/magi-distilled/extend-video",
-    ]  # image to video, then the rest of the family, then the 21 popular endpoints
-    assert len(table.endpoints) == 5 + 21 and "fal-ai/flux-1/dev" in table.endpoints
+    ]  # image to video, then the rest of the family, then the 24 popular endpoints
+    assert len(table.endpoints) == 5 + 24 and "fal-ai/flux-1/dev" in table.endpoints
     magi = table.endpoint(MAGI)
     assert magi.source_url == "https://fal.ai/models/fal-ai/magi/image-to-video"
     assert magi.price_read_on == "2026-11-24"

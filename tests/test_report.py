@@ -30,6 +30,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from falbudget.report import (
     default_window,
     history_start,
     parse_by,
+    parse_scope,
     png_chart,
     text_chart,
 )
@@ -460,6 +462,29 @@ def test_dimensions_and_tags(holds: list[Hold]) -> None:
     for bad in ("", "projects", "day,day", "tag:", "tag:day", "tag:spent", "tag:a-b"):
         with pytest.raises(ConfigurationError, match="--by"):
             parse_by(bad)
+
+
+def test_visitor_tags_are_summed_over_and_their_caps_left_to_budget_status(
+    holds: list[Hold],
+) -> None:
+    """The proxy's ``ip`` tag has a value per caller: reports sum over it (the ledger's groups
+    leave it out, so a report stays small with thousands of addresses), so a breakdown or scope
+    by it is refused with the commands that show it, and a cap per address is not forecast (it
+    would read as nothing spent). The ``key`` tag of virtual keys is reported as any tag."""
+    for bad in ("tag:ip", "project,tag:ip"):
+        with pytest.raises(ConfigurationError) as info:
+            parse_by(bad)
+        assert "'ip' has a value per visitor (the client's address)" in str(info.value)
+        assert "falbudget budget status" in str(info.value)
+    parse_by("project,tag:key")  # allowed: no error
+    with pytest.raises(ConfigurationError, match=r"--scope 'ip=10.0.0.1' is not allowed"):
+        parse_scope("ip=10.0.0.1")
+    tagged = [replace(h, tags={**h.tags, "ip": f"10.0.0.{n}"}) for n, h in enumerate(holds)]
+    with_visitor_caps = [*caps(), Cap("1.00", scope="ip"), Cap("1.00", scope="ip=10.0.0.1")]
+    plain = build_report(holds, caps(), now=NOW)
+    summed = build_report(tagged, with_visitor_caps, now=NOW)
+    assert summed == replace(plain, forecasts=summed.forecasts, chart_caps=summed.chart_caps)
+    assert [f.scope for f in summed.forecasts] == [f.scope for f in plain.forecasts]
 
 
 def test_history_start() -> None:

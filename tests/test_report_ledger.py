@@ -142,8 +142,9 @@ def test_a_group_across_a_midnight_of_old_local_time_is_read_hold_by_hold(
 def test_the_cli_report_and_status_do_not_read_holds_one_by_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`falbudget report` and `budget status` sum in the ledger: with Ledger.holds broken they
-    still answer, with the figures by hand."""
+    """`falbudget report` and `budget status` sum in the ledger: with Ledger.holds broken (but
+    for the holds with an overrun, read through their index) they still answer, with the
+    figures by hand."""
     import json
 
     from falbudget.cli import main
@@ -155,7 +156,11 @@ def test_the_cli_report_and_status_do_not_read_holds_one_by_one(
     fill(guard, clock)
     guard.close()
 
-    def broken(self: object, **kw: Any) -> list[Hold]:
+    original = SQLiteLedger.holds
+
+    def broken(self: SQLiteLedger, **kw: Any) -> list[Hold]:
+        if kw.get("overrun") is True:
+            return original(self, **kw)
         raise AssertionError("a report read holds one by one")
 
     monkeypatch.setattr(SQLiteLedger, "holds", broken)

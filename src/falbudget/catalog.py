@@ -15,11 +15,14 @@ second(s), video seconds   unit price x ``duration`` (an integer, or a string en
                            numbers such as "5", "10s"), or x ``num_frames`` / ``frames_per_second``
                            (integers), a partial second rounded up
 video(s), request(s), ...  unit price, once per request
+(1000) character(s)        unit price x the characters of the request's ``text`` (or
+                           ``prompt``) / 1000, a partial block rounded up: the length of the
+                           request's own text, counted as Unicode code points (Python's len)
 anything else              not priced before the call: listed as needing a ceiling
 =========================  ====================================================================
 
 A unit whose quantity the request does not determine (compute seconds, tokens of a generated
-text, characters of a text fal counts, ...) gets no invented price: the entry says the price is
+text, minutes of an input file, ...) gets no invented price: the entry says the price is
 known only after the call (``after_call``) and has no ceiling; the user sets one in a table of
 their own, and until then the endpoint cannot be quoted (``pricing validate`` lists it).
 
@@ -57,7 +60,7 @@ endpoint at one megapixel (FLUX.1 [dev]: $0.025 a megapixel, $0.025 for 1024x102
 sizes are rounded up to the next megapixel; fal's API documentation does not say more. This
 reading is written into every synced megapixel entry, so that a user can check it."""
 
-UnitKind = Literal["image", "megapixel", "second", "request", "after_call"]
+UnitKind = Literal["image", "megapixel", "second", "request", "characters", "after_call"]
 
 _IMAGE_UNITS: Final = {"image", "images", "output image", "output images"}
 _MEGAPIXEL_UNITS: Final = {"megapixel", "megapixels", "mp", "processed megapixels"}
@@ -79,6 +82,8 @@ _REQUEST_UNITS: Final = {
     "call",
     "calls",
 }
+_CHARACTERS_UNIT: Final = re.compile(r"^(?:per )?(?:(\d+)\s*(k|m)?\s+)?characters?$")
+_TEXTS: Final = ("text", "prompt")
 _NUMBER_IN: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)?\s*$")
 
 
@@ -94,7 +99,20 @@ def unit_kind(unit: str) -> UnitKind:
         return "second"
     if text in _REQUEST_UNITS:
         return "request"
+    if characters_per(unit) is not None:
+        return "characters"
     return "after_call"
+
+
+def characters_per(unit: str) -> int | None:
+    """How many characters one of fal's ``unit`` is: "1000 characters" or "1k characters"
+    1000, "characters" 1, "1m characters" 1000000; None for a unit that is not characters."""
+    text = " ".join(str(unit).lower().replace("_", " ").split())
+    match = _CHARACTERS_UNIT.match(text)
+    if match is None:
+        return None
+    number = int(match.group(1) or 1) * {"k": 1000, "m": 1_000_000}.get(match.group(2) or "", 1)
+    return number if number > 0 else None
 
 
 # -- the input schema from fal's OpenAPI ------------------------------------------------------
@@ -204,6 +222,14 @@ def input_spec(prop: Any, spec: Mapping[str, Any], required: bool) -> dict[str, 
                     number = _int(node.get(bound))
                     if number is not None:
                         out[bound] = number
+            if kind == "string" and "enum" not in out:
+                for bound, key in (("minLength", "min_length"), ("maxLength", "max_length")):
+                    number = _int(node.get(bound))
+                    if number is not None and number >= 0:
+                        out[key] = number
+                if out.get("min_length", 0) > out.get("max_length", out.get("min_length", 0)):
+                    out.pop("min_length")
+                    out.pop("max_length")
         elif _is_size(node, spec):
             out = {"type": "image_size"}
         else:
@@ -214,7 +240,12 @@ def input_spec(prop: Any, spec: Mapping[str, Any], required: bool) -> dict[str, 
         value = default if out["type"] == "json" else _scalar(default, out["type"])
         if out["type"] == "image_size" and isinstance(value, Mapping):
             value = None  # an explicit default size: not a preset a lookup can name
-        if value is not None and has_type(value, out["type"]) and _in_enum(value, out):
+        if (
+            value is not None
+            and has_type(value, out["type"])
+            and _in_enum(value, out)
+            and _fits_length(value, out)
+        ):
             out["default"] = value
     if nullable:
         out["nullable"] = True
@@ -229,6 +260,13 @@ def _in_enum(value: Any, out: Mapping[str, Any]) -> bool:
             return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         return True
     return any(type(v) is type(value) and v == value for v in enum)
+
+
+def _fits_length(value: Any, out: Mapping[str, Any]) -> bool:
+    if not isinstance(value, str):
+        return True
+    fewest, most = out.get("min_length", 0), out.get("max_length", len(value))
+    return bool(fewest <= len(value) <= most)
 
 
 def _is_size(node: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
@@ -313,6 +351,37 @@ def _duration_rules(name: str, spec: Mapping[str, Any], price: str) -> list[dict
                 "description": f"seconds of output, read from {name}",
             },
         ]
+    return None
+
+
+def _characters_rules(
+    inputs: Mapping[str, Mapping[str, Any]], amount: str, per: int
+) -> list[dict[str, Any]] | None:
+    """The unit price for each ``per`` characters of the request's text (``text``, else
+    ``prompt``): a string input without an enum, never null, that the request carries (required)
+    or has a default; a partial block rounded up. None when the schema has no such input."""
+    for name in _TEXTS:
+        spec = inputs.get(name)
+        if (
+            spec is not None
+            and spec.get("type") == "string"
+            and "enum" not in spec
+            and not spec.get("nullable")
+            and (spec.get("required") or isinstance(spec.get("default"), str))
+        ):
+            block = f"{per} characters" if per > 1 else "character"
+            return [
+                {
+                    "name": "characters",
+                    "kind": "characters",
+                    "input": name,
+                    "amount": amount,
+                    "per": per,
+                    "rounding": "up",
+                    "description": f"{amount} a {block} of {name}"
+                    + (", a partial block rounded up" if per > 1 else ""),
+                }
+            ]
     return None
 
 
@@ -454,6 +523,16 @@ def entry_for(
                 *count,
             ]
         )
+    elif kind == "characters":
+        per = characters_per(unit) or 1
+        rules = _characters_rules(inputs, amount, per)
+        if rules is not None:
+            read = rules[0]["input"]
+            note = (
+                f"characters: the Unicode code points of {read} (Python's len)"
+                + (f", a partial block of {per} rounded up to a whole one" if per > 1 else "")
+                + "; fal does not say how it counts or rounds characters"
+            )
     elif kind == "megapixel":
         rules = _megapixel_rules(inputs, amount)
         note = (

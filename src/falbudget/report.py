@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
-from falbudget.ledger.base import HoldGroup
+from falbudget.ledger.base import VISITOR_TAGS, HoldGroup
 from falbudget.money import format_usd, from_micros
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +104,8 @@ def parse_by(text: str) -> tuple[str, ...]:
             )
         if name in dims:
             raise ConfigurationError(f"--by {text!r} is not allowed: {name} is given twice")
+        if name in VISITOR_TAGS:
+            raise ConfigurationError(_visitor_refusal(f"--by {text!r}", name))
         dims.append(name)
     return tuple(dims)
 
@@ -114,7 +116,17 @@ def parse_scope(text: str) -> tuple[str, str]:
     from falbudget.guard.caps import parse_scope as parse
 
     tag, value = parse(text, what="--scope", one_value=True)
+    if tag in VISITOR_TAGS:
+        raise ConfigurationError(_visitor_refusal(f"--scope {text!r}", tag))
     return tag, str(value)
+
+
+def _visitor_refusal(what: str, tag: str) -> str:
+    return (
+        f"{what} is not allowed: {tag!r} has a value per visitor (the client's address),"
+        " which reports sum together so that they stay small; `falbudget budget history`"
+        f" lists each hold with its {tag} and `falbudget budget status` each {tag}'s cap"
+    )
 
 
 def _midnight(day: dt.date, tz: ZoneInfo) -> float:
@@ -655,6 +667,7 @@ def build_report(
     forecasts = [
         forecast
         for cap in caps
+        if cap.tag not in VISITOR_TAGS  # summed over visitors: `budget status` lists them
         for forecast in _cap_forecasts(cap, groups, now, burn_days)
         if scope is None or forecast.scope == target
     ]

@@ -114,11 +114,11 @@ def table_for(path: str | list[str] | None) -> PriceTable:
 
     Loading imports yaml and pydantic, so it happens here, only in commands that need a table.
     """
-    from falbudget.pricing.loader import default_table, layered_table
+    from falbudget.pricing.loader import default_table, layered_table, table_path_from_env
 
     if isinstance(path, list):
         return layered_table(path)
-    return default_table(path)
+    return default_table(table_path_from_env() if path is None else path)
 
 
 def parse_amount(text: str) -> Decimal:

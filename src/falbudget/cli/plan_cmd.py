@@ -349,7 +349,12 @@ def run_grid(args: argparse.Namespace) -> Outcome:
 
 
 def _configuration(quote: Quote) -> dict[str, Any]:
-    return {item.input: item.value for item in quote.line_items if item.input is not None}
+    # the request's own value (a characters rule's item holds the count, not the text)
+    return {
+        item.input: quote.arguments.get(item.input, item.value)
+        for item in quote.line_items
+        if item.input is not None
+    }
 
 
 def _prices_of(data: Mapping[str, Any]) -> str:

@@ -77,7 +77,11 @@ def quote_table(quote: Quote) -> str:
             [
                 item.rule,
                 item.input or "",
-                "" if item.input is None else show_value(item.value),
+                ""
+                if item.input is None
+                else f"{item.value} characters"
+                if item.kind == "characters"
+                else show_value(item.value),
                 item.effect(),
                 _money(subtotal),
             ]
@@ -147,9 +151,7 @@ def decision_text(data: Mapping[str, Any] | None) -> str:
 
 def priced_inputs(quote: Quote) -> str:
     """The inputs the rules read, as KEY=VALUE: 'num_frames=144 resolution=480p'."""
-    return " ".join(
-        f"{item.input}={show_value(item.value)}" for item in quote.line_items if item.input
-    )
+    return " ".join(item.shown() for item in quote.line_items if item.input)
 
 
 def batch_total(quotes: Sequence[Quote]) -> Decimal:
@@ -203,8 +205,14 @@ def batch_json(lines: Sequence[int], quotes: Sequence[Quote]) -> str:
 
 
 def pairs_text(arguments: Mapping[str, Any]) -> str:
-    """Arguments as KEY=VALUE words: 'num_frames=144 resolution=480p'."""
-    return " ".join(f"{key}={show_value(value)}" for key, value in arguments.items())
+    """Arguments as KEY=VALUE words: 'num_frames=144 resolution=480p'; a text of more than 40
+    characters as its length ('text=<1001 characters>')."""
+    return " ".join(
+        f"{key}=<{len(value)} characters>"
+        if isinstance(value, str) and len(value) > 40
+        else f"{key}={show_value(value)}"
+        for key, value in arguments.items()
+    )
 
 
 def minute(iso: str) -> str:
@@ -245,6 +253,8 @@ def _range_reason(exc: ValueError) -> str:
 
     if isinstance(exc, PriceTableError):
         return "priced only after the call; needs a ceiling"
+    if "priced by its characters and may be of any length" in str(exc):
+        return "priced by the characters of a text of any length"
     return "a priced input has no bounded set of values"
 
 

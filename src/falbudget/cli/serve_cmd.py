@@ -69,7 +69,7 @@ def run_serve(args: argparse.Namespace) -> Outcome:
     guard = build_guard()
     from falbudget.dashboard.app import create_dashboard
 
-    app = create_dashboard(guard, settings)
+    app = create_dashboard(guard, settings, metrics=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     logger = logging.getLogger("falbudget")

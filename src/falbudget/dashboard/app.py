@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast, get_args
@@ -157,10 +158,15 @@ def create_dashboard(
     guard: Guard,
     settings: DashboardSettings | None = None,
     *,
+    metrics: bool = False,
     client_ip: Callable[[Request], str] | None = None,
 ) -> Starlette:
     """The dashboard of ``guard`` (its ledger and caps, read at its clock) as an ASGI app; mount
     it anywhere (``falbudget proxy`` mounts it at /dashboard). The guard is not closed by it.
+
+    ``metrics``: also serve ``/metrics`` (docs/metrics.md) under the dashboard's access rules,
+    with the guard's ledger calls timed and its webhook deliveries counted (``falbudget serve``;
+    the proxy serves its own).
     ``client_ip``: the caller's address the loopback rule judges (default: the peer's); the
     proxy passes its own, which follows X-Forwarded-For from its trusted proxies only, so that
     a reverse proxy on this machine does not make every client look local."""
@@ -434,7 +440,21 @@ def create_dashboard(
         Route(f"{API}/openapi.json", api_spec),
         Mount("/static", StaticFiles(directory=str(here / "static")), name="static"),
     ]
-    app = Starlette(routes=routes)
+    lifespan = None
+    if metrics:
+        from falbudget.metrics import Metrics
+
+        exposition = Metrics(guard)
+        if guard.notifier is not None:
+            guard.notifier.on_result = exposition.count_delivery
+        routes.insert(0, exposition.route("/metrics"))
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            exposition.instrument()  # from now on the guard's ledger calls are timed
+            yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_Access, token=settings.token, client_ip=client_ip)
     app.state.figures = figures
     return app

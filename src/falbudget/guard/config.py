@@ -65,6 +65,26 @@ class CapConfig(_Strict):
     untagged: Literal["refuse", "skip"] = "refuse"
 
 
+_Event = Literal["threshold", "overrun", "refusals"]
+
+
+def _all_events() -> list[_Event]:
+    return ["threshold", "overrun", "refusals"]
+
+
+class WebhookConfig(_Strict):
+    url: StrictStr
+    format: Literal["json", "slack"] = "json"
+    events: list[_Event] = Field(default_factory=_all_events, min_length=1)
+    headers: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    name: StrictStr | None = None
+
+
+class RefusalAlertConfig(_Strict):
+    count: StrictInt = Field(default=10, ge=1)
+    within: float = Field(default=300.0, ge=1, le=31 * 86400, strict=True, allow_inf_nan=False)
+
+
 class GuardConfig(_Strict):
     ledger: StrictStr | None = None
     # one table, or several layered: the first that prices an endpoint wins
@@ -83,6 +103,9 @@ class GuardConfig(_Strict):
     # settle each hold from fal's bill (billing events by request id) instead of the quote
     settle_from: Literal["quote", "billing"] = "quote"
     caps: list[CapConfig] = Field(default_factory=list)
+    # webhook alerts (docs/alerts.md): thresholds, overruns and refusals above a rate
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    refusal_alert: RefusalAlertConfig = Field(default_factory=RefusalAlertConfig)
     # the `falbudget proxy` section: checked by falbudget.proxy.config when the proxy starts
     proxy: dict[str, Any] | None = None
     # the dashboard (`falbudget serve`, or mounted in the proxy): falbudget.dashboard.config
@@ -133,15 +156,42 @@ class GuardConfig(_Strict):
             except FalbudgetError as exc:
                 raise type(exc)(f"{self.source}: pricing: {exc}") from None
         settings.update(overrides)
+        webhooks = self.webhooks_of()
         try:
             if read_only and (settings["ledger"] is None or isinstance(settings["ledger"], str)):
                 from falbudget.ledger import default_ledger_url, open_ledger
 
                 url = settings["ledger"] or default_ledger_url()
                 settings["ledger"] = open_ledger(url, read_only=True)
-            return Guard(**settings)
+            guard = Guard(**settings)
         except FalbudgetError as exc:
             raise type(exc)(f"{self.source}: {exc}") from None
+        if webhooks and not read_only:
+            from falbudget.alerts import Notifier, RefusalRule
+
+            rule = RefusalRule(self.refusal_alert.count, self.refusal_alert.within)
+            Notifier(webhooks, refusal_rule=rule, clock=guard._now).attach(guard)
+        return guard
+
+    def webhooks_of(self) -> list[Any]:
+        """The configured webhooks, checked (ConfigurationError names webhooks.N.field)."""
+        from falbudget.alerts import Webhook
+
+        found = []
+        for index, item in enumerate(self.webhooks):
+            try:
+                found.append(
+                    Webhook(
+                        url=item.url,
+                        format=item.format,
+                        events=tuple(dict.fromkeys(item.events)),
+                        headers=dict(item.headers),
+                        name=item.name or "",
+                    )
+                )
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{self.source}: webhooks.{index}: {exc}") from None
+        return found
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> str | None:

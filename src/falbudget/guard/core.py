@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import difflib
 import logging
-import math
 import threading
 import uuid
 import warnings
@@ -38,6 +37,7 @@ from falbudget.ledger.base import Hold as LedgerHold
 from falbudget.money import format_usd, from_micros, to_decimal, to_micros
 
 if TYPE_CHECKING:  # pragma: no cover
+    from falbudget.alerts import Notifier
     from falbudget.pricing.engine import PriceTable, Quote
 
 log = logging.getLogger("falbudget.guard")
@@ -257,6 +257,11 @@ class Hold:
                 "" if changed else " (unchanged: it counted that already)",
             )
         if changed:
+            if self._row.overrun and guard.on_overrun is not None:
+                try:
+                    guard.on_overrun(self._row)
+                except Exception:
+                    log.exception("falbudget: the on_overrun callback failed")
             if self._row.overrun:
                 log.warning(
                     "falbudget: overrun: hold %s (%s) counts %s as spent, %s more than the %s held",
@@ -565,6 +570,10 @@ class Guard:
         self.on_unknown: OnUnknown = on_unknown
         self._clock = clock or falbudget_clock.now
         self.on_alert = on_alert
+        self.on_overrun: Callable[[LedgerHold], object] | None = None
+        """Called with a hold this guard settled above its amount held (an overrun)."""
+        self.notifier: Notifier | None = None
+        """The webhook notifier attached to this guard (``falbudget.alerts``), closed with it."""
         self.on_refusal: Callable[[Refusal], object] | None = None
         """Called with each :class:`Refusal` after it is recorded (webhook alerts watch the
         refusal rate through it); an exception it raises is logged, never raised."""
@@ -587,9 +596,9 @@ class Guard:
     @property
     def table(self) -> PriceTable:
         if self._table is None:
-            from falbudget.pricing.loader import default_table
+            from falbudget.pricing.loader import default_table, table_path_from_env
 
-            self._table = default_table()
+            self._table = default_table(table_path_from_env())  # read once per guard
         return self._table
 
     def _now(self) -> float:
@@ -1077,26 +1086,9 @@ class Guard:
         self, *, since: float | None = None, until: float | None = None
     ) -> list[LedgerHold]:
         """The holds created in [since, until) that count more as spent than was held for them
-        (fal billed more than quoted: ``hold.overrun`` micro-USD above), newest first. The
-        ledger sums its history (:meth:`Ledger.summarize`); only the spans of the groups that
-        hold an overrun are read hold by hold."""
-        groups = self.ledger.summarize(since=since, until=until)
-        spans = sorted((g.first, g.last) for g in groups if g.overruns)
-        merged: list[tuple[float, float]] = []
-        for low, high in spans:
-            if merged and low <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-            else:
-                merged.append((low, high))
-        found: list[LedgerHold] = []
-        for low, high in reversed(merged):
-            closed = self.ledger.holds(
-                states=("settled", "expired", "released"),
-                since=low,
-                until=math.nextafter(high, math.inf),
-            )
-            found.extend(hold for hold in closed if hold.overrun)
-        return found
+        (fal billed more than quoted: ``hold.overrun`` micro-USD above), newest first, read
+        through the ledger's index of such holds (:meth:`Ledger.holds` ``overrun=True``)."""
+        return self.ledger.holds(since=since, until=until, overrun=True)
 
     def release_expired(self) -> list[LedgerHold]:
         """Close every hold past its expiry now: never submitted -> released; submitted ->
@@ -1104,6 +1096,8 @@ class Guard:
         return self.ledger.expire(now=self._now())
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
         self.ledger.close()
 
     def __enter__(self) -> Guard:

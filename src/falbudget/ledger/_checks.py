@@ -41,6 +41,14 @@ def charge_keys(charges: Sequence[BucketCharge]) -> tuple[str, ...]:
     """The distinct bucket keys of ``charges``, in order; checks every key and limit."""
     keys: dict[str, None] = {}
     for charge in charges:
+        key, limit = (charge.key, charge.limit) if type(charge) is BucketCharge else (None, None)
+        if (
+            type(key) is str
+            and key
+            and (limit is None or (type(limit) is int and 0 <= limit <= MAX_MICROS))
+        ):  # the usual case, checked inline; the rest below, which words the errors
+            keys[key] = None
+            continue
         if not isinstance(charge, BucketCharge):
             raise LedgerError(f"charges must be BucketCharge objects, got {charge!r}")
         if not isinstance(charge.key, str) or not charge.key:
@@ -71,12 +79,18 @@ def reservation(
 ) -> tuple[int, tuple[str, ...], float, float, dict[str, str]]:
     """The checks every backend's ``reserve`` makes first: (amount, distinct bucket keys, now,
     expires_at, a checked copy of the tags), or LedgerError."""
+    if type(amount) is not int or not 0 <= amount <= MAX_MICROS:
+        amount = micros("amount", amount)
+    if type(now) is not float or not math.isfinite(now):
+        now = seconds("now", now)
+    if type(expires_at) is not float or not math.isfinite(expires_at):
+        expires_at = seconds("expires_at", expires_at)
     return (
-        micros("amount", amount),
+        amount,
         charge_keys(charges),
-        seconds("now", now),
-        seconds("expires_at", expires_at),
-        string_tags(tags),
+        now,
+        expires_at,
+        {} if tags is None else string_tags(tags),
     )
 
 

@@ -21,6 +21,34 @@ reconciliation (an expired hold that was never submitted becomes ``released``)."
 OPEN_STATES: tuple[HoldState, ...] = ("held", "submitted")
 SPENT_STATES: tuple[HoldState, ...] = ("settled", "expired")
 
+VISITOR_TAGS: tuple[str, ...] = ("ip",)
+"""Tags with a value per visitor (the proxy's client address): thousands of values, one per
+caller. A ledger keeps them, and the buckets of caps on them (keys ``ip=...|...``), with each
+hold instead of in what holds share, and :meth:`Ledger.summarize` groups without them, so that
+the groups of a report stay as few as the endpoints, shared tags and windows
+(:func:`shared_part`). The proxy's ``key`` tag is not one: virtual keys are made one by one by
+an operator (``falbudget keys create``), and spend by key is what a report and the dashboard
+show."""
+
+_VISITOR_PREFIXES = tuple(f"{tag}=" for tag in VISITOR_TAGS)
+
+
+def is_visitor_bucket(key: str) -> bool:
+    """Whether bucket ``key`` belongs to a cap on a visitor tag (:data:`VISITOR_TAGS`)."""
+    return key.startswith(_VISITOR_PREFIXES)
+
+
+def shared_part(
+    tags: Mapping[str, str], buckets: Sequence[str]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``tags`` and ``buckets`` without the visitor tags and their buckets, in their order:
+    what holds of many visitors share (the grouping of :meth:`Ledger.summarize`)."""
+    return (
+        {name: value for name, value in tags.items() if name not in VISITOR_TAGS},
+        tuple(key for key in buckets if not is_visitor_bucket(key)),
+    )
+
+
 DEFAULT_IDEMPOTENCY_TTL = 86_400.0
 """How long (seconds) a guard remembers an idempotency key after its hold closes: 24 hours.
 Keys of holds recorded before keys had a lifetime (schema 2) get it when the ledger upgrades."""
@@ -163,7 +191,9 @@ class ApiKey:
 @dataclass(frozen=True)
 class HoldGroup:
     """Holds summed by :meth:`Ledger.summarize`: every hold of a group has the same endpoint,
-    tags and buckets, and was created in ``[first, last]``. Money in integer micro-USD.
+    tags and buckets, and was created in ``[first, last]``. Money in integer micro-USD. The tags
+    and buckets are what the holds share: visitor tags and their buckets (:data:`VISITOR_TAGS`)
+    are left out, so holds of every visitor sum into one group.
 
     ``spent`` sums ``Hold.spent_amount``, ``held`` the amounts of open holds; ``requests``
     counts the holds that count as spent (``Hold.counts_as_spent``), ``open`` the held and
@@ -196,10 +226,11 @@ class HoldGroup:
         counts = hold.counts_as_spent
         is_open = hold.state in OPEN_STATES
         overrun = hold.overrun
+        tags, buckets = shared_part(hold.tags, hold.buckets)
         return cls(
             endpoint=hold.endpoint,
-            tags=hold.tags,
-            buckets=hold.buckets,
+            tags=tags,
+            buckets=buckets,
             first=hold.created_at,
             last=hold.created_at,
             holds=1,
@@ -323,9 +354,12 @@ class Ledger(Protocol):
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """History, newest first: filter by state, by a bucket the hold charged, by created_at in
-        [since, until)."""
+        [since, until); ``overrun=True`` keeps the holds with an overrun (``Hold.overrun`` above
+        0: fal billed more than was held), which the SQL backends read through an index of such
+        holds, so finding them costs what they are, not the history."""
         ...
 
     def buckets(self, *, prefix: str = "") -> list[BucketTotals]:
@@ -355,7 +389,8 @@ class Ledger(Protocol):
         cuts: Sequence[float] = (),
     ) -> list[HoldGroup]:
         """The holds created in [since, until), summed in the ledger (nothing is read into a
-        Hold): one :class:`HoldGroup` per endpoint, tags, buckets, period
+        Hold): one :class:`HoldGroup` per endpoint, shared tags and buckets (without the
+        visitor tags and buckets, :func:`shared_part`), period
         (``floor((created_at + offset) / period)``, ``period`` seconds >= 1) and place among
         ``cuts`` (how many cuts are ``<= created_at``), in no particular order. A caller that
         needs exact boundaries passes them as cuts; a group's ``first`` and ``last`` let it

@@ -112,6 +112,7 @@ class MemoryLedger:
             elif hold_id in self._holds:
                 raise LedgerError(f"a hold with id {hold_id!r} already exists")
             settled_by_key, held_by_key = self._settled, self._held
+            too_big: str | None = None  # the first bucket, in key order, that would overflow
             for charge in charges:
                 settled = settled_by_key.get(charge.key, 0)
                 held = held_by_key.get(charge.key, 0)
@@ -121,12 +122,10 @@ class MemoryLedger:
                         refused_by=charge.key,
                         totals=BucketTotals(charge.key, settled, held),
                     )
-            for key in keys:
-                if (
-                    settled_by_key.get(key, 0) + held_by_key.get(key, 0) + amount
-                    > _checks.MAX_MICROS
-                ):
-                    raise LedgerError(f"bucket {key!r} would exceed {_checks.MAX_MICROS} micro-USD")
+                if too_big is None and settled + held + amount > _checks.MAX_MICROS:
+                    too_big = charge.key  # charges list the keys in their order (duplicates aside)
+            if too_big is not None:
+                raise LedgerError(f"bucket {too_big!r} would exceed {_checks.MAX_MICROS} micro-USD")
             for key in keys:
                 settled_by_key.setdefault(key, 0)
                 held_by_key[key] = held_by_key.get(key, 0) + amount
@@ -333,10 +332,14 @@ class MemoryLedger:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
         limit = _checks.check_limit(limit)
-        return self._select(states, bucket, since, until)[:limit]
+        rows = self._select(states, bucket, since, until)
+        if overrun:
+            rows = [hold for hold in rows if hold.overrun]
+        return rows[:limit]
 
     def _select(
         self,
@@ -388,17 +391,17 @@ class MemoryLedger:
                 at = hold.created_at
                 if (since is not None and at < since) or (until is not None and at >= until):
                     continue
+                one = HoldGroup.of(hold)
                 key = (
                     hold.endpoint,
-                    tuple(sorted(hold.tags.items())),
-                    hold.buckets,
+                    tuple(sorted(one.tags.items())),
+                    one.buckets,
                     math.floor((at + offset) / period),
                     bisect.bisect_right(cut, at),
                 )
-                one = HoldGroup.of(hold)
                 sums = groups.get(key)
                 if sums is None:
-                    groups[key] = [hold, at, at, *_figures(one)]
+                    groups[key] = [one, at, at, *_figures(one)]
                     continue
                 sums[1] = min(sums[1], at)
                 sums[2] = max(sums[2], at)

@@ -70,6 +70,7 @@ from falbudget.ledger.base import (
     DEFAULT_IDEMPOTENCY_TTL,
     REFUSAL_MAX_ROWS,
     REFUSAL_RETENTION,
+    VISITOR_TAGS,
     Adjustment,
     Admission,
     ApiKey,
@@ -130,7 +131,10 @@ _SUMMARY = """SELECT endpoint, tags, buckets, MIN(created_at), MAX(created_at), 
     COUNT(*) FILTER (WHERE state = 'released' AND NOT counts),
     COUNT(*) FILTER (WHERE spent > amount), COALESCE(SUM(GREATEST(spent - amount, 0)), 0)
 FROM (
-    SELECT endpoint, tags, buckets, created_at, state, amount,
+    SELECT endpoint, tags - %(visitor_tags)s::text[] AS tags,
+        ARRAY(SELECT key FROM unnest(buckets) WITH ORDINALITY AS b (key, place)
+            WHERE NOT key ^@ ANY (%(visitor_prefixes)s::text[]) ORDER BY place) AS buckets,
+        created_at, state, amount,
         CASE WHEN adjusted_amount IS NOT NULL THEN adjusted_amount
             WHEN state IN ('settled', 'expired') THEN COALESCE(settled_amount, amount)
             ELSE 0 END AS spent,
@@ -142,7 +146,9 @@ FROM (
     FROM {s}.holds{where}
 ) AS h
 GROUP BY endpoint, tags, buckets, period, place"""
-"""Sums per group as :meth:`HoldGroup.of` computes them for one hold."""
+"""Sums per group as :meth:`HoldGroup.of` computes them for one hold, grouped by what holds
+share: without the visitor tags and their buckets (base.VISITOR_TAGS; test_ledger_contract
+checks every backend agrees)."""
 _ADJUSTMENT_COLUMNS = sql.SQL("id, hold_id, previous, amount, delta, reason, source, created_at")
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03", "25P03"})
@@ -321,6 +327,28 @@ def _v6_refusals(conn: Connection, schema: sql.Identifier) -> None:
         conn.execute(sql.SQL(statement).format(s=schema))
 
 
+_OVERRUN_INDEXED = "({h}adjusted_amount > {h}amount OR {h}settled_amount > {h}amount)"
+"""The partial index of holds with an overrun (:func:`_v7_overruns`): every such hold, and a
+few others (a hold that is not settled or expired counts nothing whatever it records)."""
+_OVERRUN = (
+    "({h}adjusted_amount > {h}amount OR ({h}adjusted_amount IS NULL"
+    " AND {h}state IN ('settled', 'expired') AND {h}settled_amount > {h}amount))"
+)
+"""Exactly ``Hold.overrun > 0`` (``spent_amount > amount``)."""
+
+
+def _v7_overruns(conn: Connection, schema: sql.Identifier) -> None:
+    """An index of the holds with an overrun (fal billed more than was held), which ``budget
+    status`` lists: it summed the whole history to find them. Partial: a hold settled at what
+    was held, the usual case, never enters it."""
+    where = _OVERRUN_INDEXED.format(h="")
+    conn.execute(
+        sql.SQL("CREATE INDEX holds_overrun ON {s}.holds (created_at, seq) WHERE " + where).format(
+            s=schema
+        )
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_adjustments,
@@ -328,6 +356,7 @@ MIGRATIONS: list[Migration] = [
     _v4_api_keys,
     _v5_lean_holds,
     _v6_refusals,
+    _v7_overruns,
 ]
 """Migration ``i`` takes a schema from version ``i`` to ``i + 1``; version 0 is a schema without
 tables. Append, never edit: a schema records the version it reached in its ``meta`` table."""
@@ -1326,6 +1355,7 @@ class PostgresLedger:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        overrun: bool = False,
     ) -> list[Hold]:
         """See :meth:`Ledger.holds`."""
         wanted = _checks.check_states(states)
@@ -1348,6 +1378,9 @@ class PostgresLedger:
         if until is not None:
             where.append(sql.SQL("{t} < %(until)s::float8").format(t=time_column))
             params["until"] = _checks.seconds("until", until)
+        if overrun:  # the partial index's own term, so that the planner may read it; the exact
+            where.append(sql.SQL(_OVERRUN_INDEXED.format(h="h.")))
+            where.append(sql.SQL(_OVERRUN.format(h="h.")))
         query = sql.SQL("SELECT {cols} FROM {source}").format(
             cols=sql.SQL(", ").join(sql.SQL("h.") + sql.Identifier(c) for c in _HOLD_COLUMNS),
             source=source.format(s=sql.Identifier(self.schema)),
@@ -1423,7 +1456,12 @@ class PostgresLedger:
     ) -> list[HoldGroup]:
         """See :meth:`Ledger.summarize`: one GROUP BY in the server; only the groups travel."""
         since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
-        params: dict[str, Any] = {"offset": offset, "period": period}
+        params: dict[str, Any] = {
+            "offset": offset,
+            "period": period,
+            "visitor_tags": list(VISITOR_TAGS),
+            "visitor_prefixes": [f"{tag}=" for tag in VISITOR_TAGS],
+        }
         place: list[sql.Composable] = [sql.SQL("0")]
         for index, moment in enumerate(cut):
             params[f"c{index}"] = moment

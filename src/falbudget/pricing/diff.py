@@ -384,6 +384,8 @@ _INPUT_FIELDS = (
     "enum",
     "minimum",
     "maximum",
+    "min_length",
+    "max_length",
     "description",
 )
 _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -393,6 +395,7 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "proportional": ("input", "per", "floor", "unit_name"),
     "megapixels": ("input", "amount", "per", "rounding", "presets"),
     "frames": ("input", "amount", "rate_input", "per", "rounding", "unit_name"),
+    "characters": ("input", "amount", "per", "rounding", "unit_name"),
     "ceiling": ("amount",),
 }
 
@@ -418,6 +421,9 @@ def input_data(spec: InputRule) -> dict[str, Any]:
         "enum": None if spec.enum is None else list(spec.enum),
         "minimum": spec.minimum,
         "maximum": spec.maximum,
+        # a string's bounds of length, only when set: the data of other inputs is as before
+        **({"min_length": spec.min_length} if spec.min_length is not None else {}),
+        **({"max_length": spec.max_length} if spec.max_length is not None else {}),
         "description": spec.description,
     }
 
@@ -439,9 +445,9 @@ def _input_changes(old: Mapping[str, InputRule], new: Mapping[str, InputRule]) -
         else:
             before, after = input_data(old[name]), input_data(new[name])
             changes.extend(
-                Change("input", name, "changed", key, before[key], after[key])
+                Change("input", name, "changed", key, before.get(key), after.get(key))
                 for key in _INPUT_FIELDS
-                if not _same(before[key], after[key])
+                if not _same(before.get(key), after.get(key))
             )
     return changes
 

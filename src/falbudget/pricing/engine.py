@@ -38,7 +38,9 @@ _ZERO = Decimal(0)
 GRID_LIMIT = 100_000
 """The most grid points an endpoint may have before ``grid()`` refuses to enumerate them."""
 
-RuleKind = Literal["base", "per_unit", "lookup", "proportional", "megapixels", "frames", "ceiling"]
+RuleKind = Literal[
+    "base", "per_unit", "lookup", "proportional", "megapixels", "frames", "characters", "ceiling"
+]
 InputType = Literal["string", "integer", "number", "boolean", "image_size", "json"]
 MAX_SIDE = 100_000
 """The widest or tallest explicit image_size a quote accepts, in pixels."""
@@ -132,6 +134,13 @@ class LineItem:
     amount: Decimal | None = None
     factor: Decimal | None = None
 
+    def shown(self) -> str:
+        """The priced input as KEY=VALUE ('num_frames=144'); a text priced by its characters as
+        its length ('text=1234 characters'), never the text itself."""
+        if self.kind == "characters":
+            return f"{self.input}={self.value} characters"
+        return f"{self.input}={_shown(self.value)}"
+
     def effect(self) -> str:
         """'+0.40' for an amount, 'x0.5' for a factor, '0.80' for the base."""
         if self.factor is not None:
@@ -183,9 +192,7 @@ class Quote:
     def __str__(self) -> str:
         """The quote as a sentence: 'fal-ai/magi/image-to-video costs 1.20 USD with
         num_frames=144 resolution=480p num_inference_steps=32 (price table 2026.12.06)'."""
-        priced = " ".join(
-            f"{item.input}={_shown(item.value)}" for item in self.line_items if item.input
-        )
+        priced = " ".join(item.shown() for item in self.line_items if item.input)
         inputs = f" with {priced}" if priced else ""
         table = f"price table {self.table_version}"
         if self.effective_from is not None:
@@ -276,6 +283,9 @@ class InputRule:
     enum: tuple[Any, ...] | None = None
     minimum: int | None = None
     maximum: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    """A string's fewest and most characters: Unicode code points, as ``len`` counts them."""
     description: str = ""
     _enum_set: frozenset[Any] = field(default=frozenset(), repr=False, compare=False)
 
@@ -295,7 +305,7 @@ class InputRule:
         elif self.type == "json":
             text = "any JSON value"
         else:
-            text = "a string"
+            text = "a string" + _lengths(self.min_length, self.max_length)
         if self.type == "image_size":
             text = (
                 text + " or " if self.enum is not None else ""
@@ -324,6 +334,11 @@ class InputRule:
         if ok:
             if self.enum is not None:
                 ok = value in self._enum_set
+            elif kind is str:
+                if self.min_length is not None and len(value) < self.min_length:
+                    ok = False
+                if self.max_length is not None and len(value) > self.max_length:
+                    ok = False
             else:
                 if self.minimum is not None and value < self.minimum:
                     ok = False
@@ -344,6 +359,27 @@ class InputRule:
         return self.allowed + hint
 
 
+_Simple = tuple[type, frozenset[Any] | None, Any, Any]
+"""An input :meth:`PricedEndpoint._normalize` checks inline: the value's exact type, its
+allowed values (None: any) and bounds (None: none)."""
+
+
+def _simple_check(spec: InputRule) -> _Simple | None:
+    """How to accept a valid value of ``spec`` inline, exactly when :meth:`InputRule.check`
+    returns it unchanged; None for inputs checked only by ``check`` (a number, an image size,
+    any JSON). A value that fails the inline test goes to ``check``, which accepts what else it
+    allows (null for a nullable input) or raises its error."""
+    kinds: dict[str, type] = {"integer": int, "string": str, "boolean": bool}
+    kind = kinds.get(spec.type)
+    if kind is None:
+        return None
+    if spec.enum is not None:  # check ignores the bounds of an enum
+        return kind, spec._enum_set, None, None
+    if spec.min_length is not None or spec.max_length is not None:
+        return None  # a string's bounds of length: check counts its characters
+    return kind, None, spec.minimum, spec.maximum
+
+
 def _explicit_size(value: Mapping[str, Any]) -> tuple[int, int] | None:
     """(width, height) of an explicit image_size, when it is one: exactly those two keys, each a
     whole number of pixels from 1 to MAX_SIDE."""
@@ -354,6 +390,17 @@ def _explicit_size(value: Mapping[str, Any]) -> tuple[int, int] | None:
         if type(side) is not int or not 1 <= side <= MAX_SIDE:
             return None
     return width, height
+
+
+def _lengths(fewest: int | None, most: int | None) -> str:
+    """' of 1 to 5000 characters' for a string's bounds of length; '' without any."""
+    if fewest is not None and most is not None:
+        return f" of {fewest} to {most} characters"
+    if fewest is not None:
+        return f" of at least {fewest} character{'' if fewest == 1 else 's'}"
+    if most is not None:
+        return f" of at most {most} characters"
+    return ""
 
 
 def _bounds(minimum: int | None, maximum: int | None) -> str:
@@ -402,9 +449,13 @@ class PriceRule:
 
     def value_in(self, arguments: Mapping[str, Any]) -> Any:
         """What the rule reads of checked arguments: its input's value, or for a frames rule
-        with a frame-rate input, the pair (frames, frames a second)."""
+        with a frame-rate input, the pair (frames, frames a second); for a characters rule, the
+        number of characters of its text (Unicode code points, as ``len`` counts them)."""
         if self.input is None:
             return None
+        if self.kind == "characters":
+            # the count, not the text: the memo then holds small ints, never a request's text
+            return len(arguments[self.input])
         if self.rate_input is None:
             return arguments[self.input]
         return (arguments[self.input], arguments[self.rate_input])
@@ -482,6 +533,17 @@ class PriceRule:
             detail = f"{frames} frames at {rate} a second: {seconds} {self.unit_name}{plural}"
             item = LineItem(self.name, kind, self.input, frames, detail, amount=normalize(added))
             return added, None, item
+        if kind == "characters":
+            if self.rounding == "up":
+                blocks: int | Decimal = -(-value // self.per)
+            else:
+                blocks = Decimal(value) / self.per
+            added = self.amount * blocks
+            plural = "" if value == 1 else "s"
+            block = "block" if blocks == 1 else "blocks"
+            detail = f"{value} {self.unit_name}{plural}: {blocks} {block} of {self.per}"
+            item = LineItem(self.name, kind, self.input, value, detail, amount=normalize(added))
+            return added, None, item
         if kind == "lookup":
             factor = self.factors[_json_key(value)]
             detail = str(value)
@@ -519,13 +581,38 @@ class PricedEndpoint:
     sets no ceiling (then every quote raises PriceTableError saying so)."""
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
     """Each version's first day as a ``date.toordinal()``, for a bisect."""
+    _needed: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    """The required inputs a rule prices (a characters rule's text): a quote needs them."""
+    _simple: Mapping[str, _Simple] = field(default_factory=dict, repr=False, compare=False)
+    """The inputs checked inline by :meth:`_normalize` (see :func:`_simple_check`); the others
+    go through :meth:`InputRule.check`, which also words every error."""
+    _defaults: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False)
+    """The inputs with a default, in schema order."""
 
     def __post_init__(self) -> None:
+        needed = frozenset(
+            rule.input
+            for rule in self.rules
+            if rule.kind == "characters"
+            and rule.input is not None
+            and rule.input in self.inputs
+            and self.inputs[rule.input].required
+        )
+        if needed:
+            object.__setattr__(self, "_needed", needed)
         if self.versions and not self._starts:
             starts = tuple(
                 dt.date.fromisoformat(v.effective_from or "").toordinal() for v in self.versions
             )
             object.__setattr__(self, "_starts", starts)
+        simple = {
+            name: check for name, spec in self.inputs.items() if (check := _simple_check(spec))
+        }
+        object.__setattr__(self, "_simple", simple)
+        defaults = tuple(
+            (name, spec.default) for name, spec in self.inputs.items() if spec.default is not None
+        )
+        object.__setattr__(self, "_defaults", defaults)
 
     @property
     def priced_inputs(self) -> tuple[str, ...]:
@@ -569,7 +656,8 @@ class PricedEndpoint:
         """Validate ``arguments`` and return them with defaults filled in.
 
         ``strict`` also requires the inputs the schema marks required (prompt, image_url), as the
-        guard does before a request is sent; a plain quote may leave them out. ``at`` picks the
+        guard does before a request is sent; a plain quote may leave them out, except a required
+        text that a rule prices by its characters. ``at`` picks the
         version whose input schema applies (default: now).
         """
         if self.versions or at is not None:
@@ -584,19 +672,39 @@ class PricedEndpoint:
                 self.name, "arguments", arguments, "a JSON object mapping input names to values"
             )
         inputs = self.inputs
+        simple = self._simple
         normalized: dict[str, Any] = {}
         for key, value in arguments.items():
+            check = simple.get(key) if type(key) is str else None
+            if check is not None:
+                kind, allowed, low, high = check
+                if (
+                    type(value) is kind
+                    and (allowed is None or value in allowed)
+                    and (low is None or value >= low)
+                    and (high is None or value <= high)
+                ):
+                    normalized[key] = value
+                    continue
             spec = inputs.get(key) if type(key) is str else None
             if spec is None:
                 raise InvalidArguments(self.name, str(key), value, self._unknown(key))
             normalized[key] = spec.check(self.name, value)
-        for name, spec in inputs.items():
-            if name in normalized:
-                continue
-            if spec.default is not None:
-                normalized[name] = spec.default
-            elif spec.required and strict:
-                raise InvalidArguments(self.name, name, _MISSING, f"required: {spec.allowed}")
+        if strict or self._needed:
+            for name, spec in inputs.items():
+                if name in normalized:
+                    continue
+                if spec.default is not None:
+                    normalized[name] = spec.default
+                elif spec.required and (strict or name in self._needed):
+                    why = " (the price is per character of it)" if name in self._needed else ""
+                    raise InvalidArguments(
+                        self.name, name, _MISSING, f"required: {spec.allowed}{why}"
+                    )
+        else:
+            for name, default in self._defaults:
+                if name not in normalized:
+                    normalized[name] = default
         return normalized
 
     def _unknown(self, key: object) -> str:
@@ -628,7 +736,7 @@ class PricedEndpoint:
 
     def _price(self, normalized: dict[str, Any]) -> Quote:
         """``price`` on a dict the quote may keep (``normalize_arguments`` made it afresh)."""
-        if self.needs_ceiling:
+        if self.after_call and not self.rules:  # self.needs_ceiling
             raise PriceTableError(
                 "its price is known only after the call and no ceiling is set: set"
                 ' after_call: {ceiling: "USD"} for it in a table of your own, listed first',
@@ -639,7 +747,12 @@ class PricedEndpoint:
         items = []
         try:
             for rule in self.rules:
-                added, factor, item = rule.effect_of(rule.value_in(normalized))
+                value = rule.value_in(normalized)
+                try:  # rule.effect_of, inlined: the value's effect remembered, usually
+                    effect = rule._memo.get((type(value), value)) or rule.effect_of(value)
+                except TypeError:  # unhashable
+                    effect = rule.effect_of(value)
+                added, factor, item = effect
                 running = _ADD(running, added) if factor is None else _MULTIPLY(running, factor)
                 items.append(item)
             cents = running.quantize(_CENT, context=_CONTEXT)
@@ -671,8 +784,10 @@ class PricedEndpoint:
         in the version in effect at ``at`` (default: now)."""
         version = self.version_at(at) if (self.versions or at is not None) else self
         axes: dict[str, tuple[Any, ...]] = {}
+        blocks = {r.input: r.per for r in version.rules if r.kind == "characters"}
         for name in version.priced_inputs:
-            values = input_values(version.inputs[name])
+            spec = version.inputs[name]
+            values = sample_texts(spec, blocks[name]) if name in blocks else input_values(spec)
             if values is None:
                 raise ValueError(
                     f"{self.name}: {name} has no enum and no bounded range, so its grid is infinite"
@@ -694,8 +809,37 @@ class PricedEndpoint:
     def price_range(self, *, at: Moment | None = None) -> tuple[Decimal, Decimal]:
         """The cheapest and the dearest request, over the whole grid, at ``at`` (default: now)."""
         version = self.version_at(at) if (self.versions or at is not None) else self
+        for rule in version.rules:
+            if (
+                rule.kind == "characters"
+                and rule.input is not None
+                and version.inputs[rule.input].max_length is None
+            ):
+                raise ValueError(
+                    f"{self.name}: {rule.input} is priced by its characters and may be of any"
+                    " length, so its price has no upper bound"
+                )
         totals = [version.quote(point).total for point in version.grid()]
         return min(totals), max(totals)
+
+
+SAMPLED_BLOCKS = 100
+"""The most blocks of characters a grid samples a text's length at (besides the longest)."""
+
+
+def sample_texts(spec: InputRule, per: int) -> tuple[str, ...]:
+    """Texts that stand for every length of a string input priced by blocks of ``per``
+    characters, for a grid: the shortest and the longest the schema allows, and each block's
+    last character and the next one (1000 and 1001) for the first SAMPLED_BLOCKS blocks. A
+    price rises with the length, so the cheapest and (with a max_length) the dearest requests
+    are among them; without a max_length, the longest sampled is SAMPLED_BLOCKS blocks and one
+    character (``price_range`` then says the price has no upper bound)."""
+    fewest = spec.min_length or 0
+    most = max(fewest, SAMPLED_BLOCKS * per + 1) if spec.max_length is None else spec.max_length
+    lengths = {fewest, most}
+    for block in range(1, min(most // per, SAMPLED_BLOCKS) + 1):
+        lengths.update(n for n in (block * per, block * per + 1) if fewest <= n <= most)
+    return tuple("x" * n for n in sorted(lengths))
 
 
 def input_values(spec: InputRule) -> tuple[Any, ...] | None:

@@ -221,7 +221,7 @@ def _table_error(exc: Any, source: str) -> PriceTableError:
             len(loc) >= at + 3
             and loc[at] == "rules"
             and loc[at + 2]
-            in ("base", "per_unit", "lookup", "proportional", "megapixels", "frames")
+            in ("base", "per_unit", "lookup", "proportional", "megapixels", "frames", "characters")
         ):
             loc = loc[: at + 2] + loc[at + 3 :]
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -388,6 +388,8 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
             enum=enum,
             minimum=item.minimum,
             maximum=item.maximum,
+            min_length=item.min_length,
+            max_length=item.max_length,
             description=item.description,
             _enum_set=frozenset(enum or ()),
         )
@@ -397,6 +399,7 @@ def _compile_inputs(specs: Mapping[str, InputSpec]) -> dict[str, InputRule]:
 def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[PriceRule, ...]:
     from falbudget.pricing.models import (
         BaseRule,
+        CharactersRule,
         FramesRule,
         LookupRule,
         MegapixelsRule,
@@ -452,6 +455,19 @@ def _compile_rules(specs: list[Rule], inputs: Mapping[str, InputRule]) -> tuple[
                     description=rule.description,
                 )
             )
+        elif isinstance(rule, CharactersRule):
+            rules.append(
+                PriceRule(
+                    rule.name,
+                    "characters",
+                    input=rule.input,
+                    amount=rule.amount,
+                    per=rule.per,
+                    rounding=rule.rounding,
+                    unit_name=rule.unit_name,
+                    description=rule.description,
+                )
+            )
         elif isinstance(rule, FramesRule):
             rules.append(
                 PriceRule(
@@ -491,10 +507,20 @@ def _packaged_table_name() -> str:
     return str(packaged_table_path())
 
 
+_DEFAULT = "\0default"
+"""The key of the default table in ``_cache`` (no path holds a NUL)."""
+
+
 def default_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
-    """The table at ``path`` (default: ``FALBUDGET_PRICING``, else the packaged one), loaded once
-    per process and path."""
-    key = os.fspath(path) if path is not None else table_path_from_env()
+    """The table at ``path``, loaded once per process and path. Without a path, the default
+    table: the one ``FALBUDGET_PRICING`` names, else the packaged one, chosen at the first call
+    of the process (``falbudget.quote()`` reads nothing from the environment per quote)."""
+    if path is None:
+        table = _cache.get(_DEFAULT)
+        if table is None:
+            table = _cache[_DEFAULT] = default_table(table_path_from_env())
+        return table
+    key = os.fspath(path)
     table = _cache.get(key)
     if table is None:
         with _cache_lock:

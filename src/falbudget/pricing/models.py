@@ -56,6 +56,9 @@ class InputSpec(_Strict):
     enum: list[JsonScalar] | None = None
     minimum: StrictInt | None = None
     maximum: StrictInt | None = None
+    min_length: StrictInt | None = Field(default=None, ge=0)
+    max_length: StrictInt | None = Field(default=None, ge=0)
+    """A string's fewest and most characters (Unicode code points, as Python's len counts)."""
     description: str = ""
 
     @model_validator(mode="after")
@@ -75,6 +78,16 @@ class InputSpec(_Strict):
             raise ValueError(f"type: minimum/maximum need integer or number, not {self.type}")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"minimum: {self.minimum} is above the maximum {self.maximum}")
+        if (self.min_length is not None or self.max_length is not None) and self.type != "string":
+            raise ValueError(f"type: min_length/max_length need a string, not {self.type}")
+        if (
+            self.min_length is not None
+            and self.max_length is not None
+            and self.min_length > self.max_length
+        ):
+            raise ValueError(
+                f"min_length: {self.min_length} is above the max_length {self.max_length}"
+            )
         if self.default is not None:
             if self.required:
                 raise ValueError("default: a required input cannot have a default")
@@ -93,6 +106,13 @@ class InputSpec(_Strict):
                     raise ValueError(
                         f"default: {self.default!r} is above its maximum {self.maximum}"
                     )
+            length = len(self.default) if isinstance(self.default, str) else 0
+            most = length if self.max_length is None else self.max_length
+            if isinstance(self.default, str) and not (self.min_length or 0) <= length <= most:
+                raise ValueError(
+                    f"default: {length} characters, outside its min_length"
+                    f" {self.min_length} / max_length {self.max_length}"
+                )
         return self
 
 
@@ -189,6 +209,21 @@ class FramesRule(_RuleBase):
         return self
 
 
+class CharactersRule(_RuleBase):
+    """Adds ``amount`` for each block of ``per`` characters of a string input (the request's own
+    text, so known before the call), counted as Unicode code points (Python's ``len``); a
+    partial block rounded as told (``up`` counts it whole, ``exact`` pro rata)."""
+
+    kind: Literal["characters"]
+    input: StrictStr
+    amount: Money
+    per: StrictInt = Field(default=1000, gt=0)
+    rounding: Literal["up", "exact"] = "up"
+    unit_name: str = "character"
+
+    _money = field_validator("amount", mode="before")(_money)
+
+
 class ProportionalRule(_RuleBase):
     """Multiplies by ``max(floor, value / per)``."""
 
@@ -202,7 +237,13 @@ class ProportionalRule(_RuleBase):
 
 
 Rule = Annotated[
-    BaseRule | PerUnitRule | LookupRule | ProportionalRule | MegapixelsRule | FramesRule,
+    BaseRule
+    | PerUnitRule
+    | LookupRule
+    | ProportionalRule
+    | MegapixelsRule
+    | FramesRule
+    | CharactersRule,
     Field(discriminator="kind"),
 ]
 
@@ -223,6 +264,21 @@ def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) ->
                 f"{at}: rule {rule.name!r} reads unknown parameter {rule.input!r};"
                 f" known: {', '.join(sorted(inputs))}"
             )
+        if isinstance(rule, CharactersRule):
+            # the one rule that may read a required input: a text the request must carry, so a
+            # quote without it is refused (PricedEndpoint.needed)
+            if spec.type != "string" or spec.enum is not None or spec.nullable:
+                shown = "an enum" if spec.enum is not None else spec.type
+                raise ValueError(
+                    f"{at}: rule {rule.name!r} needs a string input (no enum, not nullable),"
+                    f" {rule.input!r} is {'nullable' if spec.nullable else shown}"
+                )
+            if not spec.required and spec.default is None:
+                raise ValueError(
+                    f"{at}: rule {rule.name!r} reads {rule.input!r}, which is neither required"
+                    " nor has a default, so a request could leave out what it prices"
+                )
+            continue
         if spec.required:
             raise ValueError(
                 f"{at}: rule {rule.name!r} reads {rule.input!r}, a required input;"

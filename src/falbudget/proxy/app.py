@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from falbudget.dashboard.config import DashboardSettings
     from falbudget.guard import Guard, Hold
+    from falbudget.metrics import Metrics
 
 log = logging.getLogger("falbudget.proxy")
 
@@ -121,6 +122,9 @@ class Proxy:
         self._tracked: dict[str, _Tracked] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.outcomes = Outcomes()
+        self.metrics: Metrics | None = None
+        """The proxy's Prometheus metrics (None: proxy.metrics_path is null)."""
+        self._metrics_allow = networks(settings.metrics_allow)
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -253,7 +257,28 @@ class Proxy:
         entry["status"] = response.status_code
         entry["ms"] = round((time.perf_counter() - started) * 1000, 2)
         log.info("%s", json.dumps(entry, sort_keys=True))
+        if self.metrics is not None:
+            self.metrics.count_request(str(entry.get("decision", "unknown")))
         return response
+
+    async def serve_metrics(self, request: Request) -> Response:
+        """``/metrics`` for a scraper on loopback or in proxy.metrics_allow; 403 otherwise."""
+        assert self.metrics is not None
+        address = self.client_ip(request)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is None or not (ip.is_loopback or any(ip in net for net in self._metrics_allow)):
+            return _json(
+                403,
+                {
+                    "detail": f"metrics are served to loopback and proxy.metrics_allow, not to"
+                    f" {address}",
+                    "error": "forbidden",
+                },
+            )
+        return await self.metrics.endpoint()(request)
 
     async def _handle(self, request: Request, entry: dict[str, Any]) -> Response:
         url = request.headers.get(TARGET_HEADER)
@@ -678,13 +703,24 @@ def create_app(
             f"falbudget proxy needs its extra: {install_hint('proxy')}"
         ) from None
 
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
     jwt = None
     if settings.jwt is not None:
         jwt = JwtVerifier(settings.jwt, base_dir, guard._now, source)
     proxy = Proxy(guard, settings, fal_key, jwt)
+    routes: list[BaseRoute] = [Route(settings.route, proxy.handle, methods=methods)]
+    if settings.metrics_path is not None:
+        from falbudget.metrics import Metrics
+
+        proxy.metrics = Metrics(guard)
+        if guard.notifier is not None:
+            guard.notifier.on_result = proxy.metrics.count_delivery
+        routes.insert(0, Route(settings.metrics_path, proxy.serve_metrics, methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if proxy.metrics is not None:  # from now on the guard's ledger calls are timed
+            proxy.metrics.instrument()
         await proxy.start()
         if on_ready is not None:
             on_ready(proxy)
@@ -705,8 +741,6 @@ def create_app(
                 max_age=600,
             )
         )
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-    routes: list[BaseRoute] = [Route(settings.route, proxy.handle, methods=methods)]
     if dashboard is not None:
         from falbudget.dashboard.app import create_dashboard
         from falbudget.dashboard.config import MOUNT

@@ -59,6 +59,10 @@ class ProxySettings(_Strict):
     trusted_header: HeaderIdentity | None = None
     jwt: JwtIdentity | None = None
     cors_origins: list[StrictStr] = Field(default_factory=list)
+    # Prometheus metrics (docs/metrics.md): the path (null: not served) and the networks that may
+    # scrape it besides loopback (the figures name users and projects: not for the internet)
+    metrics_path: StrictStr | None = "/metrics"
+    metrics_allow: list[StrictStr] = Field(default_factory=list)
 
 
 def parse_settings(section: dict[str, Any] | None, source: str) -> ProxySettings:
@@ -82,14 +86,21 @@ def parse_settings(section: dict[str, Any] | None, source: str) -> ProxySettings
                 f"{source}: proxy.upstreams: {host!r} is not allowed: one of {', '.join(FAL_HOSTS)}"
             )
         check_upstream(base, f"{source}: proxy.upstreams.{host}")
-    for entry in settings.trusted_proxies:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigurationError(
-                f"{source}: proxy.trusted_proxies: {entry!r} is not allowed: an IP address or"
-                " network such as 10.0.0.0/8"
-            ) from None
+    for name in ("trusted_proxies", "metrics_allow"):
+        for entry in getattr(settings, name):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{source}: proxy.{name}: {entry!r} is not allowed: an IP address or"
+                    " network such as 10.0.0.0/8"
+                ) from None
+    path = settings.metrics_path
+    if path is not None and (not path.startswith("/") or path == settings.route):
+        raise ConfigurationError(
+            f"{source}: proxy.metrics_path={path!r} is not allowed: a path starting with '/',"
+            " other than proxy.route, or null to serve no metrics"
+        )
     jwt = settings.jwt
     if jwt is not None:
         if jwt.algorithm == "HS256" and (not jwt.secret_env or jwt.public_key_file):
