@@ -552,6 +552,34 @@ def test_serve_refuses_another_address_without_a_token(
     assert "none.db" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["serve", "proxy"])
+def test_a_port_another_server_holds_is_exit_2_with_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """uvicorn exits 3 with a log line when its port is taken; the commands say so first, as
+    a usage error, before opening any ledger."""
+    import socket
+
+    monkeypatch.delenv("FALBUDGET_DASHBOARD_TOKEN", raising=False)
+    monkeypatch.delenv("FALBUDGET_CONFIG", raising=False)
+    monkeypatch.setenv("FAL_KEY", "test-key")
+    ledger = tmp_path / "none.db"
+    monkeypatch.setenv("FALBUDGET_LEDGER", f"sqlite:///{ledger}")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code = main([command, "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1
+    assert f"--port={port} on 127.0.0.1 is not available: Address already in use" in err
+    assert not ledger.exists()
+
+
 @pytest.mark.parametrize("admin", [None, "adm1n"])
 def test_serve_never_creates_nor_upgrades_a_ledger(
     tmp_path: Path,

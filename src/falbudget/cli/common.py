@@ -89,6 +89,33 @@ class UsageError(FalbudgetError, ValueError):
     """The command line or an --input file is wrong; ``app.main`` prints it as one line, exit 2."""
 
 
+def require_free_port(host: str, port: int) -> None:
+    """UsageError (exit 2, one line) when ``host:port`` cannot be listened on (another server
+    holds it, or the address is not this machine's), before a server starts: uvicorn would
+    exit 3 with a log line. Binds as uvicorn does (SO_REUSEADDR) and lets go at once; port 0
+    (any free port) is always available."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(
+            f"--host={host!r} is not allowed: not an address to listen on ({exc})"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(
+                f"--port={port} on {host} is not available: {exc.strerror or exc}"
+                " (another server listens there, or the address is not this machine's)"
+            ) from None
+
+
 def add_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",

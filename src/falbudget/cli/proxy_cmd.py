@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from falbudget.cli.common import Outcome, Subparsers, UsageError
+from falbudget.cli.common import Outcome, Subparsers, UsageError, require_free_port
 from falbudget.errors import ConfigurationError, install_hint
 
 DESCRIPTION = """\
@@ -60,6 +60,7 @@ def _number(name: str, text: str, low: int, high: int) -> int:
 def run_proxy(args: argparse.Namespace) -> Outcome:
     port = _number("--port", args.port, 0, 65535)
     workers = _number("--workers", args.workers, 1, 64)
+    require_free_port(args.host, port)
     try:
         import uvicorn
     except ImportError:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from falbudget.cli.budget_cmd import add_guard_options
-from falbudget.cli.common import Outcome, Subparsers, UsageError
+from falbudget.cli.common import Outcome, Subparsers, UsageError, require_free_port
 from falbudget.errors import ConfigurationError, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +66,7 @@ def run_serve(args: argparse.Namespace) -> Outcome:
             f"--host={args.host!r} is not allowed without a token: set FALBUDGET_DASHBOARD_TOKEN"
             " (or the variable dashboard.token_env names), or listen on 127.0.0.1"
         )
+    require_free_port(args.host, port)
     guard = build_guard()
     from falbudget.dashboard.app import create_dashboard
 
