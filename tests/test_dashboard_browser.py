@@ -11,7 +11,6 @@ Without playwright or Chromium the test skips and says why; with CI=true it fail
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,9 +23,9 @@ from dashboard_scene import KEY_ID, build
 from falbudget.dashboard.app import create_dashboard
 from falbudget.dashboard.config import DashboardSettings
 from falbudget.ledger import open_ledger
+from needs import CHROMIUM, chromium_missing, must_run
 from test_report import utc
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 TOKEN, ADMIN = "view-token-1", "admin-token-2"
 PAGES = {
@@ -47,13 +46,7 @@ def require_browser() -> None:
         import playwright  # noqa: F401
     except ImportError as exc:
         why = f"{exc.name} is not installed (pip install -e '.[test]')"
-    if why is None and not os.access(CHROMIUM, os.X_OK):
-        why = f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)"
-    if why is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: the browser test must run: {why}")
-    pytest.skip(why)
+    must_run("the browser test", why or chromium_missing())
 
 
 class Server:

@@ -25,22 +25,15 @@ import pytest
 
 from fakefal import DEFAULT_OUTPUT, FakeFal
 from falbudget import Cap, Guard
+from needs import chromium_missing, must_run
 from proxyserver import ProxyServer, settings_for
 from test_proxy_node import NODE_DIR, node_missing
 
 NOW = 1_790_000_000.0
-CHROMIUM = "/usr/bin/chromium"
 
 
 def require_browser() -> None:
-    why = node_missing()
-    if why is None and not os.access(CHROMIUM, os.X_OK):
-        why = f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)"
-    if why is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: the browser test must run: {why}")
-    pytest.skip(why)
+    must_run("the browser test", node_missing() or chromium_missing())
 
 
 class _Quiet(SimpleHTTPRequestHandler):

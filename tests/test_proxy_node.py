@@ -22,6 +22,7 @@ import pytest
 from fakefal import DEFAULT_OUTPUT, FakeFal
 from falbudget import Cap, Guard
 from falbudget.proxy.keys import digest, new_key
+from needs import must_run
 from proxyserver import ProxyServer, settings_for
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -38,12 +39,7 @@ def node_missing() -> str | None:
 
 
 def require_node() -> None:
-    why = node_missing()
-    if why is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: the Node client tests must run: {why}")
-    pytest.skip(why)
+    must_run("the Node client tests", node_missing())
 
 
 @pytest.fixture

@@ -781,11 +781,11 @@ class SQLiteLedger:
     ) -> list[Refusal]:
         """See :meth:`Ledger.refusals`."""
         low, high, limit = _checks.refusal_range(since, until, limit)
-        where, params = _refusal_range(low, high)
+        terms, params = _range("at", low, high)
         with self._transaction(write=False) as db:
             rows = db.execute(
                 "SELECT at, endpoint, reason, cap, amount, tags FROM refusals"
-                f"{where} ORDER BY at DESC, id DESC LIMIT ?",
+                f"{_where(terms)} ORDER BY at DESC, id DESC LIMIT ?",
                 [*params, limit],
             ).fetchall()
         return [
@@ -798,10 +798,11 @@ class SQLiteLedger:
     ) -> dict[tuple[str, str | None], int]:
         """See :meth:`Ledger.refusal_counts`."""
         low, high, _ = _checks.refusal_range(since, until)
-        where, params = _refusal_range(low, high)
+        terms, params = _range("at", low, high)
         with self._transaction(write=False) as db:
             rows = db.execute(
-                f"SELECT endpoint, cap, COUNT(*) FROM refusals{where} GROUP BY endpoint, cap",
+                f"SELECT endpoint, cap, COUNT(*) FROM refusals{_where(terms)}"
+                " GROUP BY endpoint, cap",
                 params,
             ).fetchall()
         return {(str(ep), cap): int(n) for ep, cap, n in rows}
@@ -1047,7 +1048,7 @@ class SQLiteLedger:
         only the groups reach Python (the period of a moment before 1970 is truncated towards
         zero, so such groups may span two periods: ``first`` and ``last`` say so)."""
         since, until, period, offset, cut = _checks.summary(since, until, period, offset, cuts)
-        where, params = _summary_range(since, until)
+        where, params = _range("created_at", since, until)
         place = " + ".join(["0", *("(created_at >= ?)" for _ in cut)])
         slot = [offset, period, *cut]
         overrun_where = " AND ".join((_OVERRUN_INDEXED.format(h=""), _OVERRUN.format(h=""), *where))
@@ -1150,28 +1151,18 @@ GROUP BY kind, period, place"""
 condition keeps a spent hold settled above what it held, or one adjusted above it)."""
 
 
-def _refusal_range(since: float | None, until: float | None) -> tuple[str, list[float]]:
-    where, params = [], []
-    if since is not None:
-        where.append("at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("at < ?")
-        params.append(until)
-    return (" WHERE " + " AND ".join(where) if where else ""), params
-
-
 def _where(terms: Sequence[str]) -> str:
     return " WHERE " + " AND ".join(terms) if terms else ""
 
 
-def _summary_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:
+def _range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[float]]:
+    """The terms and parameters of ``since <= column < until`` (either end open when None)."""
     where, params = [], []
     if since is not None:
-        where.append("created_at >= ?")
+        where.append(f"{column} >= ?")
         params.append(since)
     if until is not None:
-        where.append("created_at < ?")
+        where.append(f"{column} < ?")
         params.append(until)
     return where, params
 
