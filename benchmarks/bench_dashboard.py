@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         build(path, holds)
         ledger = SQLiteLedger(path)
         guard = Guard(ledger, CAPS, clock=lambda: NOW)
-        client = TestClient(create_dashboard(guard), client=("127.0.0.1", 1))
+        client = TestClient(
+            create_dashboard(guard), base_url="http://127.0.0.1:8788", client=("127.0.0.1", 1)
+        )
 
         def report_query() -> object:
             since, until = rp.default_window(NOW, "UTC")
