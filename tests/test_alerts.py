@@ -477,3 +477,24 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after("Tue, 24 Nov 2026 12:00:30 GMT", NOW) == 30.0
     assert retry_after("soon", NOW) is None
     assert retry_after(None, NOW) is None
+
+
+def test_retry_after_takes_ascii_digits_only() -> None:
+    # '²' is a digit to str.isdigit but not to float(): it was a ValueError in the worker, and
+    # the delivery vanished without its ERROR line
+    assert retry_after("²", NOW) is None
+    assert retry_after("٣", NOW) is None  # ARABIC-INDIC DIGIT THREE
+
+
+def test_a_retry_after_no_one_can_read_still_retries_and_delivers(
+    receiver: Callable[..., Receiver],
+) -> None:
+    got = receiver([(503, {"Retry-After": "²"}), 200])
+    fake = FakeTime()
+    results: list[str] = []
+    note = notifier(Webhook(got.url), fake=fake)
+    note.on_result = lambda name, result: results.append(result)
+    post_one(note)
+    assert note.flush(60)
+    assert fake.sleeps == [0.75]  # the backoff alone: 0.5 + 0.5 * 0.5 (Retry-After unreadable)
+    assert results == ["retried", "delivered"]

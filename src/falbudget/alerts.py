@@ -222,7 +222,7 @@ def retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit alone takes '²', which float() refuses
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -411,8 +411,11 @@ class Notifier:
                         self.deliver(job, client)
                     else:
                         job()
-                except Exception:  # the worker must outlive any one job
-                    log.exception("falbudget: webhook worker: a job failed")
+                except Exception as exc:  # the worker must outlive any one job
+                    if isinstance(job, Delivery):  # given up, with its payload: never silent
+                        self._give_up(job, f"{type(exc).__name__} while posting", 1)
+                    else:
+                        log.exception("falbudget: webhook worker: a job failed")
                 finally:
                     self._queue.task_done()
 
