@@ -498,3 +498,28 @@ def test_a_retry_after_no_one_can_read_still_retries_and_delivers(
     assert note.flush(60)
     assert fake.sleeps == [0.75]  # the backoff alone: 0.5 + 0.5 * 0.5 (Retry-After unreadable)
     assert results == ["retried", "delivered"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"Bearer s3cr3t\\n"',  # a line break: httpx refused it at each post, value in its message
+        '"Bearer s3cr3t "',  # a trailing space, likewise
+        '"Bearer s3cr3t\\u00e9"',  # not ASCII: a UnicodeEncodeError in the worker
+    ],
+)
+def test_a_header_httpx_cannot_send_is_refused_without_showing_it(
+    tmp_path: Path, value: str
+) -> None:
+    text = f"webhooks:\n  - url: https://h/x\n    headers:\n      Authorization: {value}\n"
+    with pytest.raises(ConfigurationError) as raised:
+        load_config(write(tmp_path, text)).build_guard()
+    message = str(raised.value)
+    assert "falbudget.yaml: webhooks.0: headers: the value of Authorization is not" in message
+    assert "s3cr3t" not in message
+
+
+def test_a_webhooks_secret_headers_are_not_in_its_repr() -> None:
+    hook = Webhook("https://h/x", headers={"Authorization": "Bearer s3cr3t"})
+    assert "s3cr3t" not in repr(hook)
+    assert hook.headers == {"Authorization": "Bearer s3cr3t"}  # still sent

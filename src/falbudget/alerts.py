@@ -27,6 +27,7 @@ import logging
 import math
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,11 @@ Event = Literal["threshold", "overrun", "refusals"]
 EVENTS: tuple[Event, ...] = ("threshold", "overrun", "refusals")
 Format = Literal["json", "slack"]
 BODY_VERSION = 1
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name (RFC 9110 token)."""
+_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
+"""A header value httpx sends as given: printable ASCII, no line break, no edge spaces (httpx
+raised on the others at each post, with the value in its message, or as a UnicodeEncodeError)."""
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Answers a later attempt may change; any other status of 400 or more is given up at once."""
 
@@ -62,7 +68,7 @@ class Webhook:
     url: str
     format: Format = "json"
     events: tuple[Event, ...] = EVENTS
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets: not shown
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -75,10 +81,17 @@ class Webhook:
                     f"events: {event!r} is not allowed: any of {', '.join(EVENTS)}"
                 )
         for key, value in self.headers.items():
-            if not isinstance(key, str) or not isinstance(value, str) or not key.strip():
+            # a value is often a secret (Authorization): never in a message, only what is wrong
+            if not isinstance(key, str) or not _TOKEN.fullmatch(key):
                 raise ConfigurationError(
-                    f"headers: {key!r}: {value!r} is not allowed: header names and values are"
-                    " strings"
+                    f"headers: the name {key!r} is not allowed: a header name (letters, digits"
+                    " and !#$%&'*+-.^_`|~)"
+                )
+            if not isinstance(value, str) or not _VALUE.fullmatch(value):
+                raise ConfigurationError(
+                    f"headers: the value of {key} is not allowed (not shown: it may be a"
+                    " secret): a string of printable ASCII characters, without line breaks or"
+                    " leading or trailing spaces"
                 )
         if not self.name:
             object.__setattr__(self, "name", urlsplit(self.url).hostname or "webhook")
