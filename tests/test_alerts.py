@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from falbudget import BudgetExceeded, Cap, Guard
-from falbudget.alerts import Notifier, RefusalRule, Webhook, retry_after
+from falbudget.alerts import Notifier, RefusalRule, Webhook, body, retry_after
 from falbudget.errors import ConfigurationError
 from falbudget.guard.config import load_config
 from falbudget.ledger import Ledger, open_ledger
@@ -523,3 +523,15 @@ def test_a_webhooks_secret_headers_are_not_in_its_repr() -> None:
     hook = Webhook("https://h/x", headers={"Authorization": "Bearer s3cr3t"})
     assert "s3cr3t" not in repr(hook)
     assert hook.headers == {"Authorization": "Bearer s3cr3t"}  # still sent
+
+
+def test_the_slack_text_escapes_what_slack_reads_as_markup() -> None:
+    # a tag value reaches the summary through the bucket (user=<value>): unescaped, Slack read
+    # <!channel> as a mention of the whole channel. Slack asks for &amp; &lt; &gt; and no more
+    # (https://api.slack.com/reference/surfaces/formatting#escaping)
+    hook = Webhook("https://h/x", format="slack")
+    payload = {"summary": "falbudget: user=<!channel> & <https://x|y> reached 50%"}
+    text = json.loads(body(hook, payload))["text"]
+    assert text == "falbudget: user=&lt;!channel&gt; &amp; &lt;https://x|y&gt; reached 50%"
+    # the JSON body is the payload itself, unescaped
+    assert json.loads(body(Webhook("https://h/x"), payload)) == payload

@@ -223,10 +223,19 @@ def refusals_payload(
     }
 
 
+def slack_text(text: str) -> str:
+    """``text`` as Slack's ``text`` field reads it literally: &, < and > escaped as Slack asks
+    (https://api.slack.com/reference/surfaces/formatting#escaping). Unescaped, a tag value or cap
+    name such as ``<!channel>`` notified the whole channel, and ``<https://x|y>`` made a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def body(webhook: Webhook, payload: Mapping[str, Any]) -> bytes:
     """What is posted: the payload itself (json) or Slack's ``{"text": summary}``."""
     if webhook.format == "slack":
-        return json.dumps({"text": payload["summary"]}, ensure_ascii=False).encode()
+        return json.dumps(
+            {"text": slack_text(str(payload["summary"]))}, ensure_ascii=False
+        ).encode()
     return json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
 
 
@@ -544,5 +553,6 @@ __all__ = [
     "overrun_payload",
     "refusals_payload",
     "retry_after",
+    "slack_text",
     "threshold_payload",
 ]
