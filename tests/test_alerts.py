@@ -535,3 +535,31 @@ def test_the_slack_text_escapes_what_slack_reads_as_markup() -> None:
     assert text == "falbudget: user=&lt;!channel&gt; &amp; &lt;https://x|y&gt; reached 50%"
     # the JSON body is the payload itself, unescaped
     assert json.loads(body(Webhook("https://h/x"), payload)) == payload
+
+
+def test_close_waits_at_most_its_timeout_in_all() -> None:
+    # the worker is busy (a job that waits for an event); flush is replaced by one that times out
+    # as a real one would, moving the fake clock by its whole timeout: the join after it must get
+    # what is left of the 30 s, 0, not another 30 s (a hang of 60 s at exit)
+    fake = FakeTime()
+    note = notifier(Webhook("http://127.0.0.1:9/hook"), fake=fake)
+    busy = threading.Event()
+    note._enqueue(busy.wait, "a busy job")
+    assert note._thread is not None
+    waited: list[float | None] = []
+
+    def flush(timeout: float | None = None) -> bool:
+        fake.now += timeout or 0.0
+        return False
+
+    def join(timeout: float | None = None) -> None:
+        waited.append(timeout)
+
+    note.flush = flush  # type: ignore[method-assign]
+    thread = note._thread
+    thread.join = join  # type: ignore[method-assign]
+    note.close(30.0)
+    assert waited == [0.0]  # 30 s budget - 30 s spent in flush
+    busy.set()
+    threading.Thread.join(thread, 60)
+    assert not thread.is_alive()

@@ -448,13 +448,14 @@ class Notifier:
             return done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued (for at most ``timeout`` s), then stop; what is left is
-        logged at ERROR with its payload."""
+        """Deliver what is queued (for at most ``timeout`` s in all, the wait for the worker
+        to stop included), then stop; what is left is logged at ERROR with its payload."""
         if self._closed:
             return
         self._closed = True
         if self._thread is None:
             return
+        deadline = self._monotonic() + timeout
         self.flush(timeout)
         while True:
             try:
@@ -464,7 +465,9 @@ class Notifier:
             self._lost(job, "still queued when the notifier closed")
             self._queue.task_done()
         self._queue.put(None)
-        self._thread.join(timeout)
+        # one bound for the whole close (the atexit hook's promise): a delivery still retrying
+        # is not waited for a second ``timeout``
+        self._thread.join(max(0.0, deadline - self._monotonic()))
 
     # -- delivery ----------------------------------------------------------------------------
     def delay(self, attempt: int) -> float:
