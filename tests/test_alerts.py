@@ -544,7 +544,11 @@ def test_close_waits_at_most_its_timeout_in_all() -> None:
     fake = FakeTime()
     note = notifier(Webhook("http://127.0.0.1:9/hook"), fake=fake)
     busy = threading.Event()
-    note._enqueue(lambda: None if busy.wait() else None, "a busy job")
+
+    def wait_until_set() -> None:
+        busy.wait()
+
+    note._enqueue(wait_until_set, "a busy job")
     assert note._thread is not None
     waited: list[float | None] = []
 
