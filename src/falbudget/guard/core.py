@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import functools
 import logging
 import threading
 import uuid
@@ -1004,8 +1005,12 @@ class Guard:
         **kwargs: Any,
     ) -> T:
         """The asyncio twin of :meth:`call` for a coroutine function."""
-        reservation = self.areserve(
-            endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+        # reserve() in a thread: a refusal it finds reads and writes the ledger (the cap's
+        # figures, the record of the refusal), which must not block the event loop
+        reservation = await asyncio.to_thread(
+            functools.partial(
+                self.reserve, endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+            )
         )
         async with reservation as hold:
             _refuse_replay(hold)
