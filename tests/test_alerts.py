@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import pytest
 
 from falbudget import BudgetExceeded, Cap, Guard
 from falbudget.alerts import Notifier, RefusalRule, Webhook, body, retry_after
-from falbudget.errors import ConfigurationError
+from falbudget.errors import ConfigurationError, LedgerUnavailable
 from falbudget.guard.config import load_config
 from falbudget.ledger import Ledger, open_ledger
+from falbudget.ledger.memory import MemoryLedger
 from ledger_backends import PROCESS_BACKENDS, backend_params, store_url
 
 MAGI = "fal-ai/magi/image-to-video"
@@ -567,3 +569,26 @@ def test_close_waits_at_most_its_timeout_in_all() -> None:
     busy.set()
     threading.Thread.join(thread, 60)
     assert not thread.is_alive()
+
+
+class _ClaimDown(MemoryLedger):
+    """A memory ledger whose alert claims fail (the server went away after the settle)."""
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        raise LedgerUnavailable("connection lost")
+
+
+def test_a_threshold_check_that_fails_leaves_the_settle_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 0.80 settled of 1.00 crosses 0.5 (0.50): the claim fails. The spend is recorded; the settle
+    # raised all the same, so a caller took a recorded settle for a failed one
+    ledger = _ClaimDown()
+    guard = Guard(ledger, [Cap("1.00", alert_at=[0.5])], clock=lambda: NOW)
+    with caplog.at_level(logging.ERROR, logger="falbudget"), guard.reserve(MAGI, REQ) as hold:
+        pass
+    assert hold.state == "settled"
+    assert guard.spent() == Decimal("0.80")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "alert thresholds could not be checked: connection lost" in errors[0]

@@ -272,7 +272,17 @@ class Hold:
                     format_usd(from_micros(self._row.overrun)),
                     format_usd(self.amount),
                 )
-            guard._after_settle(self._row)
+            try:
+                guard._after_settle(self._row)
+            except (
+                FalbudgetError
+            ) as exc:  # the spend is recorded: a missed alert must not undo that
+                log.error(
+                    "falbudget: hold %s is settled, but its caps' alert thresholds could not be"
+                    " checked: %s",
+                    self.id,
+                    exc,
+                )
 
     def release(self) -> None:
         """Give the held amount back: the request was not sent or not billed. Releasing a hold
