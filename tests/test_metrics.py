@@ -354,3 +354,21 @@ def test_money_is_reported_from_exact_micro_usd() -> None:
     guard.reserve(MAGI, REQ).acquire().settle(Decimal("0.000001"))
     samples = scrape(Metrics(guard))
     assert samples[("falbudget_spent_usd", frozenset())] == 1e-6  # one micro-USD, exactly
+
+
+def test_admissions_count_under_a_cap_on_the_visitors_address() -> None:
+    # the proxy tags each request with its client's ip; the ledger's summaries group without it
+    # (one group for every visitor), so a per-ip cap never matched a group: its admissions were
+    # counted under the other caps only, or under cap "" when it was the only cap
+    per_ip = Cap("5.00", scope="ip", window="day")
+    guard = Guard("memory://", [per_ip], clock=lambda: NOW)
+    for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.1"):
+        with guard.reserve(MAGI, REQ, ip=ip):
+            pass
+    samples = scrape(Metrics(guard))
+    admitted = {
+        dict(labels)["cap"]: value
+        for (name, labels), value in samples.items()
+        if name == "falbudget_admissions_recent"
+    }
+    assert admitted == {"ip day cap 5.00": 3}  # three holds, each under the per-ip cap

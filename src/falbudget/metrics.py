@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
-from falbudget.ledger.base import Ledger
+from falbudget.ledger.base import VISITOR_TAGS, HoldGroup, Ledger
 from falbudget.money import from_micros
 
 try:
@@ -140,11 +140,7 @@ class LedgerCollector(Collector):
         expired: dict[str, int] = {}
         for group in guard.ledger.summarize(since=since):
             endpoint = group.endpoint
-            names = [
-                cap_name(cap)
-                for cap in guard.caps
-                if cap.bucket(group.tags, group.first) in group.buckets
-            ]
+            names = [cap_name(cap) for cap in guard.caps if _applied(cap, group)]
             for name in names or [""]:
                 key = (endpoint, name)
                 admissions[key] = admissions.get(key, 0) + group.holds
@@ -190,6 +186,16 @@ class LedgerCollector(Collector):
             over_usd.add_metric([endpoint], _usd(overrun[endpoint]))
             gone.add_metric([endpoint], expired[endpoint])
         yield from (admitted, refused, over_n, over_usd, gone)
+
+
+def _applied(cap: Cap, group: HoldGroup) -> bool:
+    """Whether ``cap`` applied to the holds of ``group`` (a :meth:`Ledger.summarize` group)."""
+    bucket = cap.bucket(group.tags, group.first)
+    if bucket is not None:
+        return bucket in group.buckets
+    # groups leave the visitor tags and their buckets out (shared_part): a cap on every value of
+    # one that refuses a request without it applied to each hold admitted, as each carried it
+    return cap.tag in VISITOR_TAGS and cap.scope == cap.tag and cap.untagged == "refuse"
 
 
 class TimedLedger:
