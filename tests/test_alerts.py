@@ -22,7 +22,7 @@ import pytest
 
 from falbudget import BudgetExceeded, Cap, Guard
 from falbudget.alerts import Notifier, RefusalRule, Webhook, body, retry_after
-from falbudget.errors import ConfigurationError, LedgerUnavailable
+from falbudget.errors import ConfigurationError, LedgerUnavailable, UnknownEndpoint
 from falbudget.guard.config import load_config
 from falbudget.ledger import Ledger, open_ledger
 from falbudget.ledger.memory import MemoryLedger
@@ -592,3 +592,39 @@ def test_a_threshold_check_that_fails_leaves_the_settle_done(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "alert thresholds could not be checked: connection lost" in errors[0]
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 2.5])
+def test_the_queue_is_always_bounded(size: Any) -> None:
+    # queue.Queue(0) (or a negative size) has no bound: deliveries would pile up in memory
+    with pytest.raises(ConfigurationError, match=rf"queue_size={size!r} is not allowed"):
+        Notifier([Webhook("https://h/x")], queue_size=size)
+
+
+def test_a_refusal_check_dropped_by_a_full_queue_does_not_stop_later_ones(
+    receiver: Callable[..., Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    got = receiver()
+    guard = Guard("memory://", [Cap("1.00")], clock=lambda: NOW)
+    rule = RefusalRule(count=1, within=60)
+    note = notifier(Webhook(got.url, events=("refusals",)), refusal_rule=rule, queue_size=1)
+    note.attach(guard)
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait()
+
+    assert note._enqueue(busy, "a busy job")
+    assert started.wait(60)  # the worker holds the busy job: the queue (1 place) is empty
+    assert note._enqueue(lambda: None, "a job that fills the queue")
+    with caplog.at_level(logging.ERROR, logger="falbudget.alerts"), pytest.raises(UnknownEndpoint):
+        guard.reserve("fal-ai/nope", {})  # its rate check finds the queue full: dropped
+    assert "a refusal-rate check: the delivery queue is full" in caplog.text
+    release.set()
+    assert note.flush(60)
+    with pytest.raises(UnknownEndpoint):
+        guard.reserve("fal-ai/nope", {})  # queues a check again (it stayed 'pending' forever)
+    assert note.flush(60)
+    (body,) = got.bodies()
+    assert (body["event"], body["count"]) == ("refusals", 2)  # both refusals, in the minute

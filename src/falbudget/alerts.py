@@ -281,8 +281,15 @@ class Notifier:
         queue_size: int = 1000,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not 1 <= max_attempts <= 100:
-            raise ConfigurationError(f"max_attempts={max_attempts!r} is not allowed: 1 to 100")
+        for name, count, top in (
+            ("max_attempts", max_attempts, 100),
+            ("queue_size", queue_size, 10**6),
+        ):
+            # queue.Queue(0) has no bound at all: a full queue must drop, never grow
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= top:
+                raise ConfigurationError(
+                    f"{name}={count!r} is not allowed: a whole number from 1 to {top}"
+                )
         for name, value in (("timeout", timeout), ("max_total", max_total)):
             if not (isinstance(value, int | float) and 0 < value < math.inf):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
@@ -352,7 +359,9 @@ class Notifier:
             if self._refusal_check_pending:
                 return
             self._refusal_check_pending = True
-        self._enqueue(self._check_refusals, "a refusal-rate check")
+        if not self._enqueue(self._check_refusals, "a refusal-rate check"):
+            with self._lock:  # not queued: the next refusal queues one (else none ever would)
+                self._refusal_check_pending = False
 
     def _check_refusals(self) -> None:
         with self._lock:
@@ -384,17 +393,19 @@ class Notifier:
             if event in webhook.events:
                 self._enqueue(Delivery(webhook, payload), f"the {event} alert to {webhook.name}")
 
-    def _enqueue(self, job: Delivery | Callable[[], None], what: str) -> None:
-        """Put ``job`` on the queue without waiting; a full or closed queue is an ERROR with
-        the payload (never silent)."""
+    def _enqueue(self, job: Delivery | Callable[[], None], what: str) -> bool:
+        """Put ``job`` on the queue without waiting (True); a full or closed queue is an ERROR
+        with the payload (never silent), and False."""
         if self._closed:
             self._lost(job, f"{what}: the notifier is closed")
-            return
+            return False
         self._start()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             self._lost(job, f"{what}: the delivery queue is full ({self._queue.maxsize} waiting)")
+            return False
+        return True
 
     def _lost(self, job: Delivery | Callable[[], None] | None, why: str) -> None:
         if isinstance(job, Delivery):
