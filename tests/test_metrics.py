@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -372,3 +374,27 @@ def test_admissions_count_under_a_cap_on_the_visitors_address() -> None:
         if name == "falbudget_admissions_recent"
     }
     assert admitted == {"ip day cap 5.00": 3}  # three holds, each under the per-ip cap
+
+
+class _Broken:
+    """A ledger whose driver raises its own error, not a falbudget one (a third-party Ledger, a
+    row that does not decode)."""
+
+    url = "memory://broken"
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: object, **kwargs: object) -> Any:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        return fail
+
+
+def test_a_ledger_error_of_any_kind_reports_up_0_not_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = Guard(_Broken(), caps(), clock=lambda: NOW)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="falbudget.metrics"):
+        samples = scrape(Metrics(guard))  # raised: the route answered 500 with no figure at all
+    assert samples[("falbudget_ledger_up", frozenset())] == 0
+    assert not any(name.startswith("falbudget_cap_") for name, _ in samples)
+    assert "database disk image is malformed" in caplog.text

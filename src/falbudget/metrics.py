@@ -17,6 +17,7 @@ Needs ``falbudget[metrics]`` (prometheus_client).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.routing import Route
 
     from falbudget.guard.core import Guard
+
+log = logging.getLogger("falbudget.metrics")
 
 RECENT = 3600.0
 """The trailing window (seconds) of the ``*_recent`` gauges: admissions, refusals, overruns and
@@ -80,7 +83,13 @@ class LedgerCollector(Collector):
         )
         try:
             families = list(self._read())
-        except FalbudgetError:
+        except FalbudgetError as exc:
+            log.warning("falbudget: /metrics could not read the ledger: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        except Exception:  # a driver's own error, a row that does not decode: still an answer
+            log.exception("falbudget: /metrics could not read the ledger")
             up.add_metric([], 0)
             yield up
             return
