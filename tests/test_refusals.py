@@ -189,3 +189,22 @@ def test_the_async_client_records_its_refusals_off_the_event_loop(
     assert len(ledger.threads) == 3
     assert loop_thread not in ledger.threads
     assert fake_fal.count() == 0
+
+
+def test_a_refused_realtime_connection_is_recorded(fake_fal: FakeFal, fal_sync_client: Any) -> None:
+    ledger = MemoryLedger()
+    guard = guard_on(ledger, [Cap("100.00")])
+    fal = guard.wrap(fal_sync_client, user="ann")
+    with pytest.raises(UnknownEndpoint), fal.realtime("fal-ai/unpriced-realtime"):
+        pass
+    assert ledger.refusals() == [
+        Refusal(
+            NOW,
+            "fal-ai/unpriced-realtime",
+            "unknown_endpoint",
+            None,
+            0,
+            {"user": "ann", "endpoint": "fal-ai/unpriced-realtime"},
+        )
+    ]
+    assert fake_fal.count() == 0

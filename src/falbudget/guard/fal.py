@@ -177,9 +177,14 @@ class _GuardedBase:
 
     def _check_realtime(self, application: str) -> None:
         if application not in self._guard.table:
-            raise UnknownEndpoint(
+            refused = UnknownEndpoint(
                 f"{application} (realtime connections are refused unless the endpoint is priced)"
             )
+            # recorded as every other refusal (metrics, alerts, the dashboard read it)
+            self._guard._record_refusal(
+                refused, application, {**self._tags, "endpoint": application}
+            )
+            raise refused
         log.warning(
             "falbudget: realtime messages to %s are not metered one by one; the guard does not"
             " hold money for them",
