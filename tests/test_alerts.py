@@ -628,3 +628,16 @@ def test_a_refusal_check_dropped_by_a_full_queue_does_not_stop_later_ones(
     assert note.flush(60)
     (body,) = got.bodies()
     assert (body["event"], body["count"]) == ("refusals", 2)  # both refusals, in the minute
+
+
+def test_webhooks_without_httpx_are_refused_when_the_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without httpx the worker thread died at its first alert (an ImportError on that thread):
+    # every alert after it queued for nothing, and close() waited its whole 30 s
+    monkeypatch.setitem(sys.modules, "httpx", None)  # import httpx raises ImportError
+    with pytest.raises(
+        ConfigurationError,
+        match=r"falbudget.yaml: webhooks: webhooks need httpx: pip install 'falbudget\[",
+    ):
+        load_config(write(tmp_path, "webhooks:\n  - url: https://h/x\n")).build_guard()

@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from falbudget.errors import ConfigurationError, FalbudgetError
+from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
 from falbudget.ledger.base import Hold, Refusal
 from falbudget.money import format_usd, from_micros
 
@@ -293,6 +293,12 @@ class Notifier:
         for name, value in (("timeout", timeout), ("max_total", max_total)):
             if not (isinstance(value, int | float) and 0 < value < math.inf):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
+        try:  # here, not on the worker thread: there it died at the first alert, silently
+            import httpx  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                f"webhooks need httpx: {install_hint('metrics')} (or the proxy extra)"
+            ) from None
         self.webhooks = tuple(webhooks)
         self.refusal_rule = refusal_rule or RefusalRule()
         self._clock = clock
