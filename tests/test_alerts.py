@@ -641,3 +641,28 @@ def test_webhooks_without_httpx_are_refused_when_the_file_is_read(
         match=r"falbudget.yaml: webhooks: webhooks need httpx: pip install 'falbudget\[",
     ):
         load_config(write(tmp_path, "webhooks:\n  - url: https://h/x\n")).build_guard()
+
+
+class _CountingClaims(MemoryLedger):
+    """A memory ledger counting the alert claims asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[tuple[str, str]] = []
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        self.claims.append((bucket, threshold))
+        return super().claim_alert(bucket, threshold)
+
+
+def test_a_threshold_is_claimed_once_not_at_every_settle_above_it() -> None:
+    # cap 4.00, alert_at 0.5 (2.00): settles of 0.80 reach 0.80, 1.60, 2.40, 3.20, 4.00; the
+    # threshold is crossed at the third and each settle after it asked the ledger again (a write)
+    ledger = _CountingClaims()
+    guard = Guard(ledger, [Cap("4.00", alert_at=[0.5])], clock=lambda: NOW)
+    fired: list[Any] = []
+    guard.on_alert = fired.append
+    for _ in range(5):
+        spend_once(guard)
+    assert ledger.claims == [("global|total", "0.5@4.00")]
+    assert len(fired) == 1

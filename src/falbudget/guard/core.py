@@ -588,6 +588,10 @@ class Guard:
         self.on_refusal: Callable[[Refusal], object] | None = None
         """Called with each :class:`Refusal` after it is recorded (webhook alerts watch the
         refusal rate through it); an exception it raises is logged, never raised."""
+        self._claimed: set[tuple[str, str]] = set()
+        """(bucket, threshold) claims this guard already asked the ledger about: a claim is
+        final (True: this guard fired it; False: another did), so it is asked once, not at
+        every settle above the threshold (a ledger write each). Cleared past _CLAIMS_KEPT."""
         self.settle_from: SettleFrom = settle_from
         if billing is None:
             from falbudget.reconcile import bill_lookup
@@ -881,7 +885,14 @@ class Guard:
             for fraction in cap.alert_at:
                 if settled < to_micros(cap.limit * fraction):
                     break
-                if self.ledger.claim_alert(bucket, f"{fraction}@{cap.limit}"):
+                claim = (bucket, f"{fraction}@{cap.limit}")
+                if claim in self._claimed:
+                    continue
+                claimed = self.ledger.claim_alert(*claim)
+                if len(self._claimed) >= _CLAIMS_KEPT:  # old windows' claims: asked again, if
+                    self._claimed.clear()  # ever, and answered False by the ledger
+                self._claimed.add(claim)
+                if claimed:
                     alert = Alert(cap, fraction, bucket, from_micros(settled), cap.limit)
                     log.warning(
                         "falbudget alert: %s reached %s%% (spent %s of %s) in %s",
@@ -1120,6 +1131,10 @@ class Guard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CLAIMS_KEPT = 10_000
+"""How many alert claims a guard remembers (:attr:`Guard._claimed`)."""
 
 
 def _refuse_replay(hold: Hold) -> None:
