@@ -6,6 +6,7 @@ assertion is about time. MAGI-1 at its defaults costs 0.80 USD (docs/pricing.md)
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import http.server
 import json
 import logging
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -666,3 +668,17 @@ def test_a_threshold_is_claimed_once_not_at_every_settle_above_it() -> None:
         spend_once(guard)
     assert ledger.claims == [("global|total", "0.5@4.00")]
     assert len(fired) == 1
+
+
+def test_close_lets_go_of_the_exit_hook(receiver: Callable[..., Receiver]) -> None:
+    # a process making a guard per job kept every closed notifier (and its guard and ledger)
+    # alive in atexit's list until it ended
+    got = receiver()
+    note = notifier(Webhook(got.url))
+    post_one(note)  # starts the worker, which registers the hook
+    note.close()
+    assert [b["id"] for b in got.bodies()] == ["x1"]
+    gone = weakref.ref(note)
+    del note
+    gc.collect()
+    assert gone() is None

@@ -470,6 +470,8 @@ class Notifier:
         if self._closed:
             return
         self._closed = True
+        # the exit hook held this notifier, its guard and its ledger for the life of the process
+        atexit.unregister(self.close)
         if self._thread is None:
             return
         deadline = self._monotonic() + timeout
