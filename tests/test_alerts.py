@@ -10,6 +10,7 @@ import gc
 import http.server
 import json
 import logging
+import math
 import subprocess
 import sys
 import threading
@@ -682,3 +683,13 @@ def test_close_lets_go_of_the_exit_hook(receiver: Callable[..., Receiver]) -> No
     del note
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("base_delay", -1.0), ("max_delay", -5), ("base_delay", math.nan), ("max_delay", math.inf)],
+)
+def test_retry_delays_are_checked(option: str, value: float) -> None:
+    # a negative pause reached time.sleep (ValueError) at the first retry, in the worker
+    with pytest.raises(ConfigurationError, match=rf"{option}=.* is not allowed: seconds, 0 or"):
+        Notifier([Webhook("https://h/x")], **{option: value})

@@ -293,6 +293,12 @@ class Notifier:
         for name, value in (("timeout", timeout), ("max_total", max_total)):
             if not (isinstance(value, int | float) and 0 < value < math.inf):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
+        for name, value in (("base_delay", base_delay), ("max_delay", max_delay)):
+            # a negative pause made time.sleep raise in the worker at the first retry
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float) and 0 <= value < math.inf
+            ):
+                raise ConfigurationError(f"{name}={value!r} is not allowed: seconds, 0 or more")
         try:  # here, not on the worker thread: there it died at the first alert, silently
             import httpx  # noqa: F401
         except ImportError:
