@@ -6,24 +6,29 @@ assertion is about time. MAGI-1 at its defaults costs 0.80 USD (docs/pricing.md)
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import http.server
 import json
 import logging
+import math
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from falbudget import BudgetExceeded, Cap, Guard
-from falbudget.alerts import Notifier, RefusalRule, Webhook, retry_after
-from falbudget.errors import ConfigurationError
+from falbudget.alerts import Notifier, RefusalRule, Webhook, body, retry_after
+from falbudget.errors import ConfigurationError, LedgerUnavailable, UnknownEndpoint
 from falbudget.guard.config import load_config
 from falbudget.ledger import Ledger, open_ledger
+from falbudget.ledger.memory import MemoryLedger
 from ledger_backends import PROCESS_BACKENDS, backend_params, store_url
 
 MAGI = "fal-ai/magi/image-to-video"
@@ -477,3 +482,214 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after("Tue, 24 Nov 2026 12:00:30 GMT", NOW) == 30.0
     assert retry_after("soon", NOW) is None
     assert retry_after(None, NOW) is None
+
+
+def test_retry_after_takes_ascii_digits_only() -> None:
+    # '²' is a digit to str.isdigit but not to float(): it was a ValueError in the worker, and
+    # the delivery vanished without its ERROR line
+    assert retry_after("²", NOW) is None
+    assert retry_after("٣", NOW) is None  # ARABIC-INDIC DIGIT THREE
+
+
+def test_a_retry_after_no_one_can_read_still_retries_and_delivers(
+    receiver: Callable[..., Receiver],
+) -> None:
+    got = receiver([(503, {"Retry-After": "²"}), 200])
+    fake = FakeTime()
+    results: list[str] = []
+    note = notifier(Webhook(got.url), fake=fake)
+    note.on_result = lambda name, result: results.append(result)
+    post_one(note)
+    assert note.flush(60)
+    assert fake.sleeps == [0.75]  # the backoff alone: 0.5 + 0.5 * 0.5 (Retry-After unreadable)
+    assert results == ["retried", "delivered"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"Bearer s3cr3t\\n"',  # a line break: httpx refused it at each post, value in its message
+        '"Bearer s3cr3t "',  # a trailing space, likewise
+        '"Bearer s3cr3t\\u00e9"',  # not ASCII: a UnicodeEncodeError in the worker
+    ],
+)
+def test_a_header_httpx_cannot_send_is_refused_without_showing_it(
+    tmp_path: Path, value: str
+) -> None:
+    text = f"webhooks:\n  - url: https://h/x\n    headers:\n      Authorization: {value}\n"
+    with pytest.raises(ConfigurationError) as raised:
+        load_config(write(tmp_path, text)).build_guard()
+    message = str(raised.value)
+    assert "falbudget.yaml: webhooks.0: headers: the value of Authorization is not" in message
+    assert "s3cr3t" not in message
+
+
+def test_a_webhooks_secret_headers_are_not_in_its_repr() -> None:
+    hook = Webhook("https://h/x", headers={"Authorization": "Bearer s3cr3t"})
+    assert "s3cr3t" not in repr(hook)
+    assert hook.headers == {"Authorization": "Bearer s3cr3t"}  # still sent
+
+
+def test_the_slack_text_escapes_what_slack_reads_as_markup() -> None:
+    # a tag value reaches the summary through the bucket (user=<value>): unescaped, Slack read
+    # <!channel> as a mention of the whole channel. Slack asks for &amp; &lt; &gt; and no more
+    # (https://api.slack.com/reference/surfaces/formatting#escaping)
+    hook = Webhook("https://h/x", format="slack")
+    payload = {"summary": "falbudget: user=<!channel> & <https://x|y> reached 50%"}
+    text = json.loads(body(hook, payload))["text"]
+    assert text == "falbudget: user=&lt;!channel&gt; &amp; &lt;https://x|y&gt; reached 50%"
+    # the JSON body is the payload itself, unescaped
+    assert json.loads(body(Webhook("https://h/x"), payload)) == payload
+
+
+def test_close_waits_at_most_its_timeout_in_all() -> None:
+    # the worker is busy (a job that waits for an event); flush is replaced by one that times out
+    # as a real one would, moving the fake clock by its whole timeout: the join after it must get
+    # what is left of the 30 s, 0, not another 30 s (a hang of 60 s at exit)
+    fake = FakeTime()
+    note = notifier(Webhook("http://127.0.0.1:9/hook"), fake=fake)
+    busy = threading.Event()
+
+    def wait_until_set() -> None:
+        busy.wait()
+
+    note._enqueue(wait_until_set, "a busy job")
+    assert note._thread is not None
+    waited: list[float | None] = []
+
+    def flush(timeout: float | None = None) -> bool:
+        fake.now += timeout or 0.0
+        return False
+
+    def join(timeout: float | None = None) -> None:
+        waited.append(timeout)
+
+    note.flush = flush  # type: ignore[method-assign]
+    thread = note._thread
+    thread.join = join  # type: ignore[method-assign]
+    note.close(30.0)
+    assert waited == [0.0]  # 30 s budget - 30 s spent in flush
+    busy.set()
+    threading.Thread.join(thread, 60)
+    assert not thread.is_alive()
+
+
+class _ClaimDown(MemoryLedger):
+    """A memory ledger whose alert claims fail (the server went away after the settle)."""
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        raise LedgerUnavailable("connection lost")
+
+
+def test_a_threshold_check_that_fails_leaves_the_settle_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 0.80 settled of 1.00 crosses 0.5 (0.50): the claim fails. The spend is recorded; the settle
+    # raised all the same, so a caller took a recorded settle for a failed one
+    ledger = _ClaimDown()
+    guard = Guard(ledger, [Cap("1.00", alert_at=[0.5])], clock=lambda: NOW)
+    with caplog.at_level(logging.ERROR, logger="falbudget"), guard.reserve(MAGI, REQ) as hold:
+        pass
+    assert hold.state == "settled"
+    assert guard.spent() == Decimal("0.80")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "alert thresholds could not be checked: connection lost" in errors[0]
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 2.5])
+def test_the_queue_is_always_bounded(size: Any) -> None:
+    # queue.Queue(0) (or a negative size) has no bound: deliveries would pile up in memory
+    with pytest.raises(ConfigurationError, match=rf"queue_size={size!r} is not allowed"):
+        Notifier([Webhook("https://h/x")], queue_size=size)
+
+
+def test_a_refusal_check_dropped_by_a_full_queue_does_not_stop_later_ones(
+    receiver: Callable[..., Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    got = receiver()
+    guard = Guard("memory://", [Cap("1.00")], clock=lambda: NOW)
+    rule = RefusalRule(count=1, within=60)
+    note = notifier(Webhook(got.url, events=("refusals",)), refusal_rule=rule, queue_size=1)
+    note.attach(guard)
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait()
+
+    assert note._enqueue(busy, "a busy job")
+    assert started.wait(60)  # the worker holds the busy job: the queue (1 place) is empty
+    assert note._enqueue(lambda: None, "a job that fills the queue")
+    with caplog.at_level(logging.ERROR, logger="falbudget.alerts"), pytest.raises(UnknownEndpoint):
+        guard.reserve("fal-ai/nope", {})  # its rate check finds the queue full: dropped
+    assert "a refusal-rate check: the delivery queue is full" in caplog.text
+    release.set()
+    assert note.flush(60)
+    with pytest.raises(UnknownEndpoint):
+        guard.reserve("fal-ai/nope", {})  # queues a check again (it stayed 'pending' forever)
+    assert note.flush(60)
+    (body,) = got.bodies()
+    assert (body["event"], body["count"]) == ("refusals", 2)  # both refusals, in the minute
+
+
+def test_webhooks_without_httpx_are_refused_when_the_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without httpx the worker thread died at its first alert (an ImportError on that thread):
+    # every alert after it queued for nothing, and close() waited its whole 30 s
+    monkeypatch.setitem(sys.modules, "httpx", None)  # import httpx raises ImportError
+    with pytest.raises(
+        ConfigurationError,
+        match=r"falbudget.yaml: webhooks: webhooks need httpx: pip install 'falbudget\[",
+    ):
+        load_config(write(tmp_path, "webhooks:\n  - url: https://h/x\n")).build_guard()
+
+
+class _CountingClaims(MemoryLedger):
+    """A memory ledger counting the alert claims asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[tuple[str, str]] = []
+
+    def claim_alert(self, bucket: str, threshold: str) -> bool:
+        self.claims.append((bucket, threshold))
+        return super().claim_alert(bucket, threshold)
+
+
+def test_a_threshold_is_claimed_once_not_at_every_settle_above_it() -> None:
+    # cap 4.00, alert_at 0.5 (2.00): settles of 0.80 reach 0.80, 1.60, 2.40, 3.20, 4.00; the
+    # threshold is crossed at the third and each settle after it asked the ledger again (a write)
+    ledger = _CountingClaims()
+    guard = Guard(ledger, [Cap("4.00", alert_at=[0.5])], clock=lambda: NOW)
+    fired: list[Any] = []
+    guard.on_alert = fired.append
+    for _ in range(5):
+        spend_once(guard)
+    assert ledger.claims == [("global|total", "0.5@4.00")]
+    assert len(fired) == 1
+
+
+def test_close_lets_go_of_the_exit_hook(receiver: Callable[..., Receiver]) -> None:
+    # a process making a guard per job kept every closed notifier (and its guard and ledger)
+    # alive in atexit's list until it ended
+    got = receiver()
+    note = notifier(Webhook(got.url))
+    post_one(note)  # starts the worker, which registers the hook
+    note.close()
+    assert [b["id"] for b in got.bodies()] == ["x1"]
+    gone = weakref.ref(note)
+    del note
+    gc.collect()
+    assert gone() is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("base_delay", -1.0), ("max_delay", -5), ("base_delay", math.nan), ("max_delay", math.inf)],
+)
+def test_retry_delays_are_checked(option: str, value: float) -> None:
+    # a negative pause reached time.sleep (ValueError) at the first retry, in the worker
+    with pytest.raises(ConfigurationError, match=rf"{option}=.* is not allowed: seconds, 0 or"):
+        Notifier([Webhook("https://h/x")], **{option: value})

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -354,3 +356,45 @@ def test_money_is_reported_from_exact_micro_usd() -> None:
     guard.reserve(MAGI, REQ).acquire().settle(Decimal("0.000001"))
     samples = scrape(Metrics(guard))
     assert samples[("falbudget_spent_usd", frozenset())] == 1e-6  # one micro-USD, exactly
+
+
+def test_admissions_count_under_a_cap_on_the_visitors_address() -> None:
+    # the proxy tags each request with its client's ip; the ledger's summaries group without it
+    # (one group for every visitor), so a per-ip cap never matched a group: its admissions were
+    # counted under the other caps only, or under cap "" when it was the only cap
+    per_ip = Cap("5.00", scope="ip", window="day")
+    guard = Guard("memory://", [per_ip], clock=lambda: NOW)
+    for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.1"):
+        with guard.reserve(MAGI, REQ, ip=ip):
+            pass
+    samples = scrape(Metrics(guard))
+    admitted = {
+        dict(labels)["cap"]: value
+        for (name, labels), value in samples.items()
+        if name == "falbudget_admissions_recent"
+    }
+    assert admitted == {"ip day cap 5.00": 3}  # three holds, each under the per-ip cap
+
+
+class _Broken:
+    """A ledger whose driver raises its own error, not a falbudget one (a third-party Ledger, a
+    row that does not decode)."""
+
+    url = "memory://broken"
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: object, **kwargs: object) -> Any:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        return fail
+
+
+def test_a_ledger_error_of_any_kind_reports_up_0_not_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = Guard(_Broken(), caps(), clock=lambda: NOW)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="falbudget.metrics"):
+        samples = scrape(Metrics(guard))  # raised: the route answered 500 with no figure at all
+    assert samples[("falbudget_ledger_up", frozenset())] == 0
+    assert not any(name.startswith("falbudget_cap_") for name, _ in samples)
+    assert "database disk image is malformed" in caplog.text

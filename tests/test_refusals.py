@@ -7,15 +7,20 @@ MAGI-1 prices (docs/pricing.md): defaults (96 frames, 720p) = 0.80 USD = 800_000
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from fakefal import FakeFal
 from falbudget import BudgetExceeded, Cap, Guard, InvalidArguments
 from falbudget.errors import IdempotencyConflict, LedgerError, MissingTag, UnknownEndpoint
 from falbudget.ledger import Ledger, Refusal
+from falbudget.ledger.memory import MemoryLedger
 
 MAGI = "fal-ai/magi/image-to-video"
 REQ = {"prompt": "a cat", "image_url": "https://example.invalid/cat.png"}
@@ -126,3 +131,80 @@ def test_a_failed_record_keeps_the_refusal_and_says_so(
     assert ledger.totals(["global|total"])[0].settled == 800_000
     assert ledger.totals(["global|total"])[0].held == 0
     assert [r.reason for r in seen] == ["cap_exceeded"]  # the observer still hears of it
+
+
+class _ThreadNoting(MemoryLedger):
+    """A memory ledger noting the thread of each refusal it records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        self.threads.append(threading.get_ident())
+        super().record_refusal(refusal)
+
+
+async def _unpriced(endpoint: str, arguments: object) -> None:  # pragma: no cover - never sent
+    raise AssertionError("a refused request was sent")
+
+
+def test_acall_records_its_refusals_off_the_event_loop() -> None:
+    # the docs promise a slow ledger never blocks the loop: the refusal's record (a ledger write,
+    # a round trip on PostgreSQL) ran on it
+    ledger = _ThreadNoting()
+    guard = guard_on(ledger, [Cap("100.00", max_per_request="1.00")])
+
+    async def scenario() -> int:
+        with pytest.raises(UnknownEndpoint):
+            await guard.acall(_unpriced, "fal-ai/nope", {})
+        with pytest.raises(BudgetExceeded):  # 1.20 > max_per_request 1.00
+            await guard.acall(_unpriced, MAGI, {**REQ, "num_frames": 144})
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert len(ledger.threads) == 2
+    assert loop_thread not in ledger.threads
+    assert [r.reason for r in ledger.refusals()] == ["max_per_request", "unknown_endpoint"]
+
+
+def test_the_async_client_records_its_refusals_off_the_event_loop(
+    fake_fal: FakeFal, fal_async_client: Callable[[], Any]
+) -> None:
+    ledger = _ThreadNoting()
+    guard = guard_on(ledger, [Cap("100.00")])
+
+    async def scenario() -> int:
+        fal = guard.wrap(fal_async_client())
+        with pytest.raises(UnknownEndpoint):
+            await fal.run("fal-ai/nope", {"prompt": "x"})
+        with pytest.raises(InvalidArguments):
+            await fal.subscribe(MAGI, {"image_url": "https://example.invalid/x.png"})
+        with pytest.raises(UnknownEndpoint):
+            async for _ in fal.stream("fal-ai/nope", {"prompt": "x"}):
+                pass
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert len(ledger.threads) == 3
+    assert loop_thread not in ledger.threads
+    assert fake_fal.count() == 0
+
+
+def test_a_refused_realtime_connection_is_recorded(fake_fal: FakeFal, fal_sync_client: Any) -> None:
+    ledger = MemoryLedger()
+    guard = guard_on(ledger, [Cap("100.00")])
+    fal = guard.wrap(fal_sync_client, user="ann")
+    with pytest.raises(UnknownEndpoint), fal.realtime("fal-ai/unpriced-realtime"):
+        pass
+    assert ledger.refusals() == [
+        Refusal(
+            NOW,
+            "fal-ai/unpriced-realtime",
+            "unknown_endpoint",
+            None,
+            0,
+            {"user": "ann", "endpoint": "fal-ai/unpriced-realtime"},
+        )
+    ]
+    assert fake_fal.count() == 0

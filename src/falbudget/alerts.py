@@ -27,6 +27,7 @@ import logging
 import math
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from falbudget.errors import ConfigurationError, FalbudgetError
+from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
 from falbudget.ledger.base import Hold, Refusal
 from falbudget.money import format_usd, from_micros
 
@@ -50,6 +51,11 @@ Event = Literal["threshold", "overrun", "refusals"]
 EVENTS: tuple[Event, ...] = ("threshold", "overrun", "refusals")
 Format = Literal["json", "slack"]
 BODY_VERSION = 1
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name (RFC 9110 token)."""
+_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
+"""A header value httpx sends as given: printable ASCII, no line break, no edge spaces (httpx
+raised on the others at each post, with the value in its message, or as a UnicodeEncodeError)."""
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Answers a later attempt may change; any other status of 400 or more is given up at once."""
 
@@ -62,7 +68,7 @@ class Webhook:
     url: str
     format: Format = "json"
     events: tuple[Event, ...] = EVENTS
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets: not shown
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -75,10 +81,17 @@ class Webhook:
                     f"events: {event!r} is not allowed: any of {', '.join(EVENTS)}"
                 )
         for key, value in self.headers.items():
-            if not isinstance(key, str) or not isinstance(value, str) or not key.strip():
+            # a value is often a secret (Authorization): never in a message, only what is wrong
+            if not isinstance(key, str) or not _TOKEN.fullmatch(key):
                 raise ConfigurationError(
-                    f"headers: {key!r}: {value!r} is not allowed: header names and values are"
-                    " strings"
+                    f"headers: the name {key!r} is not allowed: a header name (letters, digits"
+                    " and !#$%&'*+-.^_`|~)"
+                )
+            if not isinstance(value, str) or not _VALUE.fullmatch(value):
+                raise ConfigurationError(
+                    f"headers: the value of {key} is not allowed (not shown: it may be a"
+                    " secret): a string of printable ASCII characters, without line breaks or"
+                    " leading or trailing spaces"
                 )
         if not self.name:
             object.__setattr__(self, "name", urlsplit(self.url).hostname or "webhook")
@@ -210,10 +223,19 @@ def refusals_payload(
     }
 
 
+def slack_text(text: str) -> str:
+    """``text`` as Slack's ``text`` field reads it literally: &, < and > escaped as Slack asks
+    (https://api.slack.com/reference/surfaces/formatting#escaping). Unescaped, a tag value or cap
+    name such as ``<!channel>`` notified the whole channel, and ``<https://x|y>`` made a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def body(webhook: Webhook, payload: Mapping[str, Any]) -> bytes:
     """What is posted: the payload itself (json) or Slack's ``{"text": summary}``."""
     if webhook.format == "slack":
-        return json.dumps({"text": payload["summary"]}, ensure_ascii=False).encode()
+        return json.dumps(
+            {"text": slack_text(str(payload["summary"]))}, ensure_ascii=False
+        ).encode()
     return json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
 
 
@@ -222,7 +244,7 @@ def retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit alone takes '²', which float() refuses
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -259,11 +281,30 @@ class Notifier:
         queue_size: int = 1000,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not 1 <= max_attempts <= 100:
-            raise ConfigurationError(f"max_attempts={max_attempts!r} is not allowed: 1 to 100")
+        for name, count, top in (
+            ("max_attempts", max_attempts, 100),
+            ("queue_size", queue_size, 10**6),
+        ):
+            # queue.Queue(0) has no bound at all: a full queue must drop, never grow
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= top:
+                raise ConfigurationError(
+                    f"{name}={count!r} is not allowed: a whole number from 1 to {top}"
+                )
         for name, value in (("timeout", timeout), ("max_total", max_total)):
             if not (isinstance(value, int | float) and 0 < value < math.inf):
                 raise ConfigurationError(f"{name}={value!r} is not allowed: seconds above 0")
+        for name, value in (("base_delay", base_delay), ("max_delay", max_delay)):
+            # a negative pause made time.sleep raise in the worker at the first retry
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float) and 0 <= value < math.inf
+            ):
+                raise ConfigurationError(f"{name}={value!r} is not allowed: seconds, 0 or more")
+        try:  # here, not on the worker thread: there it died at the first alert, silently
+            import httpx  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                f"webhooks need httpx: {install_hint('metrics')} (or the proxy extra)"
+            ) from None
         self.webhooks = tuple(webhooks)
         self.refusal_rule = refusal_rule or RefusalRule()
         self._clock = clock
@@ -330,7 +371,9 @@ class Notifier:
             if self._refusal_check_pending:
                 return
             self._refusal_check_pending = True
-        self._enqueue(self._check_refusals, "a refusal-rate check")
+        if not self._enqueue(self._check_refusals, "a refusal-rate check"):
+            with self._lock:  # not queued: the next refusal queues one (else none ever would)
+                self._refusal_check_pending = False
 
     def _check_refusals(self) -> None:
         with self._lock:
@@ -362,17 +405,19 @@ class Notifier:
             if event in webhook.events:
                 self._enqueue(Delivery(webhook, payload), f"the {event} alert to {webhook.name}")
 
-    def _enqueue(self, job: Delivery | Callable[[], None], what: str) -> None:
-        """Put ``job`` on the queue without waiting; a full or closed queue is an ERROR with
-        the payload (never silent)."""
+    def _enqueue(self, job: Delivery | Callable[[], None], what: str) -> bool:
+        """Put ``job`` on the queue without waiting (True); a full or closed queue is an ERROR
+        with the payload (never silent), and False."""
         if self._closed:
             self._lost(job, f"{what}: the notifier is closed")
-            return
+            return False
         self._start()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             self._lost(job, f"{what}: the delivery queue is full ({self._queue.maxsize} waiting)")
+            return False
+        return True
 
     def _lost(self, job: Delivery | Callable[[], None] | None, why: str) -> None:
         if isinstance(job, Delivery):
@@ -411,8 +456,11 @@ class Notifier:
                         self.deliver(job, client)
                     else:
                         job()
-                except Exception:  # the worker must outlive any one job
-                    log.exception("falbudget: webhook worker: a job failed")
+                except Exception as exc:  # the worker must outlive any one job
+                    if isinstance(job, Delivery):  # given up, with its payload: never silent
+                        self._give_up(job, f"{type(exc).__name__} while posting", 1)
+                    else:
+                        log.exception("falbudget: webhook worker: a job failed")
                 finally:
                     self._queue.task_done()
 
@@ -423,13 +471,16 @@ class Notifier:
             return done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued (for at most ``timeout`` s), then stop; what is left is
-        logged at ERROR with its payload."""
+        """Deliver what is queued (for at most ``timeout`` s in all, the wait for the worker
+        to stop included), then stop; what is left is logged at ERROR with its payload."""
         if self._closed:
             return
         self._closed = True
+        # the exit hook held this notifier, its guard and its ledger for the life of the process
+        atexit.unregister(self.close)
         if self._thread is None:
             return
+        deadline = self._monotonic() + timeout
         self.flush(timeout)
         while True:
             try:
@@ -439,7 +490,9 @@ class Notifier:
             self._lost(job, "still queued when the notifier closed")
             self._queue.task_done()
         self._queue.put(None)
-        self._thread.join(timeout)
+        # one bound for the whole close (the atexit hook's promise): a delivery still retrying
+        # is not waited for a second ``timeout``
+        self._thread.join(max(0.0, deadline - self._monotonic()))
 
     # -- delivery ----------------------------------------------------------------------------
     def delay(self, attempt: int) -> float:
@@ -528,5 +581,6 @@ __all__ = [
     "overrun_payload",
     "refusals_payload",
     "retry_after",
+    "slack_text",
     "threshold_payload",
 ]

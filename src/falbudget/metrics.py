@@ -17,6 +17,7 @@ Needs ``falbudget[metrics]`` (prometheus_client).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from falbudget.errors import ConfigurationError, FalbudgetError, install_hint
 from falbudget.guard.caps import GLOBAL_TOTAL, Cap
-from falbudget.ledger.base import Ledger
+from falbudget.ledger.base import VISITOR_TAGS, HoldGroup, Ledger
 from falbudget.money import from_micros
 
 try:
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.routing import Route
 
     from falbudget.guard.core import Guard
+
+log = logging.getLogger("falbudget.metrics")
 
 RECENT = 3600.0
 """The trailing window (seconds) of the ``*_recent`` gauges: admissions, refusals, overruns and
@@ -80,7 +83,13 @@ class LedgerCollector(Collector):
         )
         try:
             families = list(self._read())
-        except FalbudgetError:
+        except FalbudgetError as exc:
+            log.warning("falbudget: /metrics could not read the ledger: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        except Exception:  # a driver's own error, a row that does not decode: still an answer
+            log.exception("falbudget: /metrics could not read the ledger")
             up.add_metric([], 0)
             yield up
             return
@@ -140,11 +149,7 @@ class LedgerCollector(Collector):
         expired: dict[str, int] = {}
         for group in guard.ledger.summarize(since=since):
             endpoint = group.endpoint
-            names = [
-                cap_name(cap)
-                for cap in guard.caps
-                if cap.bucket(group.tags, group.first) in group.buckets
-            ]
+            names = [cap_name(cap) for cap in guard.caps if _applied(cap, group)]
             for name in names or [""]:
                 key = (endpoint, name)
                 admissions[key] = admissions.get(key, 0) + group.holds
@@ -190,6 +195,16 @@ class LedgerCollector(Collector):
             over_usd.add_metric([endpoint], _usd(overrun[endpoint]))
             gone.add_metric([endpoint], expired[endpoint])
         yield from (admitted, refused, over_n, over_usd, gone)
+
+
+def _applied(cap: Cap, group: HoldGroup) -> bool:
+    """Whether ``cap`` applied to the holds of ``group`` (a :meth:`Ledger.summarize` group)."""
+    bucket = cap.bucket(group.tags, group.first)
+    if bucket is not None:
+        return bucket in group.buckets
+    # groups leave the visitor tags and their buckets out (shared_part): a cap on every value of
+    # one that refuses a request without it applied to each hold admitted, as each carried it
+    return cap.tag in VISITOR_TAGS and cap.scope == cap.tag and cap.untagged == "refuse"
 
 
 class TimedLedger:

@@ -170,7 +170,12 @@ class GuardConfig(_Strict):
             from falbudget.alerts import Notifier, RefusalRule
 
             rule = RefusalRule(self.refusal_alert.count, self.refusal_alert.within)
-            Notifier(webhooks, refusal_rule=rule, clock=guard._now).attach(guard)
+            try:
+                notifier = Notifier(webhooks, refusal_rule=rule, clock=guard._now)
+            except ConfigurationError as exc:
+                guard.close()
+                raise ConfigurationError(f"{self.source}: webhooks: {exc}") from None
+            notifier.attach(guard)
         return guard
 
     def webhooks_of(self) -> list[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import functools
 import logging
 import threading
 import uuid
@@ -271,7 +272,17 @@ class Hold:
                     format_usd(from_micros(self._row.overrun)),
                     format_usd(self.amount),
                 )
-            guard._after_settle(self._row)
+            try:
+                guard._after_settle(self._row)
+            except (
+                FalbudgetError
+            ) as exc:  # the spend is recorded: a missed alert must not undo that
+                log.error(
+                    "falbudget: hold %s is settled, but its caps' alert thresholds could not be"
+                    " checked: %s",
+                    self.id,
+                    exc,
+                )
 
     def release(self) -> None:
         """Give the held amount back: the request was not sent or not billed. Releasing a hold
@@ -577,6 +588,10 @@ class Guard:
         self.on_refusal: Callable[[Refusal], object] | None = None
         """Called with each :class:`Refusal` after it is recorded (webhook alerts watch the
         refusal rate through it); an exception it raises is logged, never raised."""
+        self._claimed: set[tuple[str, str]] = set()
+        """(bucket, threshold) claims this guard already asked the ledger about: a claim is
+        final (True: this guard fired it; False: another did), so it is asked once, not at
+        every settle above the threshold (a ledger write each). Cleared past _CLAIMS_KEPT."""
         self.settle_from: SettleFrom = settle_from
         if billing is None:
             from falbudget.reconcile import bill_lookup
@@ -870,7 +885,14 @@ class Guard:
             for fraction in cap.alert_at:
                 if settled < to_micros(cap.limit * fraction):
                     break
-                if self.ledger.claim_alert(bucket, f"{fraction}@{cap.limit}"):
+                claim = (bucket, f"{fraction}@{cap.limit}")
+                if claim in self._claimed:
+                    continue
+                claimed = self.ledger.claim_alert(*claim)
+                if len(self._claimed) >= _CLAIMS_KEPT:  # old windows' claims: asked again, if
+                    self._claimed.clear()  # ever, and answered False by the ledger
+                self._claimed.add(claim)
+                if claimed:
                     alert = Alert(cap, fraction, bucket, from_micros(settled), cap.limit)
                     log.warning(
                         "falbudget alert: %s reached %s%% (spent %s of %s) in %s",
@@ -1004,8 +1026,12 @@ class Guard:
         **kwargs: Any,
     ) -> T:
         """The asyncio twin of :meth:`call` for a coroutine function."""
-        reservation = self.areserve(
-            endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+        # reserve() in a thread: a refusal it finds reads and writes the ledger (the cap's
+        # figures, the record of the refusal), which must not block the event loop
+        reservation = await asyncio.to_thread(
+            functools.partial(
+                self.reserve, endpoint, arguments, idempotency_key=idempotency_key, **(tags or {})
+            )
         )
         async with reservation as hold:
             _refuse_replay(hold)
@@ -1105,6 +1131,10 @@ class Guard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CLAIMS_KEPT = 10_000
+"""How many alert claims a guard remembers (:attr:`Guard._claimed`)."""
 
 
 def _refuse_replay(hold: Hold) -> None:

@@ -9,6 +9,7 @@ is in docs/guard.md.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -176,9 +177,14 @@ class _GuardedBase:
 
     def _check_realtime(self, application: str) -> None:
         if application not in self._guard.table:
-            raise UnknownEndpoint(
+            refused = UnknownEndpoint(
                 f"{application} (realtime connections are refused unless the endpoint is priced)"
             )
+            # recorded as every other refusal (metrics, alerts, the dashboard read it)
+            self._guard._record_refusal(
+                refused, application, {**self._tags, "endpoint": application}
+            )
+            raise refused
         log.warning(
             "falbudget: realtime messages to %s are not metered one by one; the guard does not"
             " hold money for them",
@@ -300,12 +306,19 @@ class GuardedAsyncClient(_GuardedBase):
     """A fal_client.AsyncClient whose run, subscribe, submit and stream are guarded; the ledger
     steps run off the event loop."""
 
+    async def _areserve(
+        self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        """``_reserve`` in a thread: a refusal reads and writes the ledger (the cap's figures,
+        the record of the refusal), off the event loop as every other ledger step."""
+        return await asyncio.to_thread(self._reserve, method, args, kwargs)
+
     def _guarded(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         if name == "stream":
             return self._stream(original)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            hold = await self._reserve(original, args, kwargs).aacquire()
+            hold = await (await self._areserve(original, args, kwargs)).aacquire()
             if hold.replayed:
                 return await self._replay(name, hold, kwargs)
             if name == "subscribe":
@@ -337,7 +350,7 @@ class GuardedAsyncClient(_GuardedBase):
 
     def _stream(self, original: Callable[..., Any]) -> Callable[..., Any]:
         async def stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            hold = await self._reserve(original, args, kwargs).aacquire()
+            hold = await (await self._areserve(original, args, kwargs)).aacquire()
             if hold.replayed:
                 raise _unavailable(hold, "a stream's events cannot be fetched again")
             try:
