@@ -625,3 +625,47 @@ def test_a_text_s_grid_samples_its_length() -> None:
     no_longest = CHARS_TABLE.replace(", max_length: 3000", "").replace("INPUT", "text")
     with pytest.raises(ValueError, match="any length"):
         parse_table(no_longest.replace("RULE", "per: 1000")).endpoint("x/tts").price_range()
+
+
+@pytest.mark.parametrize("which", ["num_frames", "fps"])
+def test_a_frames_rule_may_not_read_a_nullable_input(which: str) -> None:
+    # null carries no number of frames or frame rate: the quote failed with a TypeError
+    from falbudget.errors import PriceTableError
+
+    text = FRAMES_TABLE.replace("RATE", "rate_input: fps").replace(
+        f"{which}: {{type: integer,", f"{which}: {{type: integer, nullable: true,"
+    )
+    with pytest.raises(PriceTableError, match=f"'{which}'.*null"):
+        parse_table(text)
+
+
+def test_a_priced_nullable_input_is_refused_for_every_rule_kind() -> None:
+    from falbudget.errors import PriceTableError
+
+    per_unit = FRAMES_TABLE.replace(
+        '{name: seconds, kind: frames, input: num_frames, amount: "0.10", RATE}',
+        '{name: n, kind: per_unit, input: num_frames, amount: "0.10", unit: 1}',
+    ).replace("num_frames: {type: integer,", "num_frames: {type: integer, nullable: true,")
+    with pytest.raises(PriceTableError, match="'num_frames', a nullable input"):
+        parse_table(per_unit)
+
+
+@pytest.mark.parametrize("nullable", ["num_frames", "frames_per_second"])
+def test_the_sync_prices_no_frames_from_a_nullable_input(nullable: str) -> None:
+    # fal's schema lets it be null: the number of seconds is not known before the call, so the
+    # entry needs a ceiling instead of a rule that a null would break (or a table that fails)
+    properties: dict[str, Any] = {"prompt": PROMPT, "num_frames": FRAMES, "frames_per_second": FPS}
+    properties[nullable] = {**properties[nullable], "nullable": True}
+    synced = catalog.entry_for(
+        "x/y",
+        {"unit_price": Decimal("0.1"), "unit": "seconds", "currency": "USD"},
+        {"paths": {"/x/y": {"post": {"requestBody": {"content": {"application/json": {
+            "schema": {"type": "object", "properties": properties}}}}}}}},
+        api_url="https://api.fal.ai/v1",
+        key_id="k",
+        read_on=dt.date(2026, 12, 6),
+    )  # fmt: skip
+    assert synced.after_call, synced.entry
+    assert f"{nullable} may be null" in synced.reason
+    document = catalog.table_document(catalog.SyncResult(synced=[synced]), dt.date(2026, 12, 6))
+    assert parse_table(yaml.safe_dump(document, sort_keys=False)).endpoint("x/y").needs_ceiling
