@@ -627,6 +627,25 @@ def test_a_text_s_grid_samples_its_length() -> None:
         parse_table(no_longest.replace("RULE", "per: 1000")).endpoint("x/tts").price_range()
 
 
+def test_a_frames_rule_never_credits_a_negative_count_of_frames() -> None:
+    # a schema may allow 0 or fewer frames; the rule then adds nothing (as per_unit does below
+    # its threshold): before, -50 frames at 24 a second was -2 s x 0.10 = -0.20, a quote that
+    # lowered the hold beside it
+    table = parse_table(
+        FRAMES_TABLE.replace("RATE", "rate: 24").replace("minimum: 1,", "minimum: -100,")
+    )
+    assert table.quote("x/y", {"num_frames": -50}).total == Decimal(0)
+    assert table.quote("x/y", {"num_frames": 0}).total == Decimal(0)
+    exact = parse_table(
+        FRAMES_TABLE.replace("RATE", "rate: 24, rounding: exact").replace(
+            "minimum: 1,", "minimum: -100,"
+        )
+    )
+    assert exact.quote("x/y", {"num_frames": -1}).total == Decimal(0)
+    # 1 frame at 24 a second: 1/24 s, a partial second counted whole: 1 x 0.10
+    assert table.quote("x/y", {"num_frames": 1}).total == Decimal("0.10")
+
+
 @pytest.mark.parametrize("which", ["num_frames", "fps"])
 def test_a_frames_rule_may_not_read_a_nullable_input(which: str) -> None:
     # null carries no number of frames or frame rate: the quote failed with a TypeError

@@ -524,8 +524,11 @@ class PriceRule:
             return added, None, item
         if kind == "frames":
             frames, rate = value if self.rate_input is not None else (value, self.per)
-            if self.rounding == "up":
-                seconds: int | Decimal = -(-frames // rate)
+            seconds: int | Decimal
+            if frames <= 0:  # a schema may allow it; no frames is no seconds, never a credit
+                seconds = 0
+            elif self.rounding == "up":
+                seconds = -(-frames // rate)
             else:
                 seconds = Decimal(frames) / rate
             added = self.amount * seconds
