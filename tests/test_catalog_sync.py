@@ -688,3 +688,19 @@ def test_the_sync_prices_no_frames_from_a_nullable_input(nullable: str) -> None:
     assert f"{nullable} may be null" in synced.reason
     document = catalog.table_document(catalog.SyncResult(synced=[synced]), dt.date(2026, 12, 6))
     assert parse_table(yaml.safe_dump(document, sort_keys=False)).endpoint("x/y").needs_ceiling
+
+
+def test_a_number_duration_given_as_a_float_is_priced_by_its_enum() -> None:
+    # fal's schema: duration a number from an enum of 5 and 10; a JSON client may send 10.0,
+    # which the check accepted (10.0 == 10) and the lookup then missed (keyed "10"): KeyError
+    table = _table(
+        "seconds",
+        "0.1",
+        {"prompt": PROMPT, "duration": {"type": "number", "enum": [5, 10], "default": 5}},
+    )
+    # by hand: 10 seconds x 0.1 = 1.00; 5 seconds x 0.1 = 0.50
+    assert table.quote("x/y", {"duration": 10.0}).total == Decimal("1.00")
+    assert table.quote("x/y", {"duration": 5.0}).total == Decimal("0.50")
+    assert table.quote("x/y", {"duration": 10}).total == Decimal("1.00")
+    with pytest.raises(InvalidArguments, match="duration"):
+        table.quote("x/y", {"duration": 7.5})

@@ -334,6 +334,8 @@ class InputRule:
         if ok:
             if self.enum is not None:
                 ok = value in self._enum_set
+                if ok and kind is float:  # a number's enum lists integers: 5.0 is its 5, so a
+                    value = int(value)  # lookup rule finds the factor it keys by "5"
             elif kind is str:
                 if self.min_length is not None and len(value) < self.min_length:
                     ok = False
