@@ -438,7 +438,7 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
 _IP1, _IP2 = "ip=10.0.0.1|day@UTC:2025-06-15", "ip=10.0.0.2|day@UTC:2025-06-15"
 _K1 = "key=k1|total"
 VISITOR_HOLDS: list[tuple[object, ...]] = [
-    # V3_COLUMNS; the proxy's visitor tags (ip, key) and caps per address
+    # V3_COLUMNS; the proxy's visitor tag (ip), its virtual key and caps per address
     ("v-1", None, "e", 100_000, "settled", [_G3, _IP1, _P3], "req-v1", T0 + 10, T0 + 610,
      T0 + 11, 100_000, {"endpoint": "e", "ip": "10.0.0.1", "project": "a"}, "v1", "ab" * 32,
      None, None, None, None),
@@ -477,7 +477,7 @@ def _as_hold(row: tuple[object, ...]) -> Hold:
 def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 7 keeps the visitor tags (ip, key) and their buckets with each hold: a version 6
+    """Schema 8 keeps the visitor tag (ip) and its buckets with each hold: a version 6
     ledger holding every kind of row (holds of every state, keys bound and forgotten, adjusted
     holds, holds of three visitors, totals, adjustments, alerts, virtual keys) upgrades in
     place, every hold reading back as it was, every other row and every rowid unchanged, and
@@ -560,12 +560,16 @@ def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
             fingerprint="other",
         )
         assert (conflict.conflict, conflict.hold.id) == (True, "v-2")  # type: ignore[union-attr]
-        # the visitors' holds: v-1 and v-2 one group, v-3 its own
-        shared = [g for g in ledger.summarize(period=10**9) if g.first >= T0 + 10]
-        assert sorted((g.holds, g.spent, g.held) for g in shared) == [
-            (1, 50_000, 0),  # v-3: released, adjusted to 50,000
-            (2, 100_000, 120_000),  # v-1 settled 100,000; v-2 held 120,000
-        ]
+        # the visitors' holds: v-1 and v-2, their addresses left out, share the tags and buckets
+        # of k-held and k-old (a kind of their own, with a null for the address): one group;
+        # v-3 (key k1, not a visitor tag) its own
+        groups = {(g.buckets, g.tags.get("key")): g for g in ledger.summarize(period=10**9)}
+        together = groups[(_G3, _P3), None]
+        # spent: v-1's 100,000 (k-old released, nothing); held: k-held 300,000 + v-2 120,000
+        assert (together.holds, together.spent, together.held) == (4, 100_000, 420_000)
+        assert (together.first, together.last) == (T0, T0 + 12)
+        alone = groups[(_K1, _G3), "k1"]
+        assert (alone.holds, alone.spent, alone.held) == (1, 50_000, 0)  # released, adjusted
     finally:
         ledger.close()
 

@@ -1066,15 +1066,22 @@ class SQLiteLedger:
                 value = decoded[text] = json.loads(text)
             return value
 
-        groups: dict[tuple[int, int, int], list[Any]] = {}
+        # a group per endpoint, shared tags and buckets, period and place: kinds that differ
+        # only in their table or the place of a visitor's bucket (a null) sum into one
+        shared: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+        groups: dict[tuple[object, ...], list[Any]] = {}
         for row in rows:
             (endpoint, tags, buckets, kind, period_, place_, state, first, last, n) = row[:10]
             amount, coalesced, adjusted, adjusted_n, adjusted_above_0 = row[10:]
             adjusted, adjusted_above_0 = adjusted or 0, adjusted_above_0 or 0
-            group = groups.get((kind, period_, place_))
+            what = shared.get(kind)
+            if what is None:
+                keys = tuple(key for key in decode(buckets) if key is not None)
+                what = shared[kind] = (endpoint, tags, keys)
+            group = groups.get((*what, period_, place_))
             if group is None:
-                group = groups[kind, period_, place_] = [
-                    endpoint, tags, buckets, first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
+                group = groups[*what, period_, place_] = [
+                    endpoint, tags, what[2], first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
                 ]  # fmt: skip
             else:
                 group[3], group[4] = min(group[3], first), max(group[4], last)
@@ -1093,14 +1100,14 @@ class SQLiteLedger:
                     group[7] += amount
                     group[9] += n
         for kind, period_, place_, n, overrun in overruns:
-            group = groups[kind, period_, place_]
+            group = groups[*shared[kind], period_, place_]
             group[12] += n
             group[13] += overrun
         return [
             HoldGroup(
                 endpoint,
                 dict(decode(tags)),
-                tuple(key for key in decode(buckets) if key is not None),
+                buckets,
                 float(first),
                 float(last),
                 *(int(value) for value in figures),
