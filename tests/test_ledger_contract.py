@@ -1621,3 +1621,24 @@ def test_summarize_is_holdgroup_of_summed_per_hold_for_every_kind_of_hold(ledger
         4,
         610,
     )
+
+
+def test_holds_with_an_overrun_are_exactly_those_that_have_one(ledger: Ledger) -> None:
+    """holds(overrun=True) (an index on SQLite and PostgreSQL) lists exactly the holds whose
+    Hold.overrun is above 0, newest first, within since/until."""
+    _every_kind_of_hold(ledger)
+    _more_kinds_of_hold(ledger)
+    expected = {h.id: h.overrun for h in ledger.holds() if h.overrun > 0}
+    # by hand: over +500 (T0+5); c-above +300, c-up +100, c-released +150, c-expired +60
+    assert expected == {
+        "over": 500,
+        "c-above": 300,
+        "c-up": 100,
+        "c-released": 150,
+        "c-expired": 60,
+    }
+    found = ledger.holds(overrun=True)
+    assert {h.id: h.overrun for h in found} == expected
+    assert [h.id for h in found] == ["c-expired", "c-released", "c-up", "c-above", "over"]
+    ranged = ledger.holds(overrun=True, since=T0 + 10, until=T0 + 14)
+    assert [h.id for h in ranged] == ["c-up", "c-above"]
