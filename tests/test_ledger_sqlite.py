@@ -813,3 +813,44 @@ def test_holds_with_an_overrun_are_read_through_their_index(
     ).fetchone()
     assert indexed == (1,)
     check.close()
+
+
+def test_holds_of_an_upgraded_file_and_new_ones_with_the_same_tags_sum_into_one_group(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold written before hold kinds (schema 3) keeps its tags' JSON as it was written, in
+    any key order; a new hold with the same tags makes a kind whose JSON is sorted. The two are
+    one group of summarize, as they are on the other backends."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:3])
+        SQLiteLedger(path).close()
+    old = ("old", None, "e", 300_000, "settled", [_G3], "req-o", T0, T0 + 600, T0 + 1, 300_000,
+           None, None, None, None, None, None, None)  # fmt: skip
+    conn = raw(path)
+    conn.execute(
+        f"INSERT INTO holds ({', '.join(V3_COLUMNS)}) VALUES ({', '.join('?' * 18)})",
+        (*old[:5], json.dumps(old[5]), *old[6:11], '{"user": "ann", "project": "a"}', *old[12:]),
+    )
+    conn.execute("INSERT INTO hold_buckets VALUES ('old', ?, ?)", (_G3, T0))
+    conn.execute("INSERT INTO buckets (key, settled, held) VALUES (?, 300000, 0)", (_G3,))
+    conn.close()
+    ledger = SQLiteLedger(path)  # upgrades
+    try:
+        new = ledger.reserve(
+            hold_id="new",
+            endpoint="e",
+            amount=200_000,
+            charges=[BucketCharge(_G3, None)],
+            now=T0 + 2,
+            expires_at=T0 + 600,
+            tags={"project": "a", "user": "ann"},
+        )
+        assert new.admitted
+        ledger.settle("new", None, now=T0 + 3)
+        groups = ledger.summarize(period=10**9)
+        # by hand: 300,000 + 200,000 spent by two holds
+        assert [(g.holds, g.spent, dict(g.tags), g.buckets) for g in groups] == [
+            (2, 500_000, {"project": "a", "user": "ann"}, (_G3,))
+        ]
+    finally:
+        ledger.close()

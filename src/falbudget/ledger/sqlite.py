@@ -1068,7 +1068,7 @@ class SQLiteLedger:
 
         # a group per endpoint, shared tags and buckets, period and place: kinds that differ
         # only in their table or the place of a visitor's bucket (a null) sum into one
-        shared: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+        shared: dict[int, tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
         groups: dict[tuple[object, ...], list[Any]] = {}
         for row in rows:
             (endpoint, tags, buckets, kind, period_, place_, state, first, last, n) = row[:10]
@@ -1077,11 +1077,12 @@ class SQLiteLedger:
             what = shared.get(kind)
             if what is None:
                 keys = tuple(key for key in decode(buckets) if key is not None)
-                what = shared[kind] = (endpoint, tags, keys)
+                # the tags by value: a kind of an older schema may keep them in another order
+                what = shared[kind] = (endpoint, tuple(sorted(decode(tags).items())), keys)
             group = groups.get((*what, period_, place_))
             if group is None:
                 group = groups[*what, period_, place_] = [
-                    endpoint, tags, what[2], first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
+                    endpoint, what[1], what[2], first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
                 ]  # fmt: skip
             else:
                 group[3], group[4] = min(group[3], first), max(group[4], last)
@@ -1106,7 +1107,7 @@ class SQLiteLedger:
         return [
             HoldGroup(
                 endpoint,
-                dict(decode(tags)),
+                dict(tags),
                 buckets,
                 float(first),
                 float(last),
