@@ -452,6 +452,21 @@ def test_pricing_diff_reads_a_frames_rule(
     assert "largest rise: +1.26 (6.30 -> 7.56) num_frames=497 fps=8" in out
 
 
+def test_pricing_diff_names_a_frames_rules_keys_as_the_table_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the table says rate: 24 (and a megapixels rule pixels:), not the engine's "per"
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps"))
+    new.write_text(FRAMES_TABLE.replace("RATE", "rate: 24"))
+    main(["pricing", "diff", str(old), str(new)])
+    out = capsys.readouterr().out
+    assert (
+        "  rule 'seconds': rate_input fps -> (none)\n  rule 'seconds': rate (none) -> 24\n" in out
+    )
+    assert " per " not in out
+
+
 # -- characters of the request's own text --------------------------------------------------------
 TEXT = {"type": "string", "minLength": 1, "maxLength": 5000}
 
