@@ -736,7 +736,7 @@ def test_a_forked_child_opens_its_own_connection(ledger: SQLiteLedger) -> None:
 
 def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Path) -> None:
     """The proxy's ``ip`` tag and a cap per address: 3,000 addresses, two requests each (on
-    two days), through the ledger's API. Schema 6 made a kind per address (591 bytes a hold,
+    two days), through the ledger's API. Schema 6 made a kind per address (549 bytes a hold,
     and a summary group per hold); the goal is at most 400 bytes a hold (docs/scale.md), and
     the summary has a group per project and day whatever the number of addresses."""
     ledger = SQLiteLedger(path)
@@ -787,7 +787,7 @@ def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Pa
 def test_holds_with_an_overrun_are_read_through_their_index(
     ledger: SQLiteLedger, path: Path
 ) -> None:
-    """``holds(overrun=True)`` reads the partial index of schema 8, which a hold settled at
+    """``holds(overrun=True)`` reads the partial index of schema 9, which a hold settled at
     what was held never enters: 1,000 such holds of history, then one settled above."""
     add_history(path, closed=1_000, open_later=0)
     assert reserve(ledger, "over")

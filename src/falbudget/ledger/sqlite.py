@@ -298,13 +298,14 @@ def _v7_refusals(db: sqlite3.Connection) -> None:
 
 
 def _v8_visitors(db: sqlite3.Connection) -> None:
-    """Visitor tags (the proxy's ``ip`` and ``key``, :data:`VISITOR_TAGS`) and the buckets of
+    """Visitor tags (the proxy's client address ``ip``, :data:`VISITOR_TAGS`) and the buckets of
     caps on them move from the hold's kind to the hold's own ``visitor`` column: with them in
-    the kind, every client address made a kind of its own (591 bytes a hold with 3,000
-    addresses, and a report group per hold). A kind now keeps what holds share, a JSON null at
-    the place of each visitor bucket (:func:`_split`). In place: a column is added, the holds of
-    each kind that named a visitor move to the kind without it, carrying their visitor values,
-    and the kinds left unused go; every other row is untouched."""
+    the kind, every client address made a kind of its own (549 bytes a hold with 3,000
+    addresses, and a report group per hold; 283 after, docs/scale.md). A kind now keeps what
+    holds share, a JSON null at the place of each visitor bucket (:func:`_split`). In place: a
+    column is added, the holds of each kind that named a visitor move to the kind without it,
+    carrying their visitor values, and the kinds left unused go; every other row is
+    untouched."""
     db.execute("ALTER TABLE holds ADD COLUMN visitor TEXT")
     db.execute(
         "CREATE TEMP TABLE kind_moves (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, "
