@@ -474,12 +474,12 @@ def _as_hold(row: tuple[object, ...]) -> Hold:
     )
 
 
-def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
+def test_a_version_7_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 8 keeps the visitor tag (ip) and its buckets with each hold: a version 6
+    """Schema 8 keeps the visitor tag (ip) and its buckets with each hold: a version 7
     ledger holding every kind of row (holds of every state, keys bound and forgotten, adjusted
-    holds, holds of three visitors, totals, adjustments, alerts, virtual keys) upgrades in
+    holds, holds of three visitors, totals, adjustments, alerts, virtual keys, refusals) upgrades in
     place, every hold reading back as it was, every other row and every rowid unchanged, and
     the kinds of the visitors' holds fold into the kinds they share."""
     every = [*V3_HOLDS, *VISITOR_HOLDS]
@@ -504,16 +504,23 @@ def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
     conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V3_ADJUSTMENTS)
     conn.executemany("INSERT INTO alerts VALUES (?, ?)", [(_G3, "0.5@2.00"), (_IP1, "1@1.00")])
     conn.execute("COMMIT")
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:6])
+    with monkeypatch.context() as patch:  # schema 7: the holds of 6, and refusals
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:7])
         SQLiteLedger(path).close()
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
     conn.execute(
         "INSERT INTO api_keys VALUES ('k1', ?, '{\"team\": \"x\"}', ?, NULL)", ("d" * 64, T0)
     )
+    conn.executemany(
+        "INSERT INTO refusals (at, endpoint, reason, cap, amount, tags) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (T0 + 20, "e", "cap_exceeded", "per address", 150_000, '{"ip": "10.0.0.1"}'),
+            (T0 + 21, "e", "unknown_endpoint", None, 0, "{}"),
+        ],
+    )
     # seven kinds: the four of V3_HOLDS, and one per visitor hold (each names its address)
     assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (7,)
-    tables = ["buckets", "adjustments", "alerts", "api_keys", "sqlite_sequence"]
+    tables = ["buckets", "adjustments", "alerts", "api_keys", "refusals", "sqlite_sequence"]
 
     def dump() -> dict[str, list[tuple[object, ...]]]:
         out = {}
