@@ -719,3 +719,17 @@ def test_a_number_duration_given_as_a_float_is_priced_by_its_enum() -> None:
     assert table.quote("x/y", {"duration": 10}).total == Decimal("1.00")
     with pytest.raises(InvalidArguments, match="duration"):
         table.quote("x/y", {"duration": 7.5})
+
+
+def test_a_text_priced_by_large_blocks_samples_few_of_them() -> None:
+    # blocks of a million characters and no max_length: 100 blocks sampled would be texts of
+    # about 10**6 x 100 x 101 characters (10 GB; pricing diff died of a MemoryError); at most
+    # SAMPLED_CHARACTERS (20,000,000) in all: isqrt(20) = 4 blocks, 0 and 1,000,000 ... 4,000,001
+    from falbudget.pricing.engine import InputRule, sample_texts
+
+    texts = sample_texts(InputRule("text", "string", required=True), 1_000_000)
+    lengths = [len(text) for text in texts]
+    assert lengths == [0, *(n * 10**6 + d for n in range(1, 5) for d in (0, 1))]
+    assert sum(lengths) <= 20_000_000 + 4  # 2 x (1 + 2 + 3 + 4) x 10**6 + 4
+    # blocks of 1000 are sampled as before: 100 blocks, 1000 x 100 x 101 characters in all
+    assert len(sample_texts(InputRule("text", "string", required=True), 1000)) == 201
