@@ -452,6 +452,21 @@ def test_pricing_diff_reads_a_frames_rule(
     assert "largest rise: +1.26 (6.30 -> 7.56) num_frames=497 fps=8" in out
 
 
+def test_pricing_diff_names_a_frames_rules_keys_as_the_table_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the table says rate: 24 (and a megapixels rule pixels:), not the engine's "per"
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(FRAMES_TABLE.replace("RATE", "rate_input: fps"))
+    new.write_text(FRAMES_TABLE.replace("RATE", "rate: 24"))
+    main(["pricing", "diff", str(old), str(new)])
+    out = capsys.readouterr().out
+    assert (
+        "  rule 'seconds': rate_input fps -> (none)\n  rule 'seconds': rate (none) -> 24\n" in out
+    )
+    assert " per " not in out
+
+
 # -- characters of the request's own text --------------------------------------------------------
 TEXT = {"type": "string", "minLength": 1, "maxLength": 5000}
 
@@ -625,3 +640,96 @@ def test_a_text_s_grid_samples_its_length() -> None:
     no_longest = CHARS_TABLE.replace(", max_length: 3000", "").replace("INPUT", "text")
     with pytest.raises(ValueError, match="any length"):
         parse_table(no_longest.replace("RULE", "per: 1000")).endpoint("x/tts").price_range()
+
+
+def test_a_frames_rule_never_credits_a_negative_count_of_frames() -> None:
+    # a schema may allow 0 or fewer frames; the rule then adds nothing (as per_unit does below
+    # its threshold): before, -50 frames at 24 a second was -2 s x 0.10 = -0.20, a quote that
+    # lowered the hold beside it
+    table = parse_table(
+        FRAMES_TABLE.replace("RATE", "rate: 24").replace("minimum: 1,", "minimum: -100,")
+    )
+    assert table.quote("x/y", {"num_frames": -50}).total == Decimal(0)
+    assert table.quote("x/y", {"num_frames": 0}).total == Decimal(0)
+    exact = parse_table(
+        FRAMES_TABLE.replace("RATE", "rate: 24, rounding: exact").replace(
+            "minimum: 1,", "minimum: -100,"
+        )
+    )
+    assert exact.quote("x/y", {"num_frames": -1}).total == Decimal(0)
+    # 1 frame at 24 a second: 1/24 s, a partial second counted whole: 1 x 0.10
+    assert table.quote("x/y", {"num_frames": 1}).total == Decimal("0.10")
+
+
+@pytest.mark.parametrize("which", ["num_frames", "fps"])
+def test_a_frames_rule_may_not_read_a_nullable_input(which: str) -> None:
+    # null carries no number of frames or frame rate: the quote failed with a TypeError
+    from falbudget.errors import PriceTableError
+
+    text = FRAMES_TABLE.replace("RATE", "rate_input: fps").replace(
+        f"{which}: {{type: integer,", f"{which}: {{type: integer, nullable: true,"
+    )
+    with pytest.raises(PriceTableError, match=f"'{which}'.*null"):
+        parse_table(text)
+
+
+def test_a_priced_nullable_input_is_refused_for_every_rule_kind() -> None:
+    from falbudget.errors import PriceTableError
+
+    per_unit = FRAMES_TABLE.replace(
+        '{name: seconds, kind: frames, input: num_frames, amount: "0.10", RATE}',
+        '{name: n, kind: per_unit, input: num_frames, amount: "0.10", unit: 1}',
+    ).replace("num_frames: {type: integer,", "num_frames: {type: integer, nullable: true,")
+    with pytest.raises(PriceTableError, match="'num_frames', a nullable input"):
+        parse_table(per_unit)
+
+
+@pytest.mark.parametrize("nullable", ["num_frames", "frames_per_second"])
+def test_the_sync_prices_no_frames_from_a_nullable_input(nullable: str) -> None:
+    # fal's schema lets it be null: the number of seconds is not known before the call, so the
+    # entry needs a ceiling instead of a rule that a null would break (or a table that fails)
+    properties: dict[str, Any] = {"prompt": PROMPT, "num_frames": FRAMES, "frames_per_second": FPS}
+    properties[nullable] = {**properties[nullable], "nullable": True}
+    synced = catalog.entry_for(
+        "x/y",
+        {"unit_price": Decimal("0.1"), "unit": "seconds", "currency": "USD"},
+        {"paths": {"/x/y": {"post": {"requestBody": {"content": {"application/json": {
+            "schema": {"type": "object", "properties": properties}}}}}}}},
+        api_url="https://api.fal.ai/v1",
+        key_id="k",
+        read_on=dt.date(2026, 12, 6),
+    )  # fmt: skip
+    assert synced.after_call, synced.entry
+    assert f"{nullable} may be null" in synced.reason
+    document = catalog.table_document(catalog.SyncResult(synced=[synced]), dt.date(2026, 12, 6))
+    assert parse_table(yaml.safe_dump(document, sort_keys=False)).endpoint("x/y").needs_ceiling
+
+
+def test_a_number_duration_given_as_a_float_is_priced_by_its_enum() -> None:
+    # fal's schema: duration a number from an enum of 5 and 10; a JSON client may send 10.0,
+    # which the check accepted (10.0 == 10) and the lookup then missed (keyed "10"): KeyError
+    table = _table(
+        "seconds",
+        "0.1",
+        {"prompt": PROMPT, "duration": {"type": "number", "enum": [5, 10], "default": 5}},
+    )
+    # by hand: 10 seconds x 0.1 = 1.00; 5 seconds x 0.1 = 0.50
+    assert table.quote("x/y", {"duration": 10.0}).total == Decimal("1.00")
+    assert table.quote("x/y", {"duration": 5.0}).total == Decimal("0.50")
+    assert table.quote("x/y", {"duration": 10}).total == Decimal("1.00")
+    with pytest.raises(InvalidArguments, match="duration"):
+        table.quote("x/y", {"duration": 7.5})
+
+
+def test_a_text_priced_by_large_blocks_samples_few_of_them() -> None:
+    # blocks of a million characters and no max_length: 100 blocks sampled would be texts of
+    # about 10**6 x 100 x 101 characters (10 GB; pricing diff died of a MemoryError); at most
+    # SAMPLED_CHARACTERS (20,000,000) in all: isqrt(20) = 4 blocks, 0 and 1,000,000 ... 4,000,001
+    from falbudget.pricing.engine import InputRule, sample_texts
+
+    texts = sample_texts(InputRule("text", "string", required=True), 1_000_000)
+    lengths = [len(text) for text in texts]
+    assert lengths == [0, *(n * 10**6 + d for n in range(1, 5) for d in (0, 1))]
+    assert sum(lengths) <= 20_000_000 + 4  # 2 x (1 + 2 + 3 + 4) x 10**6 + 4
+    # blocks of 1000 are sampled as before: 100 blocks, 1000 x 100 x 101 characters in all
+    assert len(sample_texts(InputRule("text", "string", required=True), 1000)) == 201

@@ -38,10 +38,19 @@ TRACKER = "endpoint=fal-ai/magi/image-to-video|2025-06"
 CHARGES = [BucketCharge(GLOBAL, CAP), BucketCharge(TRACKER, None)]
 
 
+VISITOR = "ip=10.0.0.7|day@UTC:2025-06-15"
+"""A cap per client address: a visitor bucket, which a ledger keeps with each hold."""
+
+
+@pytest.mark.parametrize("capped", [GLOBAL, VISITOR])
 @pytest.mark.parametrize("sharing", ["object-per-thread", "one-shared-object"])
 @pytest.mark.parametrize("kind", backend_params(BACKENDS))
-def test_threads_admit_exactly_what_fits(kind: str, sharing: str, tmp_path: Path) -> None:
+def test_threads_admit_exactly_what_fits(
+    kind: str, sharing: str, capped: str, tmp_path: Path
+) -> None:
     threads, attempts = 8, 6  # 48 attempts for 12 places
+    charges = [BucketCharge(capped, CAP), BucketCharge(TRACKER, None)]
+    tags = {"ip": "10.0.0.7"} if capped == VISITOR else None
     factory = make_ledger_factory(kind, tmp_path)
     if sharing == "object-per-thread":
         ledgers = [factory() for _ in range(threads)]
@@ -60,9 +69,10 @@ def test_threads_admit_exactly_what_fits(kind: str, sharing: str, tmp_path: Path
                         hold_id=f"t{n}-{attempt}",
                         endpoint=ENDPOINT,
                         amount=PRICE,
-                        charges=CHARGES,
+                        charges=charges,
                         now=T0,
                         expires_at=T0 + 3600,
+                        tags=tags,
                     )
                 )
         except BaseException as exc:
@@ -82,19 +92,25 @@ def test_threads_admit_exactly_what_fits(kind: str, sharing: str, tmp_path: Path
     refusals = [r for r in flat if not r.admitted]
     assert len(refusals) == 36
     assert {(r.refused_by, r.totals) for r in refusals} == {
-        (GLOBAL, BucketTotals(GLOBAL, 0, 9_600_000))
+        (capped, BucketTotals(capped, 0, 9_600_000))
     }
     check = factory()
-    assert check.totals([GLOBAL, TRACKER]) == [
-        BucketTotals(GLOBAL, 0, 9_600_000),
+    assert check.totals([capped, TRACKER]) == [
+        BucketTotals(capped, 0, 9_600_000),
         BucketTotals(TRACKER, 0, 9_600_000),
     ]
     for hold_id in held_ids:
         check.settle(hold_id, None, now=T0 + 1)
-    assert check.totals([GLOBAL, TRACKER]) == [
-        BucketTotals(GLOBAL, 9_600_000, 0),
+    assert check.totals([capped, TRACKER]) == [
+        BucketTotals(capped, 9_600_000, 0),
         BucketTotals(TRACKER, 9_600_000, 0),
     ]
+    # each hold reads back with its own bucket and tags, and the history by the bucket finds
+    # exactly the admitted ones
+    assert sorted(h.id for h in check.holds(bucket=capped)) == sorted(held_ids)
+    assert {(h.buckets, tuple(h.tags.items())) for h in check.holds()} == {
+        ((capped, TRACKER), tuple((tags or {}).items()))
+    }
     for ledger in [*ledgers, check]:
         ledger.close()
 

@@ -1542,3 +1542,103 @@ def test_a_malformed_refusal_is_a_ledger_error(
     with pytest.raises(LedgerError, match=re.escape(field)):
         ledger.record_refusal(bad)
     assert ledger.refusals() == []
+
+
+def _more_kinds_of_hold(ledger: Ledger) -> None:
+    """Holds of project c (created T0+10 .. T0+17) whose overrun comes and goes: settled above
+    what was held, settled above then adjusted down below it or to it, settled below then
+    adjusted above, released and expired then billed above; and two table versions and two
+    places of a visitor's bucket, which a group does not tell apart."""
+    g = cap("global|total", None)
+    c = {"project": "c"}
+    reserve(ledger, "c-above", 1_000, [g], now=T0 + 10, tags=c)
+    ledger.settle("c-above", 1_300, now=T0 + 10)  # spent 1300, overrun 300
+    reserve(ledger, "c-down", 1_000, [g], now=T0 + 11, tags=c)
+    ledger.settle("c-down", 1_400, now=T0 + 11)
+    ledger.adjust("c-down", 900, now=T0 + 11, reason="bill", source="test")  # spent 900, none
+    reserve(ledger, "c-at", 1_000, [g], now=T0 + 12, tags=c)
+    ledger.settle("c-at", 1_200, now=T0 + 12)
+    ledger.adjust("c-at", 1_000, now=T0 + 12, reason="bill", source="test")  # spent 1000, none
+    reserve(ledger, "c-up", 1_000, [g], now=T0 + 13, tags=c)
+    ledger.settle("c-up", 800, now=T0 + 13)
+    ledger.adjust("c-up", 1_100, now=T0 + 13, reason="bill", source="test")  # 1100, overrun 100
+    reserve(ledger, "c-released", 100, [g], now=T0 + 14, tags=c)
+    ledger.release("c-released", now=T0 + 14)
+    ledger.adjust("c-released", 250, now=T0 + 14, reason="bill", source="test")  # overrun 150
+    reserve(ledger, "c-expired", 200, [g], now=T0 + 15, tags=c, ttl=1.0)
+    ledger.mark_submitted("c-expired", "req-15", now=T0 + 15)
+    ledger.expire(now=T0 + 17)  # spent 200 (what was held)
+    ledger.adjust("c-expired", 260, now=T0 + 17, reason="bill", source="test")  # overrun 60
+    reserve(ledger, "c-v2", 50, [g], now=T0 + 16, tags=c, table_version="2")
+    ledger.settle("c-v2", None, now=T0 + 16)  # spent 50; same group as the others
+    day = "day@UTC:2025-06-15"
+    for n in range(2):  # the address's bucket after the global one, then before it
+        ip = f"10.0.0.{n}"
+        charges = [g, cap(f"ip={ip}|{day}", None)]
+        charges = charges if n == 0 else charges[::-1]
+        reserve(ledger, f"c-ip{n}", 70, charges, now=T0 + 17, tags={**c, "ip": ip})
+        ledger.settle(f"c-ip{n}", None, now=T0 + 17)  # spent 70 each; one group of project c
+
+
+def _by_key(groups: list[HoldGroup]) -> dict[tuple[object, ...], tuple[object, ...]]:
+    out: dict[tuple[object, ...], tuple[object, ...]] = {}
+    for g in groups:
+        key = (g.endpoint, tuple(sorted(g.tags.items())), g.buckets, int(g.first // 10))
+        assert key not in out, f"two groups for {key}"
+        out[key] = (g.first, g.last, g.holds, g.spent, g.held, g.requests, g.open, g.expired)
+        out[key] += (g.released, g.overruns, g.overrun)
+    return out
+
+
+def test_summarize_is_holdgroup_of_summed_per_hold_for_every_kind_of_hold(ledger: Ledger) -> None:
+    """One group per endpoint, shared tags and buckets and period, whatever the table version or
+    the place of a visitor's bucket, each the sum of HoldGroup.of over its holds."""
+    _every_kind_of_hold(ledger)
+    _more_kinds_of_hold(ledger)
+    by_hand: dict[tuple[object, ...], list[Any]] = {}
+    for hold in ledger.holds():
+        one = HoldGroup.of(hold)
+        key = (one.endpoint, tuple(sorted(one.tags.items())), one.buckets, int(one.first // 10))
+        figures = [one.first, one.last, one.holds, one.spent, one.held, one.requests, one.open]
+        figures += [one.expired, one.released, one.overruns, one.overrun]
+        sums = by_hand.get(key)
+        if sums is None:
+            by_hand[key] = figures
+            continue
+        sums[0], sums[1] = min(sums[0], one.first), max(sums[1], one.last)
+        for index in range(2, len(figures)):
+            sums[index] += figures[index]
+    # periods of 10 s from 0 (T0 a multiple of 10): project a [T0, T0+10), c [T0+10, T0+20)
+    assert _by_key(ledger.summarize(period=10)) == {k: tuple(v) for k, v in by_hand.items()}
+    c = [g for g in ledger.summarize(period=10) if g.tags["project"] == "c"]
+    assert len(c) == 1
+    # by hand: spent 1300 + 900 + 1000 + 1100 + 250 + 260 + 50 + 70 + 70 = 5,000; overruns
+    # c-above 300, c-up 100, c-released 150, c-expired 60 = 610 in 4 holds
+    assert (c[0].holds, c[0].spent, c[0].requests, c[0].overruns, c[0].overrun) == (
+        9,
+        5_000,
+        9,
+        4,
+        610,
+    )
+
+
+def test_holds_with_an_overrun_are_exactly_those_that_have_one(ledger: Ledger) -> None:
+    """holds(overrun=True) (an index on SQLite and PostgreSQL) lists exactly the holds whose
+    Hold.overrun is above 0, newest first, within since/until."""
+    _every_kind_of_hold(ledger)
+    _more_kinds_of_hold(ledger)
+    expected = {h.id: h.overrun for h in ledger.holds() if h.overrun > 0}
+    # by hand: over +500 (T0+5); c-above +300, c-up +100, c-released +150, c-expired +60
+    assert expected == {
+        "over": 500,
+        "c-above": 300,
+        "c-up": 100,
+        "c-released": 150,
+        "c-expired": 60,
+    }
+    found = ledger.holds(overrun=True)
+    assert {h.id: h.overrun for h in found} == expected
+    assert [h.id for h in found] == ["c-expired", "c-released", "c-up", "c-above", "over"]
+    ranged = ledger.holds(overrun=True, since=T0 + 10, until=T0 + 14)
+    assert [h.id for h in ranged] == ["c-up", "c-above"]

@@ -438,7 +438,7 @@ def test_a_version_3_file_upgrades_to_lean_holds_and_loses_nothing(
 _IP1, _IP2 = "ip=10.0.0.1|day@UTC:2025-06-15", "ip=10.0.0.2|day@UTC:2025-06-15"
 _K1 = "key=k1|total"
 VISITOR_HOLDS: list[tuple[object, ...]] = [
-    # V3_COLUMNS; the proxy's visitor tags (ip, key) and caps per address
+    # V3_COLUMNS; the proxy's visitor tag (ip), its virtual key and caps per address
     ("v-1", None, "e", 100_000, "settled", [_G3, _IP1, _P3], "req-v1", T0 + 10, T0 + 610,
      T0 + 11, 100_000, {"endpoint": "e", "ip": "10.0.0.1", "project": "a"}, "v1", "ab" * 32,
      None, None, None, None),
@@ -474,12 +474,12 @@ def _as_hold(row: tuple[object, ...]) -> Hold:
     )
 
 
-def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
+def test_a_version_7_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Schema 7 keeps the visitor tags (ip, key) and their buckets with each hold: a version 6
+    """Schema 8 keeps the visitor tag (ip) and its buckets with each hold: a version 7
     ledger holding every kind of row (holds of every state, keys bound and forgotten, adjusted
-    holds, holds of three visitors, totals, adjustments, alerts, virtual keys) upgrades in
+    holds, holds of three visitors, totals, adjustments, alerts, virtual keys, refusals) upgrades in
     place, every hold reading back as it was, every other row and every rowid unchanged, and
     the kinds of the visitors' holds fold into the kinds they share."""
     every = [*V3_HOLDS, *VISITOR_HOLDS]
@@ -504,16 +504,23 @@ def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
     conn.executemany("INSERT INTO adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V3_ADJUSTMENTS)
     conn.executemany("INSERT INTO alerts VALUES (?, ?)", [(_G3, "0.5@2.00"), (_IP1, "1@1.00")])
     conn.execute("COMMIT")
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:6])
+    with monkeypatch.context() as patch:  # schema 7: the holds of 6, and refusals
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:7])
         SQLiteLedger(path).close()
-    assert schema_version(path) == "6"
+    assert schema_version(path) == "7"
     conn.execute(
         "INSERT INTO api_keys VALUES ('k1', ?, '{\"team\": \"x\"}', ?, NULL)", ("d" * 64, T0)
     )
+    conn.executemany(
+        "INSERT INTO refusals (at, endpoint, reason, cap, amount, tags) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (T0 + 20, "e", "cap_exceeded", "per address", 150_000, '{"ip": "10.0.0.1"}'),
+            (T0 + 21, "e", "unknown_endpoint", None, 0, "{}"),
+        ],
+    )
     # seven kinds: the four of V3_HOLDS, and one per visitor hold (each names its address)
     assert conn.execute("SELECT COUNT(*) FROM hold_kinds").fetchone() == (7,)
-    tables = ["buckets", "adjustments", "alerts", "api_keys", "sqlite_sequence"]
+    tables = ["buckets", "adjustments", "alerts", "api_keys", "refusals", "sqlite_sequence"]
 
     def dump() -> dict[str, list[tuple[object, ...]]]:
         out = {}
@@ -560,12 +567,16 @@ def test_a_version_6_file_moves_visitors_out_of_the_kinds_and_loses_nothing(
             fingerprint="other",
         )
         assert (conflict.conflict, conflict.hold.id) == (True, "v-2")  # type: ignore[union-attr]
-        # the visitors' holds: v-1 and v-2 one group, v-3 its own
-        shared = [g for g in ledger.summarize(period=10**9) if g.first >= T0 + 10]
-        assert sorted((g.holds, g.spent, g.held) for g in shared) == [
-            (1, 50_000, 0),  # v-3: released, adjusted to 50,000
-            (2, 100_000, 120_000),  # v-1 settled 100,000; v-2 held 120,000
-        ]
+        # the visitors' holds: v-1 and v-2, their addresses left out, share the tags and buckets
+        # of k-held and k-old (a kind of their own, with a null for the address): one group;
+        # v-3 (key k1, not a visitor tag) its own
+        groups = {(g.buckets, g.tags.get("key")): g for g in ledger.summarize(period=10**9)}
+        together = groups[(_G3, _P3), None]
+        # spent: v-1's 100,000 (k-old released, nothing); held: k-held 300,000 + v-2 120,000
+        assert (together.holds, together.spent, together.held) == (4, 100_000, 420_000)
+        assert (together.first, together.last) == (T0, T0 + 12)
+        alone = groups[(_K1, _G3), "k1"]
+        assert (alone.holds, alone.spent, alone.held) == (1, 50_000, 0)  # released, adjusted
     finally:
         ledger.close()
 
@@ -732,7 +743,7 @@ def test_a_forked_child_opens_its_own_connection(ledger: SQLiteLedger) -> None:
 
 def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Path) -> None:
     """The proxy's ``ip`` tag and a cap per address: 3,000 addresses, two requests each (on
-    two days), through the ledger's API. Schema 6 made a kind per address (591 bytes a hold,
+    two days), through the ledger's API. Schema 6 made a kind per address (549 bytes a hold,
     and a summary group per hold); the goal is at most 400 bytes a hold (docs/scale.md), and
     the summary has a group per project and day whatever the number of addresses."""
     ledger = SQLiteLedger(path)
@@ -783,7 +794,7 @@ def test_holds_of_3000_addresses_stay_small_and_their_report_groups_few(path: Pa
 def test_holds_with_an_overrun_are_read_through_their_index(
     ledger: SQLiteLedger, path: Path
 ) -> None:
-    """``holds(overrun=True)`` reads the partial index of schema 8, which a hold settled at
+    """``holds(overrun=True)`` reads the partial index of schema 9, which a hold settled at
     what was held never enters: 1,000 such holds of history, then one settled above."""
     add_history(path, closed=1_000, open_later=0)
     assert reserve(ledger, "over")
@@ -809,3 +820,44 @@ def test_holds_with_an_overrun_are_read_through_their_index(
     ).fetchone()
     assert indexed == (1,)
     check.close()
+
+
+def test_holds_of_an_upgraded_file_and_new_ones_with_the_same_tags_sum_into_one_group(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold written before hold kinds (schema 3) keeps its tags' JSON as it was written, in
+    any key order; a new hold with the same tags makes a kind whose JSON is sorted. The two are
+    one group of summarize, as they are on the other backends."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_ledger, "MIGRATIONS", sqlite_ledger.MIGRATIONS[:3])
+        SQLiteLedger(path).close()
+    old = ("old", None, "e", 300_000, "settled", [_G3], "req-o", T0, T0 + 600, T0 + 1, 300_000,
+           None, None, None, None, None, None, None)  # fmt: skip
+    conn = raw(path)
+    conn.execute(
+        f"INSERT INTO holds ({', '.join(V3_COLUMNS)}) VALUES ({', '.join('?' * 18)})",
+        (*old[:5], json.dumps(old[5]), *old[6:11], '{"user": "ann", "project": "a"}', *old[12:]),
+    )
+    conn.execute("INSERT INTO hold_buckets VALUES ('old', ?, ?)", (_G3, T0))
+    conn.execute("INSERT INTO buckets (key, settled, held) VALUES (?, 300000, 0)", (_G3,))
+    conn.close()
+    ledger = SQLiteLedger(path)  # upgrades
+    try:
+        new = ledger.reserve(
+            hold_id="new",
+            endpoint="e",
+            amount=200_000,
+            charges=[BucketCharge(_G3, None)],
+            now=T0 + 2,
+            expires_at=T0 + 600,
+            tags={"project": "a", "user": "ann"},
+        )
+        assert new.admitted
+        ledger.settle("new", None, now=T0 + 3)
+        groups = ledger.summarize(period=10**9)
+        # by hand: 300,000 + 200,000 spent by two holds
+        assert [(g.holds, g.spent, dict(g.tags), g.buckets) for g in groups] == [
+            (2, 500_000, {"project": "a", "user": "ann"}, (_G3,))
+        ]
+    finally:
+        ledger.close()

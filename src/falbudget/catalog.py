@@ -552,6 +552,19 @@ def entry_for(
                     "seconds: num_frames / frames_per_second, a partial second rounded up to a"
                     " whole one; fal does not say how it rounds frames into seconds"
                 )
+    nullable = sorted(
+        {
+            name
+            for rule in rules or ()
+            for name in (rule.get("input"), rule.get("rate_input"))
+            if name is not None and inputs[name].get("nullable")
+        }
+    )
+    if nullable:  # null carries no quantity, and a table refuses a rule reading such an input
+        rules, note = None, ""
+        reason = (
+            f"{', '.join(nullable)} may be null, so the number of {unit or 'units'} is not known"
+        )
     if not rules and not reason:
         reason = f"its schema does not give the number of {unit or 'units'} before the call"
     entry: dict[str, Any] = {

@@ -298,13 +298,14 @@ def _v7_refusals(db: sqlite3.Connection) -> None:
 
 
 def _v8_visitors(db: sqlite3.Connection) -> None:
-    """Visitor tags (the proxy's ``ip`` and ``key``, :data:`VISITOR_TAGS`) and the buckets of
+    """Visitor tags (the proxy's client address ``ip``, :data:`VISITOR_TAGS`) and the buckets of
     caps on them move from the hold's kind to the hold's own ``visitor`` column: with them in
-    the kind, every client address made a kind of its own (591 bytes a hold with 3,000
-    addresses, and a report group per hold). A kind now keeps what holds share, a JSON null at
-    the place of each visitor bucket (:func:`_split`). In place: a column is added, the holds of
-    each kind that named a visitor move to the kind without it, carrying their visitor values,
-    and the kinds left unused go; every other row is untouched."""
+    the kind, every client address made a kind of its own (549 bytes a hold with 3,000
+    addresses, and a report group per hold; 283 after, docs/scale.md). A kind now keeps what
+    holds share, a JSON null at the place of each visitor bucket (:func:`_split`). In place: a
+    column is added, the holds of each kind that named a visitor move to the kind without it,
+    carrying their visitor values, and the kinds left unused go; every other row is
+    untouched."""
     db.execute("ALTER TABLE holds ADD COLUMN visitor TEXT")
     db.execute(
         "CREATE TEMP TABLE kind_moves (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, "
@@ -1067,15 +1068,23 @@ class SQLiteLedger:
                 value = decoded[text] = json.loads(text)
             return value
 
-        groups: dict[tuple[int, int, int], list[Any]] = {}
+        # a group per endpoint, shared tags and buckets, period and place: kinds that differ
+        # only in their table or the place of a visitor's bucket (a null) sum into one
+        shared: dict[int, tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
+        groups: dict[tuple[object, ...], list[Any]] = {}
         for row in rows:
             (endpoint, tags, buckets, kind, period_, place_, state, first, last, n) = row[:10]
             amount, coalesced, adjusted, adjusted_n, adjusted_above_0 = row[10:]
             adjusted, adjusted_above_0 = adjusted or 0, adjusted_above_0 or 0
-            group = groups.get((kind, period_, place_))
+            what = shared.get(kind)
+            if what is None:
+                keys = tuple(key for key in decode(buckets) if key is not None)
+                # the tags by value: a kind of an older schema may keep them in another order
+                what = shared[kind] = (endpoint, tuple(sorted(decode(tags).items())), keys)
+            group = groups.get((*what, period_, place_))
             if group is None:
-                group = groups[kind, period_, place_] = [
-                    endpoint, tags, buckets, first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
+                group = groups[*what, period_, place_] = [
+                    endpoint, what[1], what[2], first, last, 0, 0, 0, 0, 0, 0, 0, 0, 0
                 ]  # fmt: skip
             else:
                 group[3], group[4] = min(group[3], first), max(group[4], last)
@@ -1094,14 +1103,14 @@ class SQLiteLedger:
                     group[7] += amount
                     group[9] += n
         for kind, period_, place_, n, overrun in overruns:
-            group = groups[kind, period_, place_]
+            group = groups[*shared[kind], period_, place_]
             group[12] += n
             group[13] += overrun
         return [
             HoldGroup(
                 endpoint,
-                dict(decode(tags)),
-                tuple(key for key in decode(buckets) if key is not None),
+                dict(tags),
+                buckets,
                 float(first),
                 float(last),
                 *(int(value) for value in figures),

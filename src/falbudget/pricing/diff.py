@@ -393,8 +393,8 @@ _RULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "per_unit": ("input", "amount", "unit", "above", "rounding", "unit_name"),
     "lookup": ("input", "factors"),
     "proportional": ("input", "per", "floor", "unit_name"),
-    "megapixels": ("input", "amount", "per", "rounding", "presets"),
-    "frames": ("input", "amount", "rate_input", "per", "rounding", "unit_name"),
+    "megapixels": ("input", "amount", "pixels", "rounding", "presets"),
+    "frames": ("input", "amount", "rate_input", "rate", "rounding", "unit_name"),
     "characters": ("input", "amount", "per", "rounding", "unit_name"),
     "ceiling": ("amount",),
 }
@@ -456,7 +456,13 @@ def rule_data(rule: PriceRule) -> dict[str, Any]:
     """A rule as JSON-ready data: its kind, the keys that kind uses, and its description."""
     data: dict[str, Any] = {"kind": rule.kind}
     for key in _RULE_FIELDS[rule.kind]:
-        value = getattr(rule, key)
+        value: Any
+        if key == "pixels":  # the table's names of what the compiled rule keeps as ``per``
+            value = rule.per
+        elif key == "rate":  # a fixed frame rate; none when an input carries it
+            value = rule.per if rule.rate_input is None else None
+        else:
+            value = getattr(rule, key)
         if key == "amount":
             value = format_usd(value)
         elif key == "floor":

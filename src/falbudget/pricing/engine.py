@@ -334,6 +334,8 @@ class InputRule:
         if ok:
             if self.enum is not None:
                 ok = value in self._enum_set
+                if ok and kind is float:  # a number's enum lists integers: 5.0 is its 5, so a
+                    value = int(value)  # lookup rule finds the factor it keys by "5"
             elif kind is str:
                 if self.min_length is not None and len(value) < self.min_length:
                     ok = False
@@ -524,8 +526,11 @@ class PriceRule:
             return added, None, item
         if kind == "frames":
             frames, rate = value if self.rate_input is not None else (value, self.per)
-            if self.rounding == "up":
-                seconds: int | Decimal = -(-frames // rate)
+            seconds: int | Decimal
+            if frames <= 0:  # a schema may allow it; no frames is no seconds, never a credit
+                seconds = 0
+            elif self.rounding == "up":
+                seconds = -(-frames // rate)
             else:
                 seconds = Decimal(frames) / rate
             added = self.amount * seconds
@@ -825,19 +830,25 @@ class PricedEndpoint:
 
 SAMPLED_BLOCKS = 100
 """The most blocks of characters a grid samples a text's length at (besides the longest)."""
+SAMPLED_CHARACTERS = 20_000_000
+"""About the most characters of all the sampled block lengths together: with blocks of a
+million characters, 4 blocks are sampled, not 100 (which would be 10 GB of text)."""
 
 
 def sample_texts(spec: InputRule, per: int) -> tuple[str, ...]:
     """Texts that stand for every length of a string input priced by blocks of ``per``
     characters, for a grid: the shortest and the longest the schema allows, and each block's
-    last character and the next one (1000 and 1001) for the first SAMPLED_BLOCKS blocks. A
-    price rises with the length, so the cheapest and (with a max_length) the dearest requests
-    are among them; without a max_length, the longest sampled is SAMPLED_BLOCKS blocks and one
-    character (``price_range`` then says the price has no upper bound)."""
+    last character and the next one (1000 and 1001) for the first blocks: SAMPLED_BLOCKS of
+    them, fewer when their texts would pass SAMPLED_CHARACTERS. A price rises with the length,
+    so the cheapest and (with a max_length) the dearest requests are among them; without a
+    max_length, the longest sampled is the last sampled block and one character
+    (``price_range`` then says the price has no upper bound)."""
     fewest = spec.min_length or 0
-    most = max(fewest, SAMPLED_BLOCKS * per + 1) if spec.max_length is None else spec.max_length
+    # n blocks sample texts of about per x n x (n + 1) characters in all
+    blocks = min(SAMPLED_BLOCKS, max(1, math.isqrt(SAMPLED_CHARACTERS // per)))
+    most = max(fewest, blocks * per + 1) if spec.max_length is None else spec.max_length
     lengths = {fewest, most}
-    for block in range(1, min(most // per, SAMPLED_BLOCKS) + 1):
+    for block in range(1, min(most // per, blocks) + 1):
         lengths.update(n for n in (block * per, block * per + 1) if fewest <= n <= most)
     return tuple("x" * n for n in sorted(lengths))
 

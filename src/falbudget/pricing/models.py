@@ -286,6 +286,12 @@ def _check_rules(rules: list[Rule], inputs: dict[str, InputSpec], where: str) ->
             )
         if spec.default is None:
             raise ValueError(f"{at}: rule {rule.name!r} reads {rule.input!r}, which has no default")
+        if spec.nullable:
+            # null carries no quantity: every rule but a characters one would fail on it
+            raise ValueError(
+                f"{at}: rule {rule.name!r} reads {rule.input!r}, a nullable input;"
+                " priced inputs must not allow null, so every request has a price"
+            )
         if isinstance(rule, MegapixelsRule):
             if spec.type != "image_size":
                 raise ValueError(
@@ -335,10 +341,10 @@ def _check_rate_input(rule: FramesRule, inputs: dict[str, InputSpec], at: str) -
         raise ValueError(
             f"{at}: rule {rule.name!r} needs an integer frame rate, {name!r} is {spec.type}"
         )
-    if spec.required or spec.default is None:
+    if spec.required or spec.default is None or spec.nullable:
         raise ValueError(
             f"{at}: rule {rule.name!r} reads its frame rate from {name!r}, which needs to be"
-            " optional with a default"
+            " optional with a default, never null"
         )
     lowest = spec.minimum if spec.enum is None else min(int(v or 0) for v in spec.enum)
     if lowest is None or lowest <= 0:
