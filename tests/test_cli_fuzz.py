@@ -256,6 +256,10 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FALBUDGET_LEDGER", "memory://")
+    # a server command that gets as far as serving returns at once instead of serving forever
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
 
 
 PLAIN: dict[str, str | bytes] = {

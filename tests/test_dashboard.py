@@ -552,6 +552,18 @@ def test_serve_refuses_another_address_without_a_token(
     assert "none.db" in capsys.readouterr().err
 
 
+def test_serve_refuses_a_memory_ledger(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A memory ledger is empty in a new process: serving it would show nothing, forever."""
+    monkeypatch.delenv("FALBUDGET_DASHBOARD_TOKEN", raising=False)
+    monkeypatch.delenv("FALBUDGET_CONFIG", raising=False)
+    assert main(["serve", "--port", "0", "--ledger", "memory://"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "ledger memory:// is not allowed for falbudget serve" in err
+
+
 @pytest.mark.parametrize("command", ["serve", "proxy"])
 def test_a_port_another_server_holds_is_exit_2_with_one_line(
     tmp_path: Path,

@@ -68,6 +68,13 @@ def run_serve(args: argparse.Namespace) -> Outcome:
         )
     require_free_port(args.host, port)
     guard = build_guard()
+    if guard.ledger.__class__.__name__ == "MemoryLedger":
+        guard.close()
+        raise UsageError(
+            "ledger memory:// is not allowed for falbudget serve: a memory ledger lives and dies"
+            " with one process, so the dashboard would show nothing; name the ledger the guard"
+            " writes (sqlite:///... or postgresql://...)"
+        )
     from falbudget.dashboard.app import create_dashboard
 
     app = create_dashboard(guard, settings, metrics=True)
