@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1048,6 +1049,29 @@ def test_start_up_imports_stay_lazy() -> None:
     assert lines[0] == f"falbudget {falbudget.__version__}"
     assert lines[1] == "[]"
     assert lines[3] == "['pydantic', 'yaml']"
+
+
+def test_a_command_imports_its_own_module_alone() -> None:
+    """`falbudget quote` registers and imports the quote command only: not the planner, the
+    ledger commands, the proxy or the dashboard; --help still lists every command."""
+    code = (
+        "import sys\n"
+        "from falbudget.cli import main\n"
+        f"main(['quote', {MAGI!r}, '--format', 'json'])\n"
+        "print(sorted(m for m in sys.modules if m.endswith('_cmd')))\n"
+        "main(['--help'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FALBUDGET_PRICING"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # quote_cmd imports pricing_cmd for parse_moment: those two, nothing else
+    assert "['falbudget.cli.pricing_cmd', 'falbudget.cli.quote_cmd']" in done.stdout
+    listed = done.stdout.split("COMMAND", 1)[1]
+    for command in ("quote", "endpoints", "pricing", "plan", "budget", "report", "reconcile",
+                    "ledger", "proxy", "keys", "serve"):  # fmt: skip
+        assert re.search(rf"\n    {command}\s", listed), command
 
 
 def test_a_speech_quote_and_plan_show_the_text_s_length(capsys: pytest.CaptureFixture[str]) -> None:

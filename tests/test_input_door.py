@@ -23,7 +23,7 @@ import pytest
 from fakebilling import ADMIN_KEY, FakeBilling
 from falbudget import Cap, ConfigurationError, Guard, InvalidArguments
 from falbudget import report as rp
-from falbudget.cli import app, main
+from falbudget.cli import main
 from falbudget.guard.config import load_config
 from falbudget.guard.core import MAX_HOLD_TTL
 from falbudget.ledger import Ledger, open_ledger
@@ -403,10 +403,10 @@ def test_an_internal_error_is_one_line_and_exit_70(
     def broken(args: object) -> object:
         raise RuntimeError("something\nimpossible")
 
-    monkeypatch.setattr(app.endpoints_cmd, "run_endpoints", broken)
-    monkeypatch.setattr(
-        app, "REGISTRARS", [app.endpoints_cmd.register]
-    )  # the parser binds func= at build time
+    from falbudget.cli import endpoints_cmd
+
+    # the parser, built at each run, binds func= to the module's function then
+    monkeypatch.setattr(endpoints_cmd, "run_endpoints", broken)
     result = run(capsys, "endpoints")
     one_error(
         result,

@@ -18,6 +18,7 @@ from falbudget.cli.common import (
     Subparsers,
     UsageError,
     add_format_option,
+    add_guard_options,
     parse_when,
 )
 
@@ -27,21 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HISTORY_FORMATS = (*FORMATS, "jsonl", "csv")
 STATES = ("held", "submitted", "settled", "released", "expired")
-
-
-def add_guard_options(parser: argparse.ArgumentParser) -> None:
-    """--config and --ledger: where the caps and the ledger come from."""
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="guard configuration (ledger, caps); default: FALBUDGET_CONFIG",
-    )
-    parser.add_argument(
-        "--ledger",
-        metavar="URL",
-        help="ledger URL, over the configuration's (default: FALBUDGET_LEDGER, else the"
-        " SQLite file in the user data directory)",
-    )
 
 
 def guard_from_args(

@@ -116,6 +116,21 @@ def require_free_port(host: str, port: int) -> None:
             ) from None
 
 
+def add_guard_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --ledger: where the caps and the ledger come from."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="guard configuration (ledger, caps); default: FALBUDGET_CONFIG",
+    )
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="ledger URL, over the configuration's (default: FALBUDGET_LEDGER, else the"
+        " SQLite file in the user data directory)",
+    )
+
+
 def add_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",

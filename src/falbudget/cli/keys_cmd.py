@@ -19,7 +19,7 @@ user, project or key apply to it."""
 
 
 def register(subparsers: Subparsers) -> None:
-    from falbudget.cli.budget_cmd import add_guard_options
+    from falbudget.cli.common import add_guard_options
 
     parser = subparsers.add_parser(
         "keys",

@@ -54,7 +54,7 @@ def register(subparsers: Subparsers) -> None:
     add_format_option(migrate)
     migrate.set_defaults(func=run_migrate)
 
-    from falbudget.cli.budget_cmd import add_guard_options
+    from falbudget.cli.common import add_guard_options
 
     adjustments = commands.add_parser(
         "adjustments",

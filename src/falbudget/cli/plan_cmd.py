@@ -108,7 +108,7 @@ def register(subparsers: Subparsers) -> None:
     count.add_argument(
         "--amount", type=parse_amount, metavar="AMOUNT", help="the money to spend, e.g. 10.00"
     )
-    from falbudget.cli.budget_cmd import add_guard_options
+    from falbudget.cli.common import add_guard_options
 
     add_guard_options(count)
     count.add_argument(

@@ -97,7 +97,7 @@ def register(subparsers: Subparsers) -> None:
             " (2026-12-01T09:30+02:00; no offset means UTC) instead of now"
         ),
     )
-    from falbudget.cli.budget_cmd import add_guard_options
+    from falbudget.cli.common import add_guard_options
 
     add_guard_options(parser)
     parser.add_argument(

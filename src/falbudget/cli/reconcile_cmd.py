@@ -13,8 +13,15 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from falbudget import clock
-from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
-from falbudget.cli.common import EXIT_FOUND, EXIT_OK, Outcome, Subparsers, UsageError
+from falbudget.cli.budget_cmd import guard_from_args
+from falbudget.cli.common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    Outcome,
+    Subparsers,
+    UsageError,
+    add_guard_options,
+)
 from falbudget.cli.ledger_cmd import adjustment_data
 from falbudget.cli.render import minute, plural, signed_usd, tabulate_text, to_json
 from falbudget.money import format_usd, from_micros

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from falbudget import clock
-from falbudget.cli.budget_cmd import add_guard_options, guard_from_args
-from falbudget.cli.common import Outcome, Subparsers, UsageError, parse_when
+from falbudget.cli.budget_cmd import guard_from_args
+from falbudget.cli.common import Outcome, Subparsers, UsageError, add_guard_options, parse_when
 from falbudget.cli.render import cents, minute, overrun_line, plural, tabulate_text, to_json
 from falbudget.money import format_usd
 

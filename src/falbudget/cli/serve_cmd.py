@@ -9,8 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from falbudget.cli.budget_cmd import add_guard_options
-from falbudget.cli.common import Outcome, Subparsers, UsageError, require_free_port
+from falbudget.cli.common import (
+    Outcome,
+    Subparsers,
+    UsageError,
+    add_guard_options,
+    require_free_port,
+)
 from falbudget.errors import ConfigurationError, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
